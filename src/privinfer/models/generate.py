@@ -1,0 +1,80 @@
+"""The decoding loop over any engine: prefill, incremental decode with the KV cache, streaming."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+
+from privinfer.errors import InputError
+from privinfer.models.llama import Llama
+from privinfer.models.ops import Sampler
+
+
+@dataclass
+class GenerationStats:
+    """Timings of one generation; per-token times exclude the prefill step."""
+
+    prompt_tokens: int = 0
+    new_tokens: int = 0
+    prefill_s: float = 0.0
+    token_s: list[float] = field(default_factory=list)
+    stop_reason: str = ""
+
+    @property
+    def decode_s(self) -> float:
+        return sum(self.token_s)
+
+    @property
+    def tokens_per_s(self) -> float:
+        return len(self.token_s) / self.decode_s if self.token_s and self.decode_s > 0 else 0.0
+
+    def to_json(self) -> dict[str, object]:
+        med = sorted(self.token_s)[len(self.token_s) // 2] if self.token_s else None
+        return {
+            "prompt_tokens": self.prompt_tokens,
+            "new_tokens": self.new_tokens,
+            "prefill_s": round(self.prefill_s, 6),
+            "per_token_s_median": round(med, 6) if med is not None else None,
+            "per_token_s_mean": round(self.decode_s / len(self.token_s), 6) if self.token_s else None,
+            "tokens_per_s": round(self.tokens_per_s, 3),
+            "stop_reason": self.stop_reason,
+        }
+
+
+def check_budget(n_prompt: int, max_new_tokens: int, max_context: int) -> int:
+    """Validate lengths; return how many new tokens fit in the context."""
+    if n_prompt == 0:
+        raise InputError("the prompt is empty")
+    if max_new_tokens < 1:
+        raise InputError("max_new_tokens must be at least 1")
+    if n_prompt >= max_context:
+        raise InputError(f"the prompt has {n_prompt} tokens, more than the model's context of {max_context}")
+    return min(max_new_tokens, max_context - n_prompt)
+
+
+def generate_ids(model: Llama, prompt_ids: Sequence[int], *, sampler: Sampler, max_new_tokens: int,
+                 stop_ids: Sequence[int], stats: GenerationStats) -> Iterator[int]:
+    """Yield new token ids as they are chosen; fill `stats` as it goes."""
+    budget = check_budget(len(prompt_ids), max_new_tokens, model.cfg.max_context)
+    stats.prompt_tokens = len(prompt_ids)
+    cache = model.new_cache()
+    t0 = time.perf_counter()
+    logits = model.forward(list(prompt_ids), cache, 0)
+    tok = model.ops.next_token(logits, sampler, 0)
+    stats.prefill_s = time.perf_counter() - t0
+    pos = len(prompt_ids)
+    for step in range(budget):
+        if tok in stop_ids:
+            stats.stop_reason = "eos"
+            return
+        stats.new_tokens += 1
+        yield tok
+        if step + 1 == budget:
+            break
+        t0 = time.perf_counter()
+        logits = model.forward([tok], cache, pos)
+        tok = model.ops.next_token(logits, sampler, step + 1)
+        stats.token_s.append(time.perf_counter() - t0)
+        pos += 1
+    stats.stop_reason = "length"

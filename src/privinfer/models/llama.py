@@ -1,0 +1,67 @@
+"""The LLaMA decoder (SmolLM2 and kin), written once against `Ops`: GQA, RoPE, SwiGLU, KV cache."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import torch
+
+from privinfer.errors import ModelLoadError
+from privinfer.models.config import LlamaConfig
+from privinfer.models.ops import Ops
+
+
+class Llama:
+    """Holds engine-native weight handles; `forward` runs one prefill or decode step."""
+
+    def __init__(self, cfg: LlamaConfig, weights: Mapping[str, torch.Tensor], ops: Ops) -> None:
+        self.cfg, self.ops = cfg, ops
+
+        def get(name: str) -> torch.Tensor:
+            if name not in weights:
+                raise ModelLoadError(f"model weights lack tensor {name}")
+            w = weights[name]
+            return w if isinstance(w, torch.Tensor) else torch.from_numpy(w)
+
+        self.embed_tokens = ops.prepare("model.embed_tokens.weight", get("model.embed_tokens.weight"),
+                                        kind="embedding")
+        self.layers: list[dict[str, Any]] = []
+        for i in range(cfg.n_layers):
+            p = f"model.layers.{i}."
+            layer = {
+                "attn_norm": ops.prepare(p + "input_layernorm.weight", get(p + "input_layernorm.weight"), kind="norm"),
+                "mlp_norm": ops.prepare(p + "post_attention_layernorm.weight",
+                                        get(p + "post_attention_layernorm.weight"), kind="norm"),
+            }
+            for short, name in (("q", "self_attn.q_proj"), ("k", "self_attn.k_proj"), ("v", "self_attn.v_proj"),
+                                ("o", "self_attn.o_proj"), ("gate", "mlp.gate_proj"), ("up", "mlp.up_proj"),
+                                ("down", "mlp.down_proj")):
+                layer[short] = ops.prepare(p + name + ".weight", get(p + name + ".weight"), kind="linear")
+            self.layers.append(layer)
+        self.norm = ops.prepare("model.norm.weight", get("model.norm.weight"), kind="norm")
+        head = "model.embed_tokens.weight" if cfg.tie_embeddings or "lm_head.weight" not in weights else "lm_head.weight"
+        self.lm_head = ops.prepare("lm_head.weight", get(head), kind="linear")
+
+    def new_cache(self) -> Any:
+        return self.ops.new_cache(self.cfg.n_layers)
+
+    def forward(self, ids: Sequence[int], cache: Any, start: int) -> Any:
+        """Run tokens `ids` at positions start.. through the decoder; return last-row logits."""
+        c, ops = self.cfg, self.ops
+        positions = range(start, start + len(ids))
+        x = ops.embed(self.embed_tokens, ids)
+        for i, L in enumerate(self.layers):
+            h = ops.rms_norm(x, L["attn_norm"], c.rms_eps)
+            q, k, v = ops.linears(h, [(L["q"], None), (L["k"], None), (L["v"], None)])
+            q = ops.rope(q, positions, n_heads=c.n_heads, head_dim=c.head_dim, theta=c.rope_theta)
+            k = ops.rope(k, positions, n_heads=c.n_kv_heads, head_dim=c.head_dim, theta=c.rope_theta)
+            k_all, v_all = ops.cache_append(cache, i, k, v)
+            a = ops.attention(q, k_all, v_all, n_heads=c.n_heads, n_kv_heads=c.n_kv_heads,
+                              head_dim=c.head_dim, causal=True, q_offset=start)
+            x = ops.add(x, ops.linear(a, L["o"]))
+            h = ops.rms_norm(x, L["mlp_norm"], c.rms_eps)
+            gate, up = ops.linears(h, [(L["gate"], None), (L["up"], None)])
+            x = ops.add(x, ops.linear(ops.swiglu(gate, up), L["down"]))
+        x = ops.rms_norm(ops.last_row(x), self.norm, c.rms_eps)
+        return ops.linear(x, self.lm_head)
