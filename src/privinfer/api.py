@@ -56,14 +56,22 @@ class Generation:
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
-        return {"mode": self.mode, "text": self.text, "token_ids": self.token_ids,
-                **self.stats.to_json(), "peak_rss_mb": round(peak_rss_mb(), 1), **self.extra}
+        return {
+            "mode": self.mode,
+            "text": self.text,
+            "token_ids": self.token_ids,
+            **self.stats.to_json(),
+            "peak_rss_mb": round(peak_rss_mb(), 1),
+            **self.extra,
+        }
 
 
 class TextStream:
     """Iterates text deltas as tokens arrive; `.result` holds the Generation once exhausted."""
 
-    def __init__(self, ids: Iterator[int], tok: Tokenizer, stats: GenerationStats, mode: str) -> None:
+    def __init__(
+        self, ids: Iterator[int], tok: Tokenizer, stats: GenerationStats, mode: str
+    ) -> None:
         self._ids, self._tok, self._stats, self._mode = ids, tok, stats, mode
         self.token_ids: list[int] = []
         self.result: Generation | None = None
@@ -75,7 +83,9 @@ class TextStream:
             delta = dec.push(t)
             if delta:
                 yield delta
-        self.result = Generation(self._tok.decode(self.token_ids), self.token_ids, self._stats, self._mode)
+        self.result = Generation(
+            self._tok.decode(self.token_ids), self.token_ids, self._stats, self._mode
+        )
 
 
 class LanguageModel:
@@ -83,9 +93,21 @@ class LanguageModel:
 
     kind = "llama"
 
-    def __init__(self, name: str, cfg: LlamaConfig, weights: dict[str, torch.Tensor], tok: Tokenizer,
-                 source: Path) -> None:
-        self.name, self.cfg, self.weights, self.tokenizer, self.source = name, cfg, weights, tok, source
+    def __init__(
+        self,
+        name: str,
+        cfg: LlamaConfig,
+        weights: dict[str, torch.Tensor],
+        tok: Tokenizer,
+        source: Path,
+    ) -> None:
+        self.name, self.cfg, self.weights, self.tokenizer, self.source = (
+            name,
+            cfg,
+            weights,
+            tok,
+            source,
+        )
         self._plain: Llama | None = None
 
     def build(self, ops: Any) -> Llama:
@@ -114,9 +136,18 @@ class LanguageModel:
             text = "\n".join(m["content"] for m in messages)
         return self.tokenizer.encode(text)
 
-    def stream(self, prompt: str | Sequence[dict[str, str]], *, mode: str = "plain", chat: bool = True,
-               max_new_tokens: int = 128, temperature: float = 0.0, top_p: float = 1.0,
-               seed: int | None = None, **mode_options: Any) -> TextStream:
+    def stream(
+        self,
+        prompt: str | Sequence[dict[str, str]],
+        *,
+        mode: str = "plain",
+        chat: bool = True,
+        max_new_tokens: int = 128,
+        temperature: float = 0.0,
+        top_p: float = 1.0,
+        seed: int | None = None,
+        **mode_options: Any,
+    ) -> TextStream:
         """Stream the answer to `prompt` as text deltas; see `TextStream.result` afterwards."""
         if temperature < 0 or not 0 < top_p <= 1:
             raise InputError("temperature must be >= 0 and top_p in (0, 1]")
@@ -126,13 +157,26 @@ class LanguageModel:
         if mode == "plain":
             if mode_options:
                 raise InputError(f"mode plain takes no options ({', '.join(mode_options)})")
-            gen = generate_ids(self.plain(), ids, sampler=sampler, max_new_tokens=max_new_tokens,
-                               stop_ids=self.tokenizer.eos_ids, stats=stats)
+            gen = generate_ids(
+                self.plain(),
+                ids,
+                sampler=sampler,
+                max_new_tokens=max_new_tokens,
+                stop_ids=self.tokenizer.eos_ids,
+                stats=stats,
+            )
         else:
             from privinfer.modes import run_generation
 
-            gen = run_generation(mode, self, ids, sampler=sampler, max_new_tokens=max_new_tokens,
-                                 stats=stats, **mode_options)
+            gen = run_generation(
+                mode,
+                self,
+                ids,
+                sampler=sampler,
+                max_new_tokens=max_new_tokens,
+                stats=stats,
+                **mode_options,
+            )
         return TextStream(gen, self.tokenizer, stats, mode)
 
     def generate(self, prompt: str | Sequence[dict[str, str]], **kwargs: Any) -> Generation:
@@ -156,9 +200,21 @@ class EmbeddingModel:
 
     kind = "bert"
 
-    def __init__(self, name: str, cfg: BertConfig, weights: dict[str, torch.Tensor], tok: Tokenizer,
-                 source: Path) -> None:
-        self.name, self.cfg, self.weights, self.tokenizer, self.source = name, cfg, weights, tok, source
+    def __init__(
+        self,
+        name: str,
+        cfg: BertConfig,
+        weights: dict[str, torch.Tensor],
+        tok: Tokenizer,
+        source: Path,
+    ) -> None:
+        self.name, self.cfg, self.weights, self.tokenizer, self.source = (
+            name,
+            cfg,
+            weights,
+            tok,
+            source,
+        )
         self._plain: Bert | None = None
 
     def build(self, ops: Any) -> Bert:
@@ -174,12 +230,18 @@ class EmbeddingModel:
     def token_ids(self, text: str) -> list[int]:
         if not text.strip():
             raise InputError("cannot embed an empty text")
-        ids = self.tokenizer.encode_with_specials(text)  # BERT's post-processor adds [CLS] ... [SEP]
+        ids = self.tokenizer.encode_with_specials(
+            text
+        )  # BERT's post-processor adds [CLS] ... [SEP]
         if len(ids) > self.cfg.max_positions:
-            raise InputError(f"the text has {len(ids)} tokens, more than the model's limit of {self.cfg.max_positions}")
+            raise InputError(
+                f"the text has {len(ids)} tokens, more than the model's limit of {self.cfg.max_positions}"
+            )
         return ids
 
-    def embed(self, texts: str | Sequence[str], *, mode: str = "plain", **mode_options: Any) -> torch.Tensor:
+    def embed(
+        self, texts: str | Sequence[str], *, mode: str = "plain", **mode_options: Any
+    ) -> torch.Tensor:
         """Embeddings of `texts` as a [n, dim] float tensor (L2-normalised for sentence models)."""
         texts = [texts] if isinstance(texts, str) else list(texts)
         if not texts:
@@ -194,8 +256,12 @@ class EmbeddingModel:
         return run_embedding(mode, self, ids, **mode_options)
 
 
-def load(name_or_path: str, *, threads: int | None = None, progress: ProgressFn | None = None,
-         ) -> LanguageModel | EmbeddingModel:
+def load(
+    name_or_path: str,
+    *,
+    threads: int | None = None,
+    progress: ProgressFn | None = None,
+) -> LanguageModel | EmbeddingModel:
     """Load a named model (`privinfer models`), a .gguf file or a Hugging Face folder."""
     set_threads(threads)
     fmt, path = resolve(name_or_path)
@@ -205,9 +271,12 @@ def load(name_or_path: str, *, threads: int | None = None, progress: ProgressFn 
         from privinfer.models.tokenizer import from_gguf_meta
 
         g = read_gguf(path, on_progress=progress)
-        weights = {k: torch.from_numpy(v if v.flags.writeable else v.copy()) for k, v in g.weights.items()}
+        weights = {
+            k: torch.from_numpy(v if v.flags.writeable else v.copy()) for k, v in g.weights.items()
+        }
         model: LanguageModel | EmbeddingModel = LanguageModel(
-            name_or_path, g.config, weights, from_gguf_meta(g.tokenizer_meta, g.chat_template), path)
+            name_or_path, g.config, weights, from_gguf_meta(g.tokenizer_meta, g.chat_template), path
+        )
     else:
         from privinfer.models.hf_loader import read_hf_folder
 

@@ -13,8 +13,12 @@ _GENERATORS: dict[str, Callable[..., Iterator[int]]] = {}
 _EMBEDDERS: dict[str, Callable[..., Any]] = {}
 
 
-def register(mode: str, *, generate: Callable[..., Iterator[int]] | None = None,
-             embed: Callable[..., Any] | None = None) -> None:
+def register(
+    mode: str,
+    *,
+    generate: Callable[..., Iterator[int]] | None = None,
+    embed: Callable[..., Any] | None = None,
+) -> None:
     if generate is not None:
         _GENERATORS[mode] = generate
     if embed is not None:

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -24,7 +23,9 @@ class _KVCache:
         self.v: list[torch.Tensor | None] = [None] * n_layers
         self.length = [0] * n_layers
 
-    def append(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def append(
+        self, layer: int, k: torch.Tensor, v: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         n, t = self.length[layer], k.shape[0]
         buf_k, buf_v = self.k[layer], self.v[layer]
         if buf_k is None or n + t > buf_k.shape[0]:
@@ -36,8 +37,8 @@ class _KVCache:
                 new_v[:n] = buf_v[:n]
             buf_k, buf_v = new_k, new_v
             self.k[layer], self.v[layer] = buf_k, buf_v
-        buf_k[n:n + t] = k
-        buf_v[n:n + t] = v
+        buf_k[n : n + t] = k
+        buf_v[n : n + t] = v
         self.length[layer] = n + t
         return buf_k[: n + t], buf_v[: n + t]
 
@@ -64,10 +65,14 @@ class PlainOps:
         return self.embed(table, indices)
 
     # linear algebra
-    def linear(self, x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None = None) -> torch.Tensor:
+    def linear(
+        self, x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None = None
+    ) -> torch.Tensor:
         return F.linear(x, w, b)
 
-    def linears(self, x: torch.Tensor, ws: Sequence[tuple[torch.Tensor, torch.Tensor | None]]) -> list[torch.Tensor]:
+    def linears(
+        self, x: torch.Tensor, ws: Sequence[tuple[torch.Tensor, torch.Tensor | None]]
+    ) -> list[torch.Tensor]:
         return [F.linear(x, w, b) for w, b in ws]
 
     def add(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -77,7 +82,9 @@ class PlainOps:
     def rms_norm(self, x: torch.Tensor, w: torch.Tensor, eps: float) -> torch.Tensor:
         return F.rms_norm(x, (x.shape[-1],), w, eps)
 
-    def layer_norm(self, x: torch.Tensor, w: torch.Tensor, b: torch.Tensor, eps: float) -> torch.Tensor:
+    def layer_norm(
+        self, x: torch.Tensor, w: torch.Tensor, b: torch.Tensor, eps: float
+    ) -> torch.Tensor:
         return F.layer_norm(x, (x.shape[-1],), w, b, eps)
 
     def swiglu(self, gate: torch.Tensor, up: torch.Tensor) -> torch.Tensor:
@@ -87,7 +94,9 @@ class PlainOps:
         return F.gelu(x)
 
     # attention
-    def _rope_tables(self, head_dim: int, theta: float, upto: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def _rope_tables(
+        self, head_dim: int, theta: float, upto: int
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         key = (head_dim, theta)
         cached = self._rope_cache.get(key)
         if cached is None or cached[0].shape[0] < upto:
@@ -99,12 +108,19 @@ class PlainOps:
             self._rope_cache[key] = cached
         return cached
 
-    def rope(self, x: torch.Tensor, positions: Sequence[int], *, n_heads: int, head_dim: int,
-             theta: float) -> torch.Tensor:
+    def rope(
+        self,
+        x: torch.Tensor,
+        positions: Sequence[int],
+        *,
+        n_heads: int,
+        head_dim: int,
+        theta: float,
+    ) -> torch.Tensor:
         pos = list(positions)
         cos_t, sin_t = self._rope_tables(head_dim, theta, max(pos) + 1)
         if pos == list(range(pos[0], pos[0] + len(pos))):
-            cos, sin = cos_t[pos[0]:pos[0] + len(pos)], sin_t[pos[0]:pos[0] + len(pos)]
+            cos, sin = cos_t[pos[0] : pos[0] + len(pos)], sin_t[pos[0] : pos[0] + len(pos)]
         else:
             idx = torch.as_tensor(pos)
             cos, sin = cos_t[idx], sin_t[idx]
@@ -114,8 +130,18 @@ class PlainOps:
         rot = torch.cat([-xh[..., half:], xh[..., :half]], dim=-1)
         return (xh * cos[:, None, :] + rot * sin[:, None, :]).reshape(t, n_heads * head_dim)
 
-    def attention(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, n_heads: int,
-                  n_kv_heads: int, head_dim: int, causal: bool, q_offset: int) -> torch.Tensor:
+    def attention(
+        self,
+        q: torch.Tensor,
+        k: torch.Tensor,
+        v: torch.Tensor,
+        *,
+        n_heads: int,
+        n_kv_heads: int,
+        head_dim: int,
+        causal: bool,
+        q_offset: int,
+    ) -> torch.Tensor:
         t, s = q.shape[0], k.shape[0]
         qh = q.view(t, n_heads, head_dim).transpose(0, 1)
         kh = k.view(s, n_kv_heads, head_dim).transpose(0, 1)
@@ -128,17 +154,24 @@ class PlainOps:
             else:
                 rows = torch.arange(t)[:, None] + q_offset
                 mask = torch.arange(s)[None, :] <= rows
-        out = F.scaled_dot_product_attention(qh, kh, vh, attn_mask=mask, is_causal=is_causal,
-                                             scale=1.0 / math.sqrt(head_dim),
-                                             enable_gqa=n_heads != n_kv_heads)
+        out = F.scaled_dot_product_attention(
+            qh,
+            kh,
+            vh,
+            attn_mask=mask,
+            is_causal=is_causal,
+            scale=1.0 / math.sqrt(head_dim),
+            enable_gqa=n_heads != n_kv_heads,
+        )
         return out.transpose(0, 1).reshape(t, n_heads * head_dim)
 
     # cache and outputs
     def new_cache(self, n_layers: int) -> _KVCache:
         return _KVCache(n_layers)
 
-    def cache_append(self, cache: _KVCache, layer: int, k: torch.Tensor,
-                     v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def cache_append(
+        self, cache: _KVCache, layer: int, k: torch.Tensor, v: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         return cache.append(layer, k, v)
 
     def last_row(self, x: torch.Tensor) -> torch.Tensor:

@@ -33,13 +33,25 @@ class Bert:
         for i in range(cfg.n_layers):
             p = f"encoder.layer.{i}."
             lin = {
-                "q": p + "attention.self.query", "k": p + "attention.self.key", "v": p + "attention.self.value",
-                "o": p + "attention.output.dense", "up": p + "intermediate.dense", "down": p + "output.dense",
+                "q": p + "attention.self.query",
+                "k": p + "attention.self.key",
+                "v": p + "attention.self.value",
+                "o": p + "attention.output.dense",
+                "up": p + "intermediate.dense",
+                "down": p + "output.dense",
             }
-            layer = {k: (prep(n + ".weight", "linear"), prep(n + ".bias", "bias")) for k, n in lin.items()}
-            layer["ln1"] = (prep(p + "attention.output.LayerNorm.weight", "norm"),
-                            prep(p + "attention.output.LayerNorm.bias", "bias"))
-            layer["ln2"] = (prep(p + "output.LayerNorm.weight", "norm"), prep(p + "output.LayerNorm.bias", "bias"))
+            layer = {
+                k: (prep(n + ".weight", "linear"), prep(n + ".bias", "bias"))
+                for k, n in lin.items()
+            }
+            layer["ln1"] = (
+                prep(p + "attention.output.LayerNorm.weight", "norm"),
+                prep(p + "attention.output.LayerNorm.bias", "bias"),
+            )
+            layer["ln2"] = (
+                prep(p + "output.LayerNorm.weight", "norm"),
+                prep(p + "output.LayerNorm.bias", "bias"),
+            )
             self.layers.append(layer)
 
     def encode(self, ids: Sequence[int]) -> Any:
@@ -52,8 +64,16 @@ class Bert:
         hd = c.hidden_size // c.n_heads
         for L in self.layers:
             q, k, v = ops.linears(x, [L["q"], L["k"], L["v"]])
-            a = ops.attention(q, k, v, n_heads=c.n_heads, n_kv_heads=c.n_heads, head_dim=hd,
-                              causal=False, q_offset=0)
+            a = ops.attention(
+                q,
+                k,
+                v,
+                n_heads=c.n_heads,
+                n_kv_heads=c.n_heads,
+                head_dim=hd,
+                causal=False,
+                q_offset=0,
+            )
             x = ops.layer_norm(ops.add(x, ops.linear(a, *L["o"])), *L["ln1"], c.ln_eps)
             h = ops.gelu(ops.linear(x, *L["up"]))
             x = ops.layer_norm(ops.add(x, ops.linear(h, *L["down"])), *L["ln2"], c.ln_eps)

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import time
 from collections import defaultdict
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Iterator
 
 
 @dataclass
@@ -33,8 +33,16 @@ class CostReport:
 
     by_op: dict[str, OpCost] = field(default_factory=lambda: defaultdict(OpCost))
 
-    def record(self, op: str, *, wall_s: float = 0.0, rounds: int = 0, bytes_sent: int = 0,
-               bytes_received: int = 0, refreshes: int = 0) -> None:
+    def record(
+        self,
+        op: str,
+        *,
+        wall_s: float = 0.0,
+        rounds: int = 0,
+        bytes_sent: int = 0,
+        bytes_received: int = 0,
+        refreshes: int = 0,
+    ) -> None:
         c = self.by_op[op]
         c.calls += 1
         c.wall_s += wall_s
@@ -67,9 +75,14 @@ class CostReport:
         r = CostReport()
         for k, c in self.by_op.items():
             e = earlier.by_op.get(k, OpCost())
-            r.by_op[k] = OpCost(c.calls - e.calls, c.wall_s - e.wall_s, c.rounds - e.rounds,
-                                c.bytes_sent - e.bytes_sent, c.bytes_received - e.bytes_received,
-                                c.refreshes - e.refreshes)
+            r.by_op[k] = OpCost(
+                c.calls - e.calls,
+                c.wall_s - e.wall_s,
+                c.rounds - e.rounds,
+                c.bytes_sent - e.bytes_sent,
+                c.bytes_received - e.bytes_received,
+                c.refreshes - e.refreshes,
+            )
         return r
 
     def to_json(self) -> dict[str, dict[str, float]]:

@@ -36,7 +36,9 @@ class GenerationStats:
             "new_tokens": self.new_tokens,
             "prefill_s": round(self.prefill_s, 6),
             "per_token_s_median": round(med, 6) if med is not None else None,
-            "per_token_s_mean": round(self.decode_s / len(self.token_s), 6) if self.token_s else None,
+            "per_token_s_mean": round(self.decode_s / len(self.token_s), 6)
+            if self.token_s
+            else None,
             "tokens_per_s": round(self.tokens_per_s, 3),
             "stop_reason": self.stop_reason,
         }
@@ -49,12 +51,21 @@ def check_budget(n_prompt: int, max_new_tokens: int, max_context: int) -> int:
     if max_new_tokens < 1:
         raise InputError("max_new_tokens must be at least 1")
     if n_prompt >= max_context:
-        raise InputError(f"the prompt has {n_prompt} tokens, more than the model's context of {max_context}")
+        raise InputError(
+            f"the prompt has {n_prompt} tokens, more than the model's context of {max_context}"
+        )
     return min(max_new_tokens, max_context - n_prompt)
 
 
-def generate_ids(model: Llama, prompt_ids: Sequence[int], *, sampler: Sampler, max_new_tokens: int,
-                 stop_ids: Sequence[int], stats: GenerationStats) -> Iterator[int]:
+def generate_ids(
+    model: Llama,
+    prompt_ids: Sequence[int],
+    *,
+    sampler: Sampler,
+    max_new_tokens: int,
+    stop_ids: Sequence[int],
+    stats: GenerationStats,
+) -> Iterator[int]:
     """Yield new token ids as they are chosen; fill `stats` as it goes."""
     budget = check_budget(len(prompt_ids), max_new_tokens, model.cfg.max_context)
     stats.prompt_tokens = len(prompt_ids)

@@ -16,7 +16,19 @@ import numpy as np
 from privinfer.errors import ModelLoadError
 from privinfer.models.config import LlamaConfig
 
-SUPPORTED_QTYPES = {"F32", "F16", "BF16", "Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q4_K", "Q5_K", "Q6_K"}
+SUPPORTED_QTYPES = {
+    "F32",
+    "F16",
+    "BF16",
+    "Q8_0",
+    "Q4_0",
+    "Q4_1",
+    "Q5_0",
+    "Q5_1",
+    "Q4_K",
+    "Q5_K",
+    "Q6_K",
+}
 
 _LAYER_MAP = {
     "attn_q": "self_attn.q_proj.weight",
@@ -53,7 +65,9 @@ def _reader(path: Path):  # noqa: ANN202
     except ModelLoadError:
         raise
     except Exception as exc:  # the gguf package raises many kinds on corrupt input
-        raise ModelLoadError(f"{path.name} is truncated or corrupt ({type(exc).__name__})") from None
+        raise ModelLoadError(
+            f"{path.name} is truncated or corrupt ({type(exc).__name__})"
+        ) from None
     size = os.path.getsize(path)
     for t in reader.tensors:
         if t.data_offset + t.n_bytes > size:

@@ -33,11 +33,15 @@ def read_safetensors(folder: Path) -> dict[str, torch.Tensor]:
         try:
             out.update({k: v.float() for k, v in load_file(str(f)).items()})
         except Exception as exc:
-            raise ModelLoadError(f"{f.name} is truncated or corrupt ({type(exc).__name__})") from None
+            raise ModelLoadError(
+                f"{f.name} is truncated or corrupt ({type(exc).__name__})"
+            ) from None
     return out
 
 
-def read_hf_folder(folder: str | Path) -> tuple[str, LlamaConfig | BertConfig, dict[str, torch.Tensor], Tokenizer]:
+def read_hf_folder(
+    folder: str | Path,
+) -> tuple[str, LlamaConfig | BertConfig, dict[str, torch.Tensor], Tokenizer]:
     """Return (kind, config, float32 weights, tokenizer) for a llama or bert folder."""
     folder = Path(folder)
     cfg = _json(folder / "config.json")
@@ -68,8 +72,9 @@ def read_hf_folder(folder: str | Path) -> tuple[str, LlamaConfig | BertConfig, d
             )
             if cfg.get("rope_scaling"):
                 raise ModelLoadError("rope_scaling is not supported yet")
-            tok = from_tokenizer_json(folder, eos_ids=eos_ids, bos_id=c.bos_id,
-                                      chat_template=tok_cfg.get("chat_template"))
+            tok = from_tokenizer_json(
+                folder, eos_ids=eos_ids, bos_id=c.bos_id, chat_template=tok_cfg.get("chat_template")
+            )
         elif kind == "bert":
             st = _json(folder / "sentence_bert_config.json")
             c = BertConfig(
@@ -78,7 +83,9 @@ def read_hf_folder(folder: str | Path) -> tuple[str, LlamaConfig | BertConfig, d
                 intermediate_size=int(cfg["intermediate_size"]),
                 n_layers=int(cfg["num_hidden_layers"]),
                 n_heads=int(cfg["num_attention_heads"]),
-                max_positions=int(st.get("max_seq_length", cfg.get("max_position_embeddings", 512))),
+                max_positions=int(
+                    st.get("max_seq_length", cfg.get("max_position_embeddings", 512))
+                ),
                 type_vocab_size=int(cfg.get("type_vocab_size", 2)),
                 ln_eps=float(cfg.get("layer_norm_eps", 1e-12)),
                 normalize=(folder / "modules.json").is_file()
@@ -88,7 +95,9 @@ def read_hf_folder(folder: str | Path) -> tuple[str, LlamaConfig | BertConfig, d
                 raise ModelLoadError(f"unsupported BERT activation {cfg.get('hidden_act')!r}")
             tok = from_tokenizer_json(folder)
         else:
-            raise ModelLoadError(f"unsupported architecture {kind!r} in {folder} (supported: llama, bert)")
+            raise ModelLoadError(
+                f"unsupported architecture {kind!r} in {folder} (supported: llama, bert)"
+            )
     except KeyError as exc:
         raise ModelLoadError(f"config.json in {folder} lacks {exc.args[0]}") from None
     return kind, c, read_safetensors(folder), tok

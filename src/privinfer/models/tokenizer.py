@@ -47,7 +47,9 @@ class Tokenizer:
     def decode(self, ids: Iterable[int], *, skip_special: bool = True) -> str:
         return self._tok.decode(list(ids), skip_special_tokens=skip_special)
 
-    def apply_chat(self, messages: list[dict[str, str]], *, add_generation_prompt: bool = True) -> str:
+    def apply_chat(
+        self, messages: list[dict[str, str]], *, add_generation_prompt: bool = True
+    ) -> str:
         """Render `messages` with the model's own chat template (sandboxed Jinja)."""
         if not self.chat_template:
             raise InputError("this model has no chat template; pass chat=False to send raw text")
@@ -55,8 +57,12 @@ class Tokenizer:
 
         env = ImmutableSandboxedEnvironment(trim_blocks=False, lstrip_blocks=False)
         tmpl = env.from_string(self.chat_template)
-        return tmpl.render(messages=messages, add_generation_prompt=add_generation_prompt,
-                           bos_token="", eos_token="")
+        return tmpl.render(
+            messages=messages,
+            add_generation_prompt=add_generation_prompt,
+            bos_token="",
+            eos_token="",
+        )
 
     def stream_decoder(self) -> StreamDecoder:
         return StreamDecoder(self)
@@ -75,7 +81,7 @@ class StreamDecoder:
         text = self._tok.decode(self._ids)
         if text.endswith("\ufffd"):
             return ""
-        delta = text[len(self._emitted):] if text.startswith(self._emitted) else ""
+        delta = text[len(self._emitted) :] if text.startswith(self._emitted) else ""
         self._emitted = text
         return delta
 
@@ -89,7 +95,9 @@ def from_gguf_meta(meta: dict[str, Any], chat_template: str | None) -> Tokenizer
     from tokenizers import Tokenizer as HfTokenizer
 
     if meta.get("model") != "gpt2":
-        raise ModelLoadError(f"unsupported GGUF tokenizer model {meta.get('model')!r} (supported: gpt2 byte-level BPE)")
+        raise ModelLoadError(
+            f"unsupported GGUF tokenizer model {meta.get('model')!r} (supported: gpt2 byte-level BPE)"
+        )
     tokens: list[str] = meta["tokens"]
     vocab = {t: i for i, t in enumerate(tokens)}
     merges = [tuple(m.split(" ", 1)) for m in meta["merges"]]
@@ -99,24 +107,40 @@ def from_gguf_meta(meta: dict[str, Any], chat_template: str | None) -> Tokenizer
     pre = meta.get("pre")
     if pre in ("smollm", "starcoder", "refact", "qwen2", "llama-bpe", "llama3"):
         # These pre-tokenizers split every digit on its own before the GPT-2 regex.
-        digits = pre_tokenizers.Split(Regex(r"\p{N}"), behavior="isolated") if pre in ("llama-bpe", "llama3") \
+        digits = (
+            pre_tokenizers.Split(Regex(r"\p{N}"), behavior="isolated")
+            if pre in ("llama-bpe", "llama3")
             else pre_tokenizers.Digits(individual_digits=True)
+        )
         tok.pre_tokenizer = pre_tokenizers.Sequence([digits, byte_level])
     else:
         tok.pre_tokenizer = byte_level
     tok.decoder = decoders.ByteLevel()
     types = meta.get("token_type") or []
-    specials = [AddedToken(tokens[i], special=True, normalized=False) for i, t in enumerate(types)
-                if t in (_CONTROL, _USER_DEFINED)]
+    specials = [
+        AddedToken(tokens[i], special=True, normalized=False)
+        for i, t in enumerate(types)
+        if t in (_CONTROL, _USER_DEFINED)
+    ]
     if specials:
         tok.add_special_tokens(specials)
     eos = meta.get("eos_id")
-    return Tokenizer(tok, eos_ids=(eos,) if eos is not None else (), bos_id=meta.get("bos_id"),
-                     add_bos=bool(meta.get("add_bos")), chat_template=chat_template)
+    return Tokenizer(
+        tok,
+        eos_ids=(eos,) if eos is not None else (),
+        bos_id=meta.get("bos_id"),
+        add_bos=bool(meta.get("add_bos")),
+        chat_template=chat_template,
+    )
 
 
-def from_tokenizer_json(folder: Path, *, eos_ids: Sequence[int] = (), bos_id: int | None = None,
-                        chat_template: str | None = None) -> Tokenizer:
+def from_tokenizer_json(
+    folder: Path,
+    *,
+    eos_ids: Sequence[int] = (),
+    bos_id: int | None = None,
+    chat_template: str | None = None,
+) -> Tokenizer:
     """Load a Hugging Face `tokenizer.json` from `folder`."""
     from tokenizers import Tokenizer as HfTokenizer
 

