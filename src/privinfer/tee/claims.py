@@ -40,6 +40,7 @@ class Reason(enum.StrEnum):
     DEBUG_ENABLED = "debug-enabled"
     TOO_OLD = "evidence-too-old"
     PRODUCT_NOT_ALLOWED = "product-not-allowed"
+    REVOKED = "revoked"
 
 
 class EvidenceRejected(SecurityError):
