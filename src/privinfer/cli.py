@@ -63,6 +63,11 @@ def load_model(name: str, args: argparse.Namespace) -> Any:
 def cmd_generate(args: argparse.Namespace) -> int:
     from privinfer.api import LanguageModel, set_threads
 
+    if args.mode == "tee" and args.server:
+        # The client of a remote enclave needs no weights: it attests, then streams over the channel.
+        from privinfer.tee.client_cli import generate_cli
+
+        return generate_cli(args)
     lm = load_model(args.model, args)
     if not isinstance(lm, LanguageModel):
         raise PrivinferError(f"{args.model} is an encoder; use `privinfer embed`")
