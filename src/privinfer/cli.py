@@ -238,7 +238,8 @@ def _extensions() -> list[Callable[..., None]]:
     import importlib
 
     out = []
-    for mod in ("privinfer.tee.commands", "privinfer.mpc.commands", "privinfer.he.commands"):
+    for mod in ("privinfer.security.report", "privinfer.tee.commands", "privinfer.mpc.commands",
+                "privinfer.he.commands"):
         try:
             out.append(importlib.import_module(mod).register)
         except ModuleNotFoundError as exc:
