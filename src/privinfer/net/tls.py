@@ -1,0 +1,734 @@
+"""TLS 1.3 mutually authenticated party links with fresh session keys; trusts the cluster CA.
+
+Security assumption: the cluster CA (see net/cluster.py) is trusted and each party's key is known
+only to that party; a peer is whoever presents a CA-signed certificate naming
+"privinfer-party-<id>" for the id we expect. Parties are semi-honest: the link gives integrity,
+confidentiality and session binding against the network, not protection from a malicious peer's
+protocol messages. Pairwise keys come from an X25519 exchange inside TLS, fresh per session.
+
+Layout: each pair is connected once (the higher id dials the lower id's listen address). Every
+link runs one I/O thread per peer that owns the socket and an `ssl.SSLObject` (memory BIOs), so
+sends never block on a peer that is itself sending (no round deadlock with big frames) and reads
+and writes of one TLS object never race. `recv` times out after `timeout_s` without any bytes from
+that peer; a dead peer (EOF/reset) is reported at once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import hmac
+import logging
+import queue
+import secrets
+import select
+import socket
+import ssl
+import struct
+import threading
+import time
+from collections import deque
+from types import TracebackType
+
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+from privinfer.net.cluster import (
+    ClusterConfig,
+    ClusterConfigError,
+    party_id_from_name,
+    party_name,
+)
+from privinfer.net.framing import (
+    DEFAULT_MAX_CONTROL,
+    DEFAULT_MAX_FRAME,
+    ZERO_SESSION,
+    Frame,
+    FrameError,
+    FrameParser,
+    FrameType,
+    encode_header,
+)
+from privinfer.net.peer import LinkStats, PeerError
+
+__all__ = ["TlsPeerLink", "connect_parties", "server_context", "client_context"]
+
+log = logging.getLogger(__name__)
+
+_CHUNK = 1 << 20  # plaintext handed to TLS at a time / max socket read
+_CT_HIGH = 4 << 20  # ciphertext buffered ahead of the socket
+_TICK = 0.2
+_HELLO = struct.Struct("!HH16s32s32s")  # party id, n parties, cluster id, nonce, X25519 public
+
+
+# --------------------------------------------------------------------------- TLS contexts
+
+
+def _base_context(cluster: ClusterConfig, party_id: int, server: bool) -> ssl.SSLContext:
+    me = cluster.party(party_id)
+    for f, what in ((me.cert, "certificate"), (me.key, "key")):
+        if not f.is_file():
+            raise ClusterConfigError(f"party {party_id} {what} file {f} does not exist.")
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER if server else ssl.PROTOCOL_TLS_CLIENT)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_3
+    ctx.maximum_version = ssl.TLSVersion.TLSv1_3
+    try:
+        ctx.load_cert_chain(me.cert, me.key)
+        ctx.load_verify_locations(cafile=str(cluster.ca_cert))
+    except (ssl.SSLError, OSError) as exc:
+        raise ClusterConfigError(
+            f"party {party_id} TLS identity or CA could not be loaded ({type(exc).__name__})."
+        ) from None
+    ctx.verify_mode = ssl.CERT_REQUIRED
+    return ctx
+
+
+def server_context(cluster: ClusterConfig, party_id: int) -> ssl.SSLContext:
+    """TLS 1.3 server context for `party_id`: requires a client certificate from the cluster CA."""
+    ctx = _base_context(cluster, party_id, server=True)
+    ctx.num_tickets = 0
+    return ctx
+
+
+def client_context(cluster: ClusterConfig, party_id: int) -> ssl.SSLContext:
+    """TLS 1.3 client context for `party_id`: verifies the server's name against the expected party."""
+    ctx = _base_context(cluster, party_id, server=False)
+    ctx.check_hostname = True
+    return ctx
+
+
+def _cert_party_id(sslobj: ssl.SSLObject) -> int | None:
+    """The single party id a verified peer certificate names (SAN DNS and CN agree), else None."""
+    cert = sslobj.getpeercert()
+    if not cert:
+        return None
+    sans = {v for k, v in cert.get("subjectAltName", ()) if k == "DNS"}
+    cns = {v for rdn in cert.get("subject", ()) for k, v in rdn if k == "commonName"}
+    ids = {party_id_from_name(n) for n in sans}
+    if len(ids) != 1 or None in ids:
+        return None
+    (pid,) = ids
+    if cns and cns != {party_name(pid)}:  # type: ignore[arg-type]
+        return None
+    return pid
+
+
+def _flush_bio(sock: socket.socket, out: ssl.MemoryBIO) -> None:
+    data = out.read()
+    if data:
+        sock.sendall(data)
+
+
+def _bio_handshake(
+    sock: socket.socket,
+    sslobj: ssl.SSLObject,
+    inc: ssl.MemoryBIO,
+    out: ssl.MemoryBIO,
+    deadline: float,
+) -> None:
+    while True:
+        try:
+            sslobj.do_handshake()
+            _flush_bio(sock, out)
+            return
+        except ssl.SSLWantReadError:
+            _flush_bio(sock, out)
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError("TLS handshake timed out") from None
+            sock.settimeout(remaining)
+            data = sock.recv(65536)
+            if not data:
+                raise ConnectionError("connection closed during the TLS handshake") from None
+            inc.write(data)
+        except ssl.SSLError:
+            with contextlib.suppress(OSError):
+                _flush_bio(sock, out)  # deliver our alert so the peer learns why
+            raise
+
+
+def _tls_reason(exc: BaseException) -> str:
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return f"certificate rejected: {exc.verify_message}"
+    if isinstance(exc, ssl.SSLError):
+        return f"TLS error: {exc.reason or type(exc).__name__}"
+    if isinstance(exc, TimeoutError):
+        return "timed out in the TLS handshake"
+    if isinstance(exc, OSError):
+        return f"connection error: {exc.strerror or str(exc) or type(exc).__name__}"
+    return type(exc).__name__
+
+
+# --------------------------------------------------------------------------- one peer
+
+
+class _Channel:
+    """One authenticated connection to one peer, driven by its own daemon I/O thread."""
+
+    def __init__(
+        self,
+        peer: int,
+        sock: socket.socket,
+        sslobj: ssl.SSLObject,
+        inc: ssl.MemoryBIO,
+        out: ssl.MemoryBIO,
+        parser: FrameParser,
+        heartbeat_s: float | None,
+    ) -> None:
+        self.peer = peer
+        self._sock = sock
+        self._ssl = sslobj
+        self._inc = inc
+        self._out = out
+        self.parser = parser
+        self.send_session = ZERO_SESSION
+        self.handshake_done = False  # set once the peer's CONFIRM arrived: pings are safe then
+        self._heartbeat_s = heartbeat_s
+        self._lock = threading.Lock()
+        self._outq: deque[memoryview] = deque()
+        self._send_seq = 0
+        self._inq: queue.SimpleQueue[Frame | None] = queue.SimpleQueue()
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._wake_r.setblocking(False)
+        self._wake_w.setblocking(False)
+        self._error: str | None = None
+        self._closing = False
+        self._close_deadline = 0.0
+        self._peer_closed = False
+        self.last_rx = time.monotonic()
+        self._last_tx = time.monotonic()
+        self.wire_sent = 0
+        self.wire_received = 0
+        self._thread = threading.Thread(
+            target=self._run, name=f"privinfer-link-{peer}", daemon=True
+        )
+
+    # -- called from the owner's thread
+    def start(self) -> None:
+        self._sock.setblocking(False)
+        self._thread.start()
+
+    def _wake(self) -> None:
+        with contextlib.suppress(OSError):
+            self._wake_w.send(b"\0")
+
+    def _enqueue(self, ftype: FrameType, label: str, payload: memoryview) -> int:
+        session = (
+            self.send_session if ftype not in (FrameType.HELLO, FrameType.CONFIRM) else ZERO_SESSION
+        )
+        hdr = encode_header(ftype, session, self._send_seq, label, len(payload))
+        self._send_seq += 1
+        self._outq.append(memoryview(hdr))
+        if len(payload):
+            self._outq.append(payload)
+        self._last_tx = time.monotonic()
+        return len(hdr) + len(payload)
+
+    def send_frame(self, ftype: FrameType, label: str, payload: memoryview) -> int:
+        with self._lock:
+            if self._error is not None:
+                raise PeerError(self.peer, self._error)
+            if self._closing:
+                raise PeerError(self.peer, "link is closed")
+            n = self._enqueue(ftype, label, payload)
+        self._wake()
+        return n
+
+    def recv_frame(self, timeout_s: float) -> Frame:
+        start = time.monotonic()
+        while True:
+            idle = time.monotonic() - max(self.last_rx, start)
+            remaining = timeout_s - idle
+            if remaining <= 0:
+                raise PeerError(self.peer, f"timed out (no data for {timeout_s:g} s)")
+            try:
+                item = self._inq.get(timeout=min(remaining, 1.0))
+            except queue.Empty:
+                continue
+            if item is None:
+                self._inq.put(None)  # sticky: every later recv fails the same way
+                raise PeerError(self.peer, self._error or "link failed")
+            return item
+
+    def begin_close(self, linger_s: float) -> None:
+        with self._lock:
+            if self._closing:
+                return
+            healthy = self._error is None and self._thread.is_alive()
+            if healthy:  # tell the peer, flush, and wait (up to linger_s) for its EOF
+                self._enqueue(FrameType.CLOSE, "", memoryview(b""))
+            self._closing = True
+            self._close_deadline = time.monotonic() + (linger_s if healthy else 0.0)
+        self._wake()
+
+    def finish_close(self) -> None:
+        if self._thread.is_alive():
+            self._thread.join(max(0.0, self._close_deadline - time.monotonic()) + 1.0)
+        for s in (self._sock, self._wake_r, self._wake_w):
+            with contextlib.suppress(OSError):
+                s.close()
+
+    def abort(self) -> None:
+        """Drop the connection now (used when setup fails)."""
+        with self._lock:
+            self._closing = True
+            self._close_deadline = 0.0
+        self._wake()
+        self.finish_close()
+
+    # -- the I/O thread
+    def _fail(self, reason: str) -> None:
+        with self._lock:
+            if self._error is None:
+                self._error = reason
+        self._inq.put(None)
+
+    def _run(self) -> None:
+        try:
+            self._loop()
+        except FrameError as exc:
+            self._fail(f"{exc}; link dropped")
+        except BaseException as exc:  # noqa: BLE001 - everything becomes a PeerError for the caller
+            if not self._closing:
+                self._fail(_tls_reason(exc))
+        finally:
+            if self._error is not None or not self._closing:
+                with contextlib.suppress(OSError):
+                    self._sock.shutdown(socket.SHUT_RDWR)
+
+    def _loop(self) -> None:
+        ct = bytearray()
+        ct_off = 0
+        eof = False
+        fin_sent = False
+        while True:
+            now = time.monotonic()
+            with self._lock:
+                closing = self._closing
+                if (
+                    self._heartbeat_s
+                    and not closing
+                    and self.handshake_done
+                    and now - self._last_tx >= self._heartbeat_s
+                ):
+                    self._enqueue(FrameType.PING, "", memoryview(b""))
+            # Encrypt queued plaintext, bounded so big frames stream.
+            while len(ct) - ct_off < _CT_HIGH:
+                with self._lock:
+                    if not self._outq:
+                        break
+                    piece = self._outq[0]
+                    if len(piece) > _CHUNK:
+                        chunk = piece[:_CHUNK]
+                        self._outq[0] = piece[_CHUNK:]
+                    else:
+                        chunk = piece
+                        self._outq.popleft()
+                self._ssl.write(chunk)
+                ct += self._out.read()
+            if ct_off and ct_off * 2 >= len(ct):
+                del ct[:ct_off]
+                ct_off = 0
+            want_w = ct_off < len(ct)
+            if closing or self._peer_closed:  # flush, send FIN, wait for the peer's FIN
+                if not want_w and not self._outq and not fin_sent:
+                    with contextlib.suppress(OSError):
+                        self._sock.shutdown(socket.SHUT_WR)
+                    fin_sent = True
+                if (fin_sent and eof) or (closing and now >= self._close_deadline):
+                    return
+            rlist: list[socket.socket] = [self._wake_r]
+            if not eof:
+                rlist.append(self._sock)
+            r, w, _ = select.select(rlist, [self._sock] if want_w else [], [], _TICK)
+            if self._wake_r in r:
+                with contextlib.suppress(OSError):
+                    while self._wake_r.recv(4096):
+                        pass
+            if w:
+                try:
+                    n = self._sock.send(memoryview(ct)[ct_off : ct_off + _CHUNK])
+                except (BlockingIOError, InterruptedError):
+                    n = 0
+                ct_off += n
+                self.wire_sent += n
+            if self._sock in r:
+                try:
+                    data = self._sock.recv(_CHUNK)
+                except (BlockingIOError, InterruptedError):
+                    continue
+                if not data:
+                    eof = True
+                    if self._closing or self._peer_closed:
+                        continue
+                    where = " mid-frame" if self.parser.mid_frame else ""
+                    raise ConnectionError(f"connection closed by peer{where}")
+                self.wire_received += len(data)
+                self.last_rx = time.monotonic()
+                self._inc.write(data)
+                self._drain_tls()
+                extra = self._out.read()
+                if extra:
+                    ct += extra
+
+    def _drain_tls(self) -> None:
+        while True:
+            try:
+                pt = self._ssl.read(_CHUNK)
+            except ssl.SSLWantReadError:
+                return
+            except ssl.SSLZeroReturnError:
+                raise ConnectionError("peer ended TLS") from None
+            if not pt:
+                return
+            if self._peer_closed:
+                continue  # anything after CLOSE is ignored
+            for fr in self.parser.feed(pt):
+                if fr.type == FrameType.PING:
+                    continue
+                if fr.type == FrameType.CLOSE:
+                    self._peer_closed = True
+                    self._fail("peer closed the link")
+                    continue
+                self._inq.put(fr)
+
+
+# --------------------------------------------------------------------------- the link
+
+
+def _count(stats: LinkStats, label: str, key: str, n: int) -> None:
+    d = stats.by_label.setdefault(
+        label,
+        {
+            "bytes_sent": 0,
+            "bytes_received": 0,
+            "messages_sent": 0,
+            "messages_received": 0,
+            "rounds": 0,
+        },
+    )
+    d[key] += n
+
+
+class TlsPeerLink:
+    """`PeerLink` over TLS 1.3 sockets; build it with `connect_parties`.
+
+    `stats` counts DATA frames only, each as header (40 B) + label + payload; handshake, ping and
+    close frames and TLS/TCP overhead are not in it (see `wire_stats()` for TLS bytes on the wire).
+    """
+
+    def __init__(
+        self,
+        party_id: int,
+        n_parties: int,
+        channels: dict[int, _Channel],
+        session_id: bytes,
+        pairwise: dict[int, bytes],
+        timeout_s: float,
+        close_linger_s: float,
+    ) -> None:
+        self.party_id = party_id
+        self.n_parties = n_parties
+        self.stats = LinkStats()
+        self.session_id = session_id
+        self.timeout_s = timeout_s
+        self._channels = channels
+        self._pairwise = pairwise
+        self._close_linger_s = close_linger_s
+        self._closed = False
+
+    def _chan(self, peer: int) -> _Channel:
+        ch = self._channels.get(peer)
+        if ch is None:
+            raise ValueError(f"party {self.party_id} has no link to party {peer}")
+        if self._closed:
+            raise PeerError(peer, "link is closed")
+        return ch
+
+    @property
+    def peers(self) -> list[int]:
+        return sorted(self._channels)
+
+    def pairwise_key(self, peer: int) -> bytes:
+        """32 bytes shared with `peer` only, fresh for this session (for PRF seeds)."""
+        self._chan(peer)
+        return self._pairwise[peer]
+
+    def send(self, peer: int, payload: bytes, label: str = "") -> None:
+        """Queue one DATA frame for `peer` (returns at once; an I/O thread sends it).
+
+        Pass `bytes` to avoid a copy; other buffers are copied so the caller may reuse them.
+        """
+        ch = self._chan(peer)
+        mv = memoryview(payload if isinstance(payload, bytes) else bytes(payload))
+        n = ch.send_frame(FrameType.DATA, label, mv)
+        s = self.stats
+        s.bytes_sent += n
+        s.messages_sent += 1
+        _count(s, label, "bytes_sent", n)
+        _count(s, label, "messages_sent", 1)
+
+    def recv(self, peer: int, timeout_s: float | None = None) -> bytes:
+        """Next DATA payload from `peer`; PeerError on timeout (no bytes for `timeout_s`), drop or bad frame."""
+        ch = self._chan(peer)
+        fr = ch.recv_frame(self.timeout_s if timeout_s is None else timeout_s)
+        if fr.type != FrameType.DATA:
+            raise PeerError(peer, f"unexpected {fr.type.name} frame")
+        s = self.stats
+        s.bytes_received += fr.size
+        s.messages_received += 1
+        _count(s, fr.label, "bytes_received", fr.size)
+        _count(s, fr.label, "messages_received", 1)
+        return fr.payload
+
+    def round(
+        self, outgoing: dict[int, bytes], expect_from: list[int], label: str = ""
+    ) -> dict[int, bytes]:
+        """Send all of `outgoing`, then receive one payload from each of `expect_from`; one round."""
+        for peer in sorted(outgoing):
+            self._chan(peer)
+        for peer in expect_from:
+            self._chan(peer)
+        for peer in sorted(outgoing):
+            self.send(peer, outgoing[peer], label)
+        got = {peer: self.recv(peer) for peer in expect_from}
+        self.stats.rounds += 1
+        _count(self.stats, label, "rounds", 1)
+        return got
+
+    def wire_stats(self) -> dict[int, dict[str, int]]:
+        """TLS bytes actually written/read per peer socket, handshakes included."""
+        return {
+            p: {"bytes_sent": ch.wire_sent, "bytes_received": ch.wire_received}
+            for p, ch in sorted(self._channels.items())
+        }
+
+    def close(self) -> None:
+        """Send CLOSE to every peer, flush, wait up to `close_linger_s` for theirs, join threads."""
+        if self._closed:
+            return
+        self._closed = True
+        for ch in self._channels.values():
+            ch.begin_close(self._close_linger_s)
+        for ch in self._channels.values():
+            ch.finish_close()
+
+    def __enter__(self) -> TlsPeerLink:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+# --------------------------------------------------------------------------- setup
+
+
+def _dial(
+    cluster: ClusterConfig, ctx: ssl.SSLContext, peer: int, deadline: float
+) -> tuple[socket.socket, ssl.SSLObject, ssl.MemoryBIO, ssl.MemoryBIO]:
+    """Connect and run TLS to `peer`, retrying with backoff on refused/closed connections (the
+    peer or a relay in front of it may not be up yet); certificate problems fail at once."""
+    target = cluster.party(peer)
+    delay = 0.05
+    last = "no attempt"
+    while True:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise PeerError(
+                peer,
+                f"could not connect to {target.host}:{target.port} before the deadline ({last})",
+            )
+        sock: socket.socket | None = None
+        try:
+            sock = socket.create_connection((target.host, target.port), timeout=min(remaining, 5.0))
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            inc, out = ssl.MemoryBIO(), ssl.MemoryBIO()
+            sslobj = ctx.wrap_bio(inc, out, server_side=False, server_hostname=party_name(peer))
+            _bio_handshake(sock, sslobj, inc, out, deadline)
+            if _cert_party_id(sslobj) != peer:
+                raise PeerError(peer, "certificate does not name the expected party")
+            return sock, sslobj, inc, out
+        except (PeerError, ssl.SSLError) as exc:
+            if sock is not None:
+                sock.close()
+            if isinstance(exc, PeerError):
+                raise
+            raise PeerError(peer, _tls_reason(exc)) from None
+        except OSError as exc:  # refused, reset, closed mid-handshake: try again
+            if sock is not None:
+                sock.close()
+            last = _tls_reason(exc)
+            time.sleep(max(0.0, min(delay, deadline - time.monotonic())))
+            delay = min(delay * 2, 1.0)
+
+
+def _accept(
+    listener: socket.socket,
+    ctx: ssl.SSLContext,
+    expected: set[int],
+    deadline: float,
+    handshake_s: float,
+) -> dict[int, tuple[socket.socket, ssl.SSLObject, ssl.MemoryBIO, ssl.MemoryBIO]]:
+    got: dict[int, tuple[socket.socket, ssl.SSLObject, ssl.MemoryBIO, ssl.MemoryBIO]] = {}
+    refused: list[str] = []
+    try:
+        while len(got) < len(expected):
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                missing = min(expected - set(got))
+                why = f"; refused {len(refused)}: {'; '.join(refused[:3])}" if refused else ""
+                raise PeerError(missing, f"no authenticated connection before the deadline{why}")
+            listener.settimeout(min(remaining, 1.0))
+            try:
+                sock, _addr = listener.accept()
+            except TimeoutError:
+                continue
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            inc, out = ssl.MemoryBIO(), ssl.MemoryBIO()
+            sslobj = ctx.wrap_bio(inc, out, server_side=True)
+            try:
+                _bio_handshake(
+                    sock, sslobj, inc, out, min(deadline, time.monotonic() + handshake_s)
+                )
+            except (OSError, ssl.SSLError) as exc:
+                refused.append(_tls_reason(exc))
+                log.warning("refused a connection: %s", refused[-1])
+                sock.close()
+                continue
+            pid = _cert_party_id(sslobj)
+            if pid is None or pid not in expected or pid in got:
+                refused.append(
+                    "certificate names no party"
+                    if pid is None
+                    else f"certificate names party {pid}, not an expected dialer"
+                )
+                log.warning("refused a connection: %s", refused[-1])
+                sock.close()
+                continue
+            got[pid] = (sock, sslobj, inc, out)
+    except BaseException:
+        for s, *_ in got.values():
+            s.close()
+        raise
+    return got
+
+
+def connect_parties(
+    cluster: ClusterConfig,
+    party_id: int,
+    timeout_s: float = 30.0,
+    *,
+    connect_timeout_s: float = 60.0,
+    max_frame_bytes: int = DEFAULT_MAX_FRAME,
+    max_control_bytes: int = DEFAULT_MAX_CONTROL,
+    heartbeat_s: float | None = None,
+    close_linger_s: float = 2.0,
+) -> TlsPeerLink:
+    """Connect `party_id` to every other party of `cluster` and agree a fresh session.
+
+    Party j dials every party i < j at its host:port (retrying with backoff until
+    `connect_timeout_s`) and accepts every party k > j on its listen address. Each connection is
+    TLS 1.3 with mutual certificate checks against the cluster CA and the expected party name.
+    Then all parties exchange nonces and X25519 keys; the session id is
+    SHA-256("privinfer/session/v1" | cluster id | n | nonce_0..nonce_{n-1})[:16], confirmed by
+    every peer, and `pairwise_key(p)` = HKDF-SHA256(X25519 secret, salt=session id).
+    `timeout_s` bounds each recv's silence; `heartbeat_s` (off by default) sends PING frames
+    when idle, so long local computation does not look like a dead peer.
+    """
+    n = cluster.n_parties
+    if not 0 <= party_id < n:
+        raise ClusterConfigError(f"party id {party_id} is not in cluster {cluster.path}.")
+    me = cluster.party(party_id)
+    sctx = server_context(cluster, party_id)
+    cctx = client_context(cluster, party_id)
+    deadline = time.monotonic() + connect_timeout_s
+    higher = set(range(party_id + 1, n))
+    listener: socket.socket | None = None
+    conns: dict[int, tuple[socket.socket, ssl.SSLObject, ssl.MemoryBIO, ssl.MemoryBIO]] = {}
+    channels: dict[int, _Channel] = {}
+    try:
+        if higher:
+            family = socket.AF_INET6 if ":" in me.listen_host else socket.AF_INET
+            listener = socket.create_server(
+                (me.listen_host, me.listen_port), family=family, backlog=max(8, n)
+            )
+        for peer in range(party_id):
+            conns[peer] = _dial(cluster, cctx, peer, deadline)
+        if listener is not None:
+            conns.update(_accept(listener, sctx, higher, deadline, handshake_s=10.0))
+            listener.close()
+            listener = None
+        for peer, (sock, sslobj, inc, out) in sorted(conns.items()):
+            parser = FrameParser(max_frame=max_frame_bytes, max_control=max_control_bytes)
+            channels[peer] = _Channel(peer, sock, sslobj, inc, out, parser, heartbeat_s)
+        conns.clear()
+        for ch in channels.values():
+            ch.start()
+        session_id, pairwise = _session_handshake(cluster, party_id, channels, deadline)
+    except BaseException:
+        if listener is not None:
+            listener.close()
+        for sock, *_ in conns.values():
+            sock.close()
+        for ch in channels.values():
+            ch.abort()
+        raise
+    return TlsPeerLink(party_id, n, channels, session_id, pairwise, timeout_s, close_linger_s)
+
+
+def _session_handshake(
+    cluster: ClusterConfig, party_id: int, channels: dict[int, _Channel], deadline: float
+) -> tuple[bytes, dict[int, bytes]]:
+    n = cluster.n_parties
+    nonce = secrets.token_bytes(32)
+    xkey = X25519PrivateKey.generate()
+    my_pub = xkey.public_key().public_bytes_raw()
+    hello = _HELLO.pack(party_id, n, cluster.cluster_id, nonce, my_pub)
+    for ch in channels.values():
+        ch.send_frame(FrameType.HELLO, "", memoryview(hello))
+    nonces = {party_id: nonce}
+    pubs: dict[int, bytes] = {}
+    for peer, ch in sorted(channels.items()):
+        fr = ch.recv_frame(max(0.5, deadline - time.monotonic()))
+        if fr.type != FrameType.HELLO or len(fr.payload) != _HELLO.size:
+            raise PeerError(peer, "handshake: malformed HELLO")
+        pid, pn, pcid, pnonce, ppub = _HELLO.unpack(fr.payload)
+        if pid != peer:
+            raise PeerError(peer, f"handshake: HELLO claims party {pid}")
+        if pn != n or not hmac.compare_digest(pcid, cluster.cluster_id):
+            raise PeerError(peer, "handshake: peer uses a different cluster configuration")
+        nonces[peer] = pnonce
+        pubs[peer] = ppub
+    h = hashlib.sha256(b"privinfer/session/v1" + cluster.cluster_id + n.to_bytes(2, "big"))
+    for i in range(n):
+        h.update(nonces[i])
+    session_id = h.digest()[:16]
+    for ch in channels.values():
+        ch.parser.session_id = session_id  # before our CONFIRM: peers send DATA only after it
+        ch.send_session = session_id
+    for ch in channels.values():
+        ch.send_frame(FrameType.CONFIRM, "", memoryview(session_id))
+    for peer, ch in sorted(channels.items()):
+        fr = ch.recv_frame(max(0.5, deadline - time.monotonic()))
+        if fr.type != FrameType.CONFIRM or not hmac.compare_digest(fr.payload, session_id):
+            raise PeerError(peer, "handshake: session id mismatch")
+        ch.handshake_done = True
+    pairwise: dict[int, bytes] = {}
+    for peer in channels:
+        try:
+            shared = xkey.exchange(X25519PublicKey.from_public_bytes(pubs[peer]))
+        except ValueError:
+            raise PeerError(peer, "handshake: bad X25519 public key") from None
+        lo, hi = sorted((party_id, peer))
+        pub_lo, pub_hi = (my_pub, pubs[peer]) if party_id < peer else (pubs[peer], my_pub)
+        info = b"privinfer/pairwise/v1" + struct.pack("!HH", lo, hi) + pub_lo + pub_hi
+        pairwise[peer] = HKDF(
+            algorithm=hashes.SHA256(), length=32, salt=session_id, info=info
+        ).derive(shared)
+    return session_id, pairwise
