@@ -1,1 +1,9 @@
-"""privinfer.mpc"""
+"""The MPC engine: three-party replicated secret sharing over Z_2^64 with fixed point; private
+against any single semi-honest party (honest majority), no trusted dealer.
+
+Modules: `ring` (encoding, wrapping ops), `prf` (pairwise AES-CTR randomness), `shares` (share
+types, sharing, reveal), `runtime` (the `Party` context and cost meter), `protocols/` (arith,
+trunc, boolean, compare, poly, nonlinear, activations, softmax, norms), `client` (the client's
+side of sharing and reconstruction), `ops` (`MpcOps`, the model-facing `Ops`), `dryrun`
+(fixed-point error and cost report).
+"""

@@ -1,0 +1,67 @@
+"""The client's side of MPC inference: shares private inputs (token one-hots) and reconstructs
+outputs; the in-process `LocalClient` serves tests and dry runs (it shares one process with the
+parties, so it proves nothing about isolation; the protocol messages are the real ones).
+
+A `ClientPort` is what `MpcOps` calls: `token_input` returns this party's payload of the
+client's one-hot shares (deployments ignore the `ids` argument, which parties never see), and
+`output` hands this party's reveal payload to the client. In the in-process harness `output`
+returns the reconstructed value so that one decoding loop can drive all parties; a deployed
+port returns None and the client alone learns the value.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from typing import Protocol
+
+import torch
+
+from privinfer.mpc.runtime import N_PARTIES
+from privinfer.mpc.shares import client_make_shares, client_reconstruct
+
+
+class ClientPort(Protocol):
+    def token_input(self, party_id: int, ids: Sequence[int], vocab: int) -> bytes: ...
+
+    def output(
+        self, party_id: int, payload: bytes, shape: tuple[int, ...], frac_bits: int
+    ) -> torch.Tensor | None: ...
+
+
+class LocalClient:
+    """Thread-safe in-process client for three party threads."""
+
+    def __init__(self, frac_bits: int) -> None:
+        self.frac_bits = frac_bits
+        self._lock = threading.Condition()
+        self._inputs: dict[int, list[bytes]] = {}
+        self._input_calls = [0] * N_PARTIES
+        self._outputs: dict[int, list[bytes | None]] = {}
+        self._results: dict[int, torch.Tensor] = {}
+        self._output_calls = [0] * N_PARTIES
+
+    def token_input(self, party_id: int, ids: Sequence[int], vocab: int) -> bytes:
+        with self._lock:
+            k = self._input_calls[party_id]
+            self._input_calls[party_id] += 1
+            if k not in self._inputs:
+                onehot = torch.zeros(len(ids), vocab, dtype=torch.float64)
+                onehot[torch.arange(len(ids)), torch.as_tensor(list(ids))] = 1.0
+                self._inputs[k] = client_make_shares(onehot, 0)
+            return self._inputs[k][party_id]
+
+    def output(
+        self, party_id: int, payload: bytes, shape: tuple[int, ...], frac_bits: int
+    ) -> torch.Tensor:
+        with self._lock:
+            k = self._output_calls[party_id]
+            self._output_calls[party_id] += 1
+            slot = self._outputs.setdefault(k, [None] * N_PARTIES)
+            slot[party_id] = payload
+            if all(p is not None for p in slot):
+                self._results[k] = client_reconstruct(slot, shape, frac_bits)  # type: ignore[arg-type]
+                self._lock.notify_all()
+            if not self._lock.wait_for(lambda: k in self._results, timeout=60.0):
+                raise TimeoutError("the other parties did not deliver their output shares")
+            return self._results[k]

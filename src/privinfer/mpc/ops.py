@@ -1,0 +1,274 @@
+"""`MpcOps`: the model `Ops` interface on replicated secret shares, one instance per compute
+party (three parties, semi-honest, honest majority; weights private by default).
+
+Each party runs the same model code with its own `MpcOps(party, client)`; tensors are `RShare`
+at the party's fractional bits. Token ids arrive as the client's one-hot shares (the `ids`
+argument is only used by the in-process `LocalClient`); `next_token` (greedy argmax in MPC)
+and `reveal` open values to the client only. Costs are reported per Ops method.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+
+from privinfer.models.costs import CostReport
+from privinfer.models.ops import Sampler, WeightKind
+from privinfer.mpc.client import ClientPort
+from privinfer.mpc.protocols import activations, arith, compare, norms, softmax
+from privinfer.mpc.protocols.trunc import trunc
+from privinfer.mpc.ring import encode, ring_matmul
+from privinfer.mpc.runtime import Party
+from privinfer.mpc.shares import (
+    RShare,
+    accept_client_share,
+    reveal_to_client_payload,
+    share_from,
+)
+
+ROPE_BITS = 20
+
+
+@dataclass
+class PublicWeight:
+    """A public weight, encoded once: `ring` at `f` fractional bits; `real` (float64) is kept
+    only for norm weights and biases, which protocols scale with their own precision."""
+
+    ring: torch.Tensor
+    real: torch.Tensor | None
+    f: int
+
+
+Weight = PublicWeight | RShare
+
+
+class MpcOps:
+    """`Ops` over replicated shares for one party."""
+
+    name = "mpc"
+
+    def __init__(
+        self,
+        party: Party,
+        client: ClientPort,
+        *,
+        private_weights: bool = True,
+        weight_owner: int = 0,
+    ) -> None:
+        self.party = party
+        self.client = client
+        self.private_weights = private_weights
+        self.weight_owner = weight_owner
+        self._concat: dict[tuple[int, ...], Weight] = {}
+
+    # weights and inputs
+    def prepare(self, name: str, weight: torch.Tensor, *, kind: WeightKind) -> Weight:
+        """Linear weights are stored transposed ([in, out]); the owner's values are shared."""
+        w = weight.detach().to(torch.float64)
+        if kind == "linear":
+            w = w.T.contiguous()
+        if not self.private_weights:
+            real = w if kind in ("norm", "bias") else None
+            return PublicWeight(encode(w, self.party.f), real, self.party.f)
+        p = self.party
+        with p.op("prepare"):
+            mine = w if p.pid == self.weight_owner else None
+            return share_from(p, self.weight_owner, mine, tuple(w.shape))
+
+    def embed(self, table: Weight, ids: Sequence[int]) -> RShare:
+        p = self.party
+        vocab = table.ring.shape[0] if isinstance(table, PublicWeight) else table.shape[0]
+        with p.op("embed"):
+            onehot = accept_client_share(
+                p, self.client.token_input(p.pid, ids, vocab), (len(ids), vocab)
+            ).with_f(0)
+            if isinstance(table, PublicWeight):
+                return RShare(onehot.a @ table.ring, onehot.b @ table.ring, p.pid, table.f)
+            return arith.matmul(p, onehot, table)
+
+    def embed_public(self, table: Weight, indices: Sequence[int]) -> RShare:
+        idx = torch.as_tensor(list(indices), dtype=torch.long)
+        if isinstance(table, PublicWeight):
+            rows = table.ring[idx]
+            zero = torch.zeros_like(rows)
+            return RShare(zero, zero.clone(), self.party.pid, table.f).add_ring(rows)
+        return table.map(lambda t: t[idx])
+
+    # linear algebra
+    def _matmul(self, x: RShare, w: Weight) -> RShare:
+        p = self.party
+        if isinstance(w, PublicWeight):
+            raw = RShare(ring_matmul(x.a, w.ring), ring_matmul(x.b, w.ring), p.pid, x.f + w.f)
+            return trunc(p, raw, w.f)
+        return arith.matmul(p, x, w)
+
+    def _add_bias(self, y: RShare, b: Weight | None) -> RShare:
+        if b is None:
+            return y
+        if isinstance(b, PublicWeight):
+            return y.add_ring(b.ring)
+        return y + b
+
+    def linear(self, x: RShare, w: Weight, b: Weight | None = None) -> RShare:
+        with self.party.op("linear"):
+            return self._add_bias(self._matmul(x, w), b)
+
+    def linears(self, x: RShare, ws: Sequence[tuple[Weight, Weight | None]]) -> list[RShare]:
+        """One matmul against the column-concatenated weights (cached per weight tuple)."""
+        key = tuple(id(w) for w, _ in ws)
+        if key not in self._concat:
+            mats = [w for w, _ in ws]
+            if isinstance(mats[0], PublicWeight):
+                self._concat[key] = PublicWeight(
+                    torch.cat([m.ring for m in mats], 1),  # type: ignore[union-attr]
+                    None,
+                    mats[0].f,
+                )
+            else:
+                self._concat[key] = RShare.cat(mats, dim=1)  # type: ignore[arg-type]
+        with self.party.op("linear"):
+            y = self._matmul(x, self._concat[key])
+            outs, start = [], 0
+            for w, b in ws:
+                n = w.ring.shape[1] if isinstance(w, PublicWeight) else w.shape[1]
+                outs.append(self._add_bias(y.map(lambda t, s=start, n=n: t[:, s : s + n]), b))
+                start += n
+            return outs
+
+    def add(self, a: RShare, b: RShare) -> RShare:
+        return a + b
+
+    # norms and activations
+    def _affine(self, w: Weight | None) -> torch.Tensor | RShare | None:
+        return w.real if isinstance(w, PublicWeight) else w
+
+    def rms_norm(self, x: RShare, w: Weight, eps: float) -> RShare:
+        with self.party.op("rms_norm"):
+            return norms.rms_norm(self.party, x, self._affine(w), eps)
+
+    def layer_norm(self, x: RShare, w: Weight, b: Weight, eps: float) -> RShare:
+        with self.party.op("layer_norm"):
+            return norms.layer_norm(self.party, x, self._affine(w), self._affine(b), eps)
+
+    def swiglu(self, gate: RShare, up: RShare) -> RShare:
+        with self.party.op("swiglu"):
+            return arith.mul(self.party, activations.silu(self.party, gate), up)
+
+    def gelu(self, x: RShare) -> RShare:
+        with self.party.op("gelu"):
+            return activations.gelu(self.party, x)
+
+    # attention
+    def rope(
+        self, x: RShare, positions: Sequence[int], *, n_heads: int, head_dim: int, theta: float
+    ) -> RShare:
+        """Rotate-half RoPE with public cos/sin tables encoded at 20 bits (one truncation)."""
+        pos = torch.as_tensor(list(positions), dtype=torch.float64)
+        inv = 1.0 / (theta ** (torch.arange(0, head_dim, 2, dtype=torch.float64) / head_dim))
+        ang = torch.outer(pos, inv)
+        ang = torch.cat([ang, ang], dim=-1)[:, None, :]
+        cos, sin = encode(ang.cos(), ROPE_BITS), encode(ang.sin(), ROPE_BITS)
+        t, half = x.shape[0], head_dim // 2
+
+        def rot(a: torch.Tensor) -> torch.Tensor:
+            h = a.reshape(t, n_heads, head_dim)
+            return torch.cat([-h[..., half:], h[..., :half]], dim=-1)
+
+        def mix(a: torch.Tensor) -> torch.Tensor:
+            y = a.reshape(t, n_heads, head_dim) * cos + rot(a) * sin
+            return y.reshape(t, n_heads * head_dim)
+
+        with self.party.op("rope"):
+            return trunc(self.party, x.map(mix).with_f(x.f + ROPE_BITS), ROPE_BITS)
+
+    def attention(
+        self,
+        q: RShare,
+        k: RShare,
+        v: RShare,
+        *,
+        n_heads: int,
+        n_kv_heads: int,
+        head_dim: int,
+        causal: bool,
+        q_offset: int,
+    ) -> RShare:
+        p = self.party
+        t, s = q.shape[0], k.shape[0]
+        rep = n_heads // n_kv_heads
+
+        def heads(a: torch.Tensor, n: int, length: int) -> torch.Tensor:
+            h = a.reshape(length, n, head_dim).transpose(0, 1)
+            return h.repeat_interleave(rep, dim=0) if n != n_heads else h
+
+        with p.op("attention"):
+            qh = q.map(lambda a: heads(a, n_heads, t))
+            kh = k.map(lambda a: heads(a, n_kv_heads, s).transpose(1, 2))
+            vh = v.map(lambda a: heads(a, n_kv_heads, s))
+            log_d = math.log2(head_dim)
+            if log_d == int(log_d) and int(log_d) % 2 == 0:  # 1/sqrt(d) is a power of two
+                qh = qh.with_f(q.f + int(log_d) // 2)
+            else:
+                qh = arith.mul_public(p, qh, 1.0 / math.sqrt(head_dim))
+            scores = trunc(p, arith.raw_matmul(p, qh, kh), qh.f + kh.f - q.f)
+            mask = None
+            if causal:
+                rows = torch.arange(t)[:, None] + q_offset
+                mask = torch.arange(s)[None, :] <= rows
+            probs = softmax.softmax(p, scores, mask)
+            out = arith.matmul(p, probs, vh)
+            return out.map(lambda a: a.transpose(0, 1).reshape(t, n_heads * head_dim))
+
+    # cache and outputs
+    def new_cache(self, n_layers: int) -> list[list[RShare | None]]:
+        return [[None, None] for _ in range(n_layers)]
+
+    def cache_append(
+        self, cache: list[list[RShare | None]], layer: int, k: RShare, v: RShare
+    ) -> tuple[RShare, RShare]:
+        old_k, old_v = cache[layer]
+        if old_k is not None and old_v is not None:
+            k, v = RShare.cat([old_k, k]), RShare.cat([old_v, v])
+        cache[layer] = [k, v]
+        return k, v
+
+    def last_row(self, x: RShare) -> RShare:
+        return x.map(lambda a: a[-1:])
+
+    def next_token(self, logits: RShare, sampler: Sampler, step: int) -> int:
+        """Greedy argmax in MPC; only the index is opened, to the client."""
+        if not sampler.greedy:
+            raise NotImplementedError("the MPC engine decodes greedily (temperature 0) for now")
+        p = self.party
+        with p.op("argmax"):
+            _, idx = compare.argmax_lastdim(p, logits.map(lambda a: a[-1]))
+        got = self.client.output(
+            p.pid, reveal_to_client_payload(idx.map(lambda a: a.reshape(1))), (1,), 0
+        )
+        return -1 if got is None else int(got.item())
+
+    def mean_pool(self, x: RShare, *, normalize: bool) -> RShare:
+        p = self.party
+        with p.op("mean_pool"):
+            m = arith.mul_public(p, x.map(lambda a: a.sum(0, keepdim=True)), 1.0 / x.shape[0])
+            if not normalize:
+                return m
+            dim = m.shape[-1]
+            return norms.rms_norm(p, m, torch.full((dim,), 1.0 / math.sqrt(dim)), eps=1e-12)
+
+    def reveal(self, x: RShare) -> torch.Tensor:
+        """Open `x` to the client (the in-process client hands it back to the caller)."""
+        got = self.client.output(self.party.pid, reveal_to_client_payload(x), tuple(x.shape), x.f)
+        return torch.empty(0) if got is None else got.float()
+
+    def costs(self) -> CostReport:
+        report = CostReport()
+        for label, c in self.party.meter.totals().items():
+            report.by_op[label].calls += c.calls
+            report.by_op[label].wall_s += c.wall_s
+            report.by_op[label].rounds += c.rounds
+            report.by_op[label].bytes_sent += c.bytes_sent
+        return report

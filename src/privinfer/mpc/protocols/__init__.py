@@ -1,0 +1,1 @@
+"""MPC protocols over replicated shares (three parties, semi-honest, honest majority)."""
