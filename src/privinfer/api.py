@@ -88,18 +88,14 @@ class TextStream:
         )
 
 
-class LanguageModel:
-    """A LLaMA-family decoder with its tokenizer, runnable in any mode."""
+class _LoadedModel:
+    """A model definition's config, float weights, tokenizer and source, runnable in any mode."""
 
-    kind = "llama"
+    kind = ""
+    definition: Any = None  # the model class written against Ops (Llama, Bert)
 
     def __init__(
-        self,
-        name: str,
-        cfg: LlamaConfig,
-        weights: dict[str, torch.Tensor],
-        tok: Tokenizer,
-        source: Path,
+        self, name: str, cfg: Any, weights: dict[str, torch.Tensor], tok: Tokenizer, source: Path
     ) -> None:
         self.name, self.cfg, self.weights, self.tokenizer, self.source = (
             name,
@@ -108,18 +104,27 @@ class LanguageModel:
             tok,
             source,
         )
-        self._plain: Llama | None = None
+        self.load_s = 0.0
+        self._plain: Any = None
 
-    def build(self, ops: Any) -> Llama:
+    def build(self, ops: Any) -> Any:
         """The shared model definition bound to an engine (weights prepared once per engine)."""
-        return Llama(self.cfg, self.weights, ops)
+        return self.definition(self.cfg, self.weights, ops)
 
-    def plain(self) -> Llama:
+    def plain(self) -> Any:
         if self._plain is None:
             from privinfer.engines.plain import PlainOps
 
             self._plain = self.build(PlainOps())
         return self._plain
+
+
+class LanguageModel(_LoadedModel):
+    """A LLaMA-family decoder with its tokenizer, runnable in any mode."""
+
+    kind = "llama"
+    definition = Llama
+    cfg: LlamaConfig
 
     def prompt_ids(self, prompt: str | Sequence[dict[str, str]], *, chat: bool = True) -> list[int]:
         if isinstance(prompt, str):
@@ -195,37 +200,12 @@ class LanguageModel:
         return torch.stack(rows)
 
 
-class EmbeddingModel:
+class EmbeddingModel(_LoadedModel):
     """A BERT sentence encoder with its tokenizer, runnable in any mode."""
 
     kind = "bert"
-
-    def __init__(
-        self,
-        name: str,
-        cfg: BertConfig,
-        weights: dict[str, torch.Tensor],
-        tok: Tokenizer,
-        source: Path,
-    ) -> None:
-        self.name, self.cfg, self.weights, self.tokenizer, self.source = (
-            name,
-            cfg,
-            weights,
-            tok,
-            source,
-        )
-        self._plain: Bert | None = None
-
-    def build(self, ops: Any) -> Bert:
-        return Bert(self.cfg, self.weights, ops)
-
-    def plain(self) -> Bert:
-        if self._plain is None:
-            from privinfer.engines.plain import PlainOps
-
-            self._plain = self.build(PlainOps())
-        return self._plain
+    definition = Bert
+    cfg: BertConfig
 
     def token_ids(self, text: str) -> list[int]:
         if not text.strip():
@@ -289,7 +269,7 @@ def load(
         else:
             assert isinstance(cfg, BertConfig)
             model = EmbeddingModel(name_or_path, cfg, weights, tok, path)
-    model.load_s = time.perf_counter() - t0  # type: ignore[attr-defined]
+    model.load_s = time.perf_counter() - t0
     if not isinstance(model, LanguageModel | EmbeddingModel):  # pragma: no cover
         raise ModelLoadError("unknown model kind")
     return model

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import torch
 
+from privinfer.errors import InputError
 from privinfer.models.costs import CostReport
 from privinfer.models.ops import Sampler, WeightKind
 from privinfer.mpc.client import ClientPort
@@ -66,7 +67,12 @@ class MpcOps:
 
     # weights and inputs
     def prepare(self, name: str, weight: torch.Tensor, *, kind: WeightKind) -> Weight:
-        """Linear weights are stored transposed ([in, out]); the owner's values are shared."""
+        """Linear weights are stored transposed ([in, out]); the owner's values are shared, or,
+        when a `weight_store` attribute is set (see mpc/store.py), this party's pre-shared
+        RShare is loaded from it and `weight` is only a shape placeholder."""
+        store = getattr(self, "weight_store", None)
+        if store is not None:
+            return store.share(self.party.pid, self.party.f, name)
         w = weight.detach().to(torch.float64)
         if kind == "linear":
             w = w.T.contiguous()
@@ -239,15 +245,27 @@ class MpcOps:
         return x.map(lambda a: a[-1:])
 
     def next_token(self, logits: RShare, sampler: Sampler, step: int) -> int:
-        """Greedy argmax in MPC; only the index is opened, to the client."""
-        if not sampler.greedy:
-            raise NotImplementedError("the MPC engine decodes greedily (temperature 0) for now")
+        """Greedy argmax in MPC, or, for temperature T > 0, the Gumbel-max trick: the client
+        secret-shares T*g with g ~ Gumbel(0, 1) per vocabulary entry, and argmax(logits + T*g)
+        = argmax(logits / T + g) is a sample of softmax(logits / T); the parties learn neither
+        T, the distribution nor the sample. Only the index is opened, to the client, after a
+        zero-sharing re-randomisation of the components it receives. top_p < 1 is refused."""
+        if sampler.top_p < 1.0:
+            raise InputError(
+                "top_p < 1 is not supported in mpc mode: nucleus sampling needs a private sort "
+                "of the whole vocabulary; use temperature sampling with top_p = 1"
+            )
         p = self.party
+        row = logits.map(lambda a: a[-1])
         with p.op("argmax"):
-            _, idx = compare.argmax_lastdim(p, logits.map(lambda a: a[-1]))
-        got = self.client.output(
-            p.pid, reveal_to_client_payload(idx.map(lambda a: a.reshape(1))), (1,), 0
-        )
+            if not sampler.greedy:
+                vocab = int(row.shape[-1])
+                payload = self.client.sampling_noise(p.pid, vocab, row.f, sampler)
+                row = row + accept_client_share(p, payload, (vocab,)).with_f(row.f)
+            _, idx = compare.argmax_lastdim(p, row)
+        flat = idx.map(lambda a: a.reshape(1))
+        masked = RShare(flat.a + p.rand.zero_share((1,)), flat.b, p.pid, 0)
+        got = self.client.output(p.pid, reveal_to_client_payload(masked), (1,), 0)
         return -1 if got is None else int(got.item())
 
     def mean_pool(self, x: RShare, *, normalize: bool) -> RShare:

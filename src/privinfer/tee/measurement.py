@@ -98,10 +98,21 @@ def hash_model(files: Sequence[Path | str]) -> bytes:
     names = [p.name for p in paths]
     if len(set(names)) != len(names):
         raise ValueError("model files must have distinct base names")
-    h = hashlib.sha384(lp(b"privinfer-model-v1"))
-    h.update(struct.pack(">I", len(paths)))
-    for name, path in sorted(zip(names, paths, strict=True)):
+    entries = []
+    for name, path in zip(names, paths, strict=True):
         digest, size = _sha384_file(path)
+        entries.append((name, size, digest))
+    return hash_model_digests(entries)
+
+
+def hash_model_digests(entries: Sequence[tuple[str, int, bytes]]) -> bytes:
+    """`hash_model` from (base name, size, SHA-384 of content) per file, e.g. for bytes in memory."""
+    names = [e[0] for e in entries]
+    if len(set(names)) != len(names):
+        raise ValueError("model files must have distinct base names")
+    h = hashlib.sha384(lp(b"privinfer-model-v1"))
+    h.update(struct.pack(">I", len(entries)))
+    for name, size, digest in sorted(entries):
         h.update(lp(name.encode("utf-8")) + struct.pack(">Q", size) + digest)
     return h.digest()
 

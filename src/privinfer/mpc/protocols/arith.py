@@ -24,6 +24,16 @@ def _reshare(party: Party, z: torch.Tensor, f: int) -> RShare:
     return RShare(z, party.send_prev_recv_next(z), party.pid, f)
 
 
+def _cross_terms(
+    x: RShare, y: RShare, local: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+) -> torch.Tensor:
+    """x_i y_i + x_i y_{i+1} + x_{i+1} y_i, with the component sum taken on the smaller operand
+    (for a weight matrix y, (x_i + x_{i+1}) y_i + x_i y_{i+1} never adds the big halves)."""
+    if x.a.numel() <= y.a.numel():
+        return local(x.a + x.b, y.a) + local(x.a, y.b)
+    return local(x.a, y.a + y.b) + local(x.b, y.a)
+
+
 def _product(
     party: Party,
     x: RShare,
@@ -31,7 +41,7 @@ def _product(
     local: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
     out_f: int | None,
 ) -> RShare:
-    z = local(x.a, y.a + y.b) + local(x.b, y.a)
+    z = _cross_terms(x, y, local)
     raw = _reshare(party, z, x.f + y.f)
     target = max(x.f, y.f) if out_f is None else out_f
     return trunc(party, raw, raw.f - target)
@@ -142,5 +152,4 @@ def scale_ring(x: RShare, c: torch.Tensor | float, c_frac_bits: int) -> RShare:
 
 def raw_matmul(party: Party, x: RShare, y: RShare) -> RShare:
     """Untruncated matrix product (f = f_x + f_y), one resharing round."""
-    z = ring_matmul(x.a, y.a + y.b) + ring_matmul(x.b, y.a)
-    return _reshare(party, z, x.f + y.f)
+    return _reshare(party, _cross_terms(x, y, ring_matmul), x.f + y.f)
