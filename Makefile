@@ -2,7 +2,7 @@
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
-MODE   ?= plain
+MODE   ?= tee
 PROMPT ?= What is the capital of France?
 
 .PHONY: run test install install-test lint bench clean
@@ -26,15 +26,21 @@ $(VENV)/.installed-test: $(VENV)/.installed
 install: $(VENV)/.installed
 install-test: $(VENV)/.installed-test
 
+# Default: the attested-enclave demo (software platform, local enclave): one line of verified
+# claims, then the streamed answer. MODE=plain or MODE=mpc runs the same prompt in that mode.
 run: install
+ifeq ($(MODE),tee)
+	$(BIN)/privinfer tee demo "$(PROMPT)"
+else
 	$(BIN)/privinfer generate --mode $(MODE) "$(PROMPT)"
+endif
 
 test: install-test
 	$(BIN)/ruff check src tests
 	$(BIN)/pytest -q
 
 bench: install-test
-	$(BIN)/privinfer bench --mode $(MODE)
+	$(BIN)/privinfer bench --mode plain --mode tee
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache

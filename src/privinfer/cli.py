@@ -194,6 +194,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     g.add_argument("--server", default=None, help="URL of a running private server (tee, he)")
     g.add_argument("--cluster", default=None, help="cluster file of running MPC parties")
+    g.add_argument("--root", default=None, help="tee: PEM of the pinned platform root")
+    g.add_argument(
+        "--measurement",
+        default=None,
+        help="tee: expected enclave measurement (hex; default: computed from local code and model)",
+    )
     _common(g)
     g.set_defaults(func=cmd_generate)
 
@@ -238,8 +244,12 @@ def _extensions() -> list[Callable[..., None]]:
     import importlib
 
     out = []
-    for mod in ("privinfer.security.report", "privinfer.tee.commands", "privinfer.mpc.commands",
-                "privinfer.he.commands"):
+    for mod in (
+        "privinfer.security.report",
+        "privinfer.tee.commands",
+        "privinfer.mpc.commands",
+        "privinfer.he.commands",
+    ):
         try:
             out.append(importlib.import_module(mod).register)
         except ModuleNotFoundError as exc:

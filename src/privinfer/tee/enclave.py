@@ -1,0 +1,394 @@
+"""Enclave process: unseals the model into memory, attests sessions, decrypts requests, streams sealed tokens.
+
+Security assumption: this process alone reads the platform directory (attestation key, sealing
+secret) and sees plaintext; the host that launched it relays frames over a Unix socket and is
+untrusted. On the software platform the separation is by convention (same OS user), see
+docs/tee.md. Nothing here logs or raises with a prompt, a token, a key or a plaintext record.
+
+Run: python -m privinfer.tee.enclave --platform DIR --data DIR --socket PATH [--model-source GGUF]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import secrets
+import socket
+import struct
+import sys
+import threading
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+
+from privinfer.errors import InputError, PrivinferError
+from privinfer.tee.attestation import NONCE_LEN, attest
+from privinfer.tee.channel import (
+    ChannelError,
+    RecordType,
+    SecureChannel,
+    enclave_channel,
+    public_bytes,
+)
+from privinfer.tee.enclave_model import load_model_from_memory, log, open_model, unmeasured_modules
+from privinfer.tee.measurement import EnclaveIdentity
+from privinfer.tee.platform import Platform
+from privinfer.tee.protocol import (
+    MAX_CONTEXT,
+    OP_ATTEST,
+    OP_CLOSE,
+    OP_GENERATE,
+    OP_HEALTH,
+    SESSION_ID_LEN,
+    ST_DONE,
+    ST_ERR,
+    ST_OK,
+    ST_RECORD,
+    ProtocolError,
+    decode_message,
+    enclave_config,
+    encode_message,
+    error_body,
+    frame,
+    parse_generate_body,
+    recv_frame,
+)
+
+MAX_CONNECTIONS = 256
+
+
+class Refused(Exception):
+    """A request is refused with a protocol error code (no content in the message)."""
+
+    def __init__(self, code: str, message: str = "") -> None:
+        super().__init__(code)
+        self.code, self.message = code, message
+
+
+@dataclass
+class Session:
+    sid: bytes
+    key: X25519PrivateKey
+    nonce: bytes
+    quote: bytes
+    expires: float
+    last_index: int = 0
+    busy: bool = False
+
+
+# ---------------------------------------------------------------- the enclave service
+
+
+class Enclave:
+    """Sessions (bounded, with a TTL) and request handling; one model step runs at a time."""
+
+    def __init__(
+        self, platform: Platform, identity: EnclaveIdentity, lm: Any, config: dict[str, Any]
+    ) -> None:
+        self.platform, self.identity, self.lm, self.config = platform, identity, lm, config
+        self.model = lm.plain()
+        self._sessions: dict[bytes, Session] = {}
+        self._expired: OrderedDict[bytes, None] = OrderedDict()
+        self._lock = threading.Lock()
+        self._step_lock = threading.Lock()
+        self._conns = threading.BoundedSemaphore(MAX_CONNECTIONS)
+
+    # sessions
+    def _purge(self, now: float) -> None:
+        for sid in [s for s, v in self._sessions.items() if v.expires <= now]:
+            self._end(sid, expired=True)
+
+    def _end(self, sid: bytes, *, expired: bool = False) -> None:
+        self._sessions.pop(sid, None)
+        if expired:
+            self._expired[sid] = None
+            while len(self._expired) > 4096:
+                self._expired.popitem(last=False)
+
+    def _get(self, sid: bytes) -> Session:
+        now = time.monotonic()
+        s = self._sessions.get(sid)
+        if s is not None and s.expires <= now:
+            self._end(sid, expired=True)
+            s = None
+        if s is None:
+            raise Refused("session_expired" if sid in self._expired else "unknown_session")
+        return s
+
+    def attest_session(self, body: bytes) -> bytes:
+        nonce, context = body[:NONCE_LEN], body[NONCE_LEN:]
+        if len(nonce) != NONCE_LEN or len(context) > MAX_CONTEXT:
+            raise Refused("bad_request", "nonce must be 32 bytes, context at most 256")
+        key = X25519PrivateKey.generate()
+        pub = public_bytes(key)
+        quote = attest(self.platform, self.identity, pub, nonce, context)
+        sid = secrets.token_bytes(SESSION_ID_LEN)
+        with self._lock:
+            now = time.monotonic()
+            self._purge(now)
+            if len(self._sessions) >= int(self.config["max_sessions"]):
+                raise Refused("too_many_sessions")
+            ttl = float(self.config["session_ttl_s"])
+            self._sessions[sid] = Session(sid, key, nonce, quote, now + ttl)
+        return sid + pub + quote
+
+    def close_session(self, sid: bytes) -> None:
+        with self._lock:
+            self._get(sid)
+            self._end(sid)
+
+    def health(self) -> bytes:
+        with self._lock:
+            self._purge(time.monotonic())
+            n = len(self._sessions)
+        return json.dumps(
+            {
+                "status": "ok",
+                "measurement": self.identity.measurement.hex(),
+                "debug": self.identity.debug,
+                "sessions": n,
+                "max_sessions": self.config["max_sessions"],
+            }
+        ).encode()
+
+    # generation
+    def _open_request(self, s: Session, body: bytes) -> tuple[SecureChannel, dict[str, Any]]:
+        try:
+            idx, client_pub, records = parse_generate_body(body)
+        except ProtocolError:
+            raise Refused("bad_record", "generate body is malformed") from None
+        if idx <= s.last_index:
+            raise Refused("bad_record", "request index replayed")
+        s.last_index = idx
+        ch = enclave_channel(s.key, client_pub, s.nonce, s.quote, s.sid + struct.pack(">I", idx))
+        data = bytearray()
+        for rec in records:
+            rtype, pt = ch.open(rec)
+            if rtype is RecordType.DATA:
+                data += pt
+        ch.require_end()
+        try:
+            return ch, decode_message(bytes(data))
+        except ProtocolError:
+            raise Refused("bad_record", "request is not a JSON object") from None
+
+    def generate(self, conn: socket.socket, body: bytes) -> None:
+        sid = body[:SESSION_ID_LEN]
+        with self._lock:
+            s = self._get(sid)
+            if s.busy:
+                raise Refused("session_busy")
+            s.busy = True
+        try:
+            try:
+                ch, req = self._open_request(s, body[SESSION_ID_LEN:])
+            except (ChannelError, ValueError, Refused) as exc:
+                with self._lock:
+                    self._end(sid)  # any bad record ends the session
+                if isinstance(exc, Refused):
+                    raise
+                raise Refused("bad_record", "record rejected; session ended") from None
+            conn.sendall(frame(ST_OK))
+            self._stream(conn, ch, req)
+            conn.sendall(frame(ST_DONE))
+        finally:
+            s.busy = False
+
+    def _send(self, conn: socket.socket, ch: SecureChannel, msg: dict[str, Any]) -> None:
+        pad = int(self.config["record_pad"])
+        conn.sendall(frame(ST_RECORD, ch.seal(RecordType.DATA, encode_message(msg, pad))))
+
+    def _stream(self, conn: socket.socket, ch: SecureChannel, req: dict[str, Any]) -> None:
+        try:
+            run = self._prepare(req)
+        except (InputError, ValueError, TypeError, KeyError) as exc:
+            # Encrypted to the client only; may mention lengths, never the content.
+            msg = str(exc) if isinstance(exc, InputError) else "malformed request"
+            self._send(conn, ch, {"type": "error", "code": "input", "message": msg})
+            conn.sendall(frame(ST_RECORD, ch.seal(RecordType.END, b"")))
+            return
+        for msg in self._run(*run):
+            self._send(conn, ch, msg)
+        conn.sendall(frame(ST_RECORD, ch.seal(RecordType.END, b"")))
+
+    def _prepare(self, req: dict[str, Any]) -> tuple[list[int], Any, int]:
+        from privinfer.models.generate import check_budget
+        from privinfer.models.ops import Sampler
+
+        chat = bool(req.get("chat", True))
+        if "prompt_ids" in req:
+            ids = [int(t) for t in req["prompt_ids"]]
+            if any(not 0 <= t < self.lm.cfg.vocab_size for t in ids):
+                raise InputError("prompt token id out of range")
+        elif "messages" in req:
+            msgs = [{"role": str(m["role"]), "content": str(m["content"])} for m in req["messages"]]
+            ids = self.lm.prompt_ids(msgs, chat=chat)
+        else:
+            ids = self.lm.prompt_ids(str(req["prompt"]), chat=chat)
+        temperature = float(req.get("temperature", 0.0))
+        top_p = float(req.get("top_p", 1.0))
+        if temperature < 0 or not 0 < top_p <= 1:
+            raise InputError("temperature must be >= 0 and top_p in (0, 1]")
+        seed = req.get("seed")
+        sampler = Sampler(temperature, top_p, int(seed) if seed is not None else None)
+        want = min(int(req.get("max_new_tokens", 128)), int(self.config["max_new_tokens"]))
+        return ids, sampler, check_budget(len(ids), want, self.lm.cfg.max_context)
+
+    def _run(self, ids: list[int], sampler: Any, budget: int) -> Any:
+        import torch
+
+        from privinfer.engines.plain import sample_token
+
+        m, stop = self.model, set(self.lm.tokenizer.eos_ids)
+        gen = None
+        if not sampler.greedy:
+            gen = torch.Generator()
+            gen.manual_seed(sampler.seed if sampler.seed is not None else secrets.randbits(62))
+        dec = self.lm.tokenizer.stream_decoder()
+        token_s: list[float] = []
+        queue_s = 0.0
+        with torch.inference_mode():
+            cache = m.new_cache()
+            t_q = time.perf_counter()
+            with self._step_lock:
+                t0 = time.perf_counter()
+                tok = sample_token(m.forward(ids, cache, 0)[-1], sampler, gen)
+                prefill = time.perf_counter() - t0
+            queue_s += t0 - t_q
+            pos, new, reason = len(ids), 0, "length"
+            for step in range(budget):
+                if tok in stop:
+                    reason = "eos"
+                    break
+                new += 1
+                yield {"type": "token", "id": tok, "text": dec.push(tok)}
+                if step + 1 == budget:
+                    break
+                t_q = time.perf_counter()
+                with self._step_lock:
+                    t0 = time.perf_counter()
+                    tok = sample_token(m.forward([tok], cache, pos)[-1], sampler, gen)
+                    token_s.append(time.perf_counter() - t0)
+                queue_s += t0 - t_q
+                pos += 1
+        yield {
+            "type": "done",
+            "prompt_tokens": len(ids),
+            "new_tokens": new,
+            "prefill_s": round(prefill, 6),
+            "token_s": [round(t, 6) for t in token_s],
+            "queue_s": round(queue_s, 6),
+            "stop_reason": reason,
+        }
+
+    # connections
+    def handle(self, conn: socket.socket) -> None:
+        try:
+            kind, body = recv_frame(conn)
+            try:
+                if kind == OP_HEALTH:
+                    conn.sendall(frame(ST_OK, self.health()))
+                elif kind == OP_ATTEST:
+                    conn.sendall(frame(ST_OK, self.attest_session(body)))
+                elif kind == OP_CLOSE:
+                    self.close_session(body)
+                    conn.sendall(frame(ST_OK))
+                elif kind == OP_GENERATE:
+                    self.generate(conn, body)
+                else:
+                    raise Refused("bad_request", "unknown operation")
+            except Refused as r:
+                conn.sendall(frame(ST_ERR, error_body(r.code, r.message)))
+        except (ProtocolError, OSError):
+            pass  # the host went away; nothing to report
+        except Exception as exc:  # never echo details: they could carry request content
+            log(f"internal error ({type(exc).__name__})")
+            try:
+                conn.sendall(frame(ST_ERR, error_body("internal")))
+            except OSError:
+                pass
+        finally:
+            conn.close()
+            self._conns.release()
+
+    def serve(self, sock: socket.socket) -> None:
+        while True:
+            conn, _ = sock.accept()
+            if not self._conns.acquire(blocking=False):
+                try:
+                    conn.sendall(frame(ST_ERR, error_body("overloaded")))
+                finally:
+                    conn.close()
+                continue
+            threading.Thread(target=self.handle, args=(conn,), daemon=True).start()
+
+
+def _watch_parent(parent: int) -> None:
+    while True:
+        if os.getppid() != parent:
+            os._exit(0)  # the host is gone: so is this enclave (and its keys and plaintext)
+        time.sleep(0.5)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m privinfer.tee.enclave")
+    p.add_argument("--platform", required=True)
+    p.add_argument("--data", required=True)
+    p.add_argument("--socket", required=True)
+    p.add_argument("--model-source", default=None)
+    p.add_argument("--config", default=None, help="JSON overrides of the measured enclave config")
+    p.add_argument("--debug-enclave", action="store_true")
+    p.add_argument("--threads", type=int, default=None)
+    args = p.parse_args(argv)
+    threading.Thread(target=_watch_parent, args=(os.getppid(),), daemon=True).start()
+    import torch
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    t0 = time.perf_counter()
+    try:
+        config = enclave_config(json.loads(args.config) if args.config else None)
+        platform = Platform(args.platform)
+        src = Path(args.model_source) if args.model_source else None
+        data, meta, identity = open_model(
+            platform, Path(args.data), config, source=src, debug=args.debug_enclave
+        )
+        lm = load_model_from_memory(meta["name"], data)
+        data[:] = bytes(len(data))
+        del data
+        enclave = Enclave(platform, identity, lm, config)
+        from privinfer.models.ops import Sampler
+
+        for _ in enclave._run(lm.tokenizer.encode("Hello"), Sampler(), 2):
+            pass  # warm up, and import everything generation needs before the code check
+        bad = unmeasured_modules()
+        if bad:
+            raise PrivinferError(f"unmeasured privinfer code is loaded: {', '.join(bad)}")
+    except (PrivinferError, ValueError, OSError) as exc:
+        log(f"cannot start: {exc}")
+        return 3
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    old = os.umask(0o077)
+    try:
+        sock.bind(args.socket)
+    finally:
+        os.umask(old)
+    sock.listen(128)
+    log(
+        f"ready in {time.perf_counter() - t0:.1f} s; measurement {identity.measurement.hex()[:16]}..."
+        f"{' (DEBUG enclave)' if identity.debug else ''}"
+    )
+    try:
+        enclave.serve(sock)
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

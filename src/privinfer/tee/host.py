@@ -1,0 +1,342 @@
+"""Untrusted HTTP host: starts the enclave process and relays attestation and ciphertext records to it.
+
+Security assumption: nothing here is trusted. The host never opens the platform directory, never
+reads the model (it passes the model's path to the enclave, which seals it) and only ever sees
+nonces, quotes, public keys and AES-GCM records. It never logs bodies; errors are JSON with a
+fixed code and message. A dead enclave answers 503 at once (the process is polled per request).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
+
+from privinfer.errors import PrivinferError
+from privinfer.tee.protocol import (
+    DEFAULT_CONFIG,
+    OP_ATTEST,
+    OP_CLOSE,
+    OP_GENERATE,
+    OP_HEALTH,
+    SESSION_ID_LEN,
+    ST_ERR,
+    ST_OK,
+    ST_RECORD,
+    STATUS,
+    ProtocolError,
+    arecv_frame,
+    default_data_dir,
+    default_platform_dir,
+    frame,
+    recv_frame,
+)
+
+OCTETS = "application/octet-stream"
+MAX_JSON = 4096
+STREAM_FRAME_TIMEOUT_S = 300.0
+
+
+class ApiError(Exception):
+    def __init__(self, code: str, message: str = "") -> None:
+        super().__init__(code)
+        self.code, self.message = code, message
+
+
+def _error(code: str, message: str = "") -> JSONResponse:
+    return JSONResponse(
+        {"error": {"code": code, "message": message}}, status_code=STATUS.get(code, 500)
+    )
+
+
+class EnclaveLink:
+    """The host's handle on the enclave: its socket and (when we launched it) its process."""
+
+    def __init__(self, socket_path: str, proc: subprocess.Popen[bytes] | None = None) -> None:
+        self.socket_path, self.proc = socket_path, proc
+        self.trace: BinaryIO | None = None
+
+    def alive(self) -> bool:
+        return self.proc is None or self.proc.poll() is None
+
+    def record(self, direction: bytes, data: bytes) -> None:
+        """Append what the host forwarded to the trace file (tests: prove it is ciphertext)."""
+        if self.trace is not None:
+            self.trace.write(direction + len(data).to_bytes(4, "big") + data)
+            self.trace.flush()
+
+    async def open(self, op: int, body: bytes) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        if not self.alive():
+            raise ApiError("enclave_unavailable", "the enclave process is not running")
+        try:
+            reader, writer = await asyncio.wait_for(
+                asyncio.open_unix_connection(self.socket_path, limit=1 << 22), 2.0
+            )
+        except (OSError, TimeoutError):
+            raise ApiError("enclave_unavailable", "cannot reach the enclave") from None
+        msg = frame(op, body)
+        self.record(b">", msg)
+        writer.write(msg)
+        return reader, writer
+
+    async def first(self, reader: asyncio.StreamReader, timeout: float) -> tuple[int, bytes]:
+        try:
+            kind, body = await asyncio.wait_for(arecv_frame(reader), timeout)
+        except (ProtocolError, TimeoutError):
+            raise ApiError("enclave_unavailable", "the enclave did not answer") from None
+        self.record(b"<", bytes([kind]) + body)
+        if kind == ST_ERR:
+            try:
+                err = json.loads(body)
+                raise ApiError(str(err["code"]), str(err.get("message", "")))
+            except (ValueError, KeyError, TypeError):
+                raise ApiError("internal") from None
+        return kind, body
+
+    async def call(self, op: int, body: bytes, timeout: float = 10.0) -> bytes:
+        reader, writer = await self.open(op, body)
+        try:
+            kind, out = await self.first(reader, timeout)
+            if kind != ST_OK:
+                raise ApiError("internal")
+            return out
+        finally:
+            writer.close()
+
+
+async def _read_body(request: Request, limit: int, content_type: str) -> bytes:
+    ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if ctype != content_type:
+        raise ApiError("unsupported_media_type", f"content type must be {content_type}")
+    declared = request.headers.get("content-length")
+    if declared is not None and (not declared.isdigit() or int(declared) > limit):
+        raise ApiError("payload_too_large", f"body larger than {limit} bytes")
+    buf = bytearray()
+    async for chunk in request.stream():
+        buf += chunk
+        if len(buf) > limit:
+            raise ApiError("payload_too_large", f"body larger than {limit} bytes")
+    return bytes(buf)
+
+
+def _session_id(text: str) -> bytes:
+    try:
+        sid = bytes.fromhex(text)
+    except ValueError:
+        sid = b""
+    if len(sid) != SESSION_ID_LEN:
+        raise ApiError("unknown_session", "session id must be 32 hex digits")
+    return sid
+
+
+def create_app(link: EnclaveLink, *, max_request_bytes: int | None = None) -> FastAPI:
+    """The host's HTTP API (no docs pages: nothing to browse)."""
+    app = FastAPI(docs_url=None, redoc_url=None, openapi_url=None)
+    limit = int(max_request_bytes or DEFAULT_CONFIG["max_request_bytes"])
+    metrics: Counter[str] = Counter()
+
+    @app.exception_handler(ApiError)
+    async def _api_error(_request: Request, exc: ApiError) -> JSONResponse:
+        metrics[f'errors_total{{code="{exc.code}"}}'] += 1
+        return _error(exc.code, exc.message)
+
+    @app.exception_handler(Exception)
+    async def _internal(_request: Request, exc: Exception) -> JSONResponse:
+        metrics['errors_total{code="internal"}'] += 1
+        return _error("internal", "internal error")
+
+    @app.get("/healthz")
+    async def healthz() -> JSONResponse:
+        if not link.alive():
+            return _error("enclave_unavailable", "the enclave process is not running")
+        info = json.loads(await link.call(OP_HEALTH, b"", timeout=5.0))
+        return JSONResponse({"status": "ok", "enclave": info})
+
+    @app.get("/metrics")
+    async def metrics_text() -> PlainTextResponse:
+        lines = [f"privinfer_tee_{k} {v}" for k, v in sorted(metrics.items())]
+        return PlainTextResponse("\n".join(lines) + "\n")
+
+    @app.post("/v1/attest")
+    async def attest(request: Request) -> JSONResponse:
+        metrics['requests_total{endpoint="attest"}'] += 1
+        body = await _read_body(request, MAX_JSON, "application/json")
+        try:
+            obj = json.loads(body)
+            nonce = bytes.fromhex(obj["nonce"])
+            context = bytes.fromhex(obj.get("context", ""))
+        except (ValueError, KeyError, TypeError, AttributeError):
+            raise ApiError("bad_request", "body must be JSON {nonce: hex, context: hex}") from None
+        if len(nonce) != 32:
+            raise ApiError("bad_request", "nonce must be 32 bytes (64 hex digits)")
+        out = await link.call(OP_ATTEST, nonce + context)
+        sid, pub, quote = out[:SESSION_ID_LEN], out[SESSION_ID_LEN : SESSION_ID_LEN + 32], out[48:]
+        return JSONResponse(
+            {
+                "session_id": sid.hex(),
+                "enclave_pub": pub.hex(),
+                "quote": base64.b64encode(quote).decode(),
+                "evidence_type": "privinfer-software-v1",
+            }
+        )
+
+    @app.delete("/v1/sessions/{sid}")
+    async def close(sid: str) -> Response:
+        await link.call(OP_CLOSE, _session_id(sid))
+        return Response(status_code=204)
+
+    @app.post("/v1/sessions/{sid}/generate")
+    async def generate(sid: str, request: Request) -> Response:
+        metrics['requests_total{endpoint="generate"}'] += 1
+        s = _session_id(sid)
+        body = await _read_body(request, limit, OCTETS)
+        reader, writer = await link.open(OP_GENERATE, s + body)
+        try:
+            kind, _ = await link.first(reader, 60.0)
+            if kind != ST_OK:
+                raise ApiError("internal")
+        except BaseException:
+            writer.close()
+            raise
+
+        async def relay() -> AsyncIterator[bytes]:
+            try:
+                while True:
+                    try:
+                        k, rec = await asyncio.wait_for(arecv_frame(reader), STREAM_FRAME_TIMEOUT_S)
+                    except (ProtocolError, TimeoutError):
+                        return  # enclave gone: the client sees a stream without END
+                    link.record(b"<", bytes([k]) + rec)
+                    if k != ST_RECORD:
+                        return
+                    yield len(rec).to_bytes(4, "big") + rec
+            finally:
+                writer.close()
+
+        return StreamingResponse(relay(), media_type=OCTETS, headers={"Cache-Control": "no-store"})
+
+    return app
+
+
+def _wait_ready(link: EnclaveLink, timeout: float) -> dict[str, Any]:
+    t_end = time.monotonic() + timeout
+    while time.monotonic() < t_end:
+        if not link.alive():
+            raise PrivinferError("the enclave process exited during start-up (see its log above)")
+        try:
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+                s.settimeout(5.0)
+                s.connect(link.socket_path)
+                s.sendall(frame(OP_HEALTH))
+                kind, body = recv_frame(s)
+                if kind == ST_OK:
+                    return json.loads(body)
+        except (OSError, ProtocolError):
+            pass
+        time.sleep(0.1)
+    raise PrivinferError("the enclave did not become ready in time")
+
+
+def start_enclave(
+    model_source: Path | None,
+    platform_dir: Path,
+    data_dir: Path,
+    *,
+    threads: int | None = None,
+    config: dict[str, Any] | None = None,
+    debug_enclave: bool = False,
+    ready_timeout: float = 180.0,
+) -> tuple[EnclaveLink, dict[str, Any], str]:
+    """Launch `python -m privinfer.tee.enclave` and wait until it answers; returns link, health, sock dir."""
+    sock_dir = tempfile.mkdtemp(prefix="privinfer-enclave-")
+    path = os.path.join(sock_dir, "enclave.sock")
+    cmd = [sys.executable, "-m", "privinfer.tee.enclave", "--platform", str(platform_dir)]
+    cmd += ["--data", str(data_dir), "--socket", path]
+    if model_source is not None:
+        cmd += ["--model-source", str(model_source)]
+    if config:
+        cmd += ["--config", json.dumps(config)]
+    if debug_enclave:
+        cmd.append("--debug-enclave")
+    if threads:
+        cmd += ["--threads", str(threads)]
+    proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL)
+    link = EnclaveLink(path, proc)
+    try:
+        info = _wait_ready(link, ready_timeout)
+    except BaseException:
+        stop_enclave(link, sock_dir)
+        raise
+    return link, info, sock_dir
+
+
+def stop_enclave(link: EnclaveLink, sock_dir: str | None) -> None:
+    if link.proc is not None and link.proc.poll() is None:
+        link.proc.terminate()
+        try:
+            link.proc.wait(5)
+        except subprocess.TimeoutExpired:
+            link.proc.kill()
+            link.proc.wait()
+    if sock_dir:
+        shutil.rmtree(sock_dir, ignore_errors=True)
+
+
+def serve(
+    model: str = "smollm2-135m",
+    *,
+    platform_dir: Path | str | None = None,
+    data_dir: Path | str | None = None,
+    host: str = "127.0.0.1",
+    port: int = 8470,
+    threads: int | None = None,
+    config: dict[str, Any] | None = None,
+    debug_enclave: bool = False,
+    trace: Path | str | None = None,
+    access_log: bool = True,
+) -> int:
+    """`privinfer tee serve`: start the enclave, then the HTTP host until interrupted."""
+    import uvicorn
+
+    from privinfer.models.registry import resolve
+
+    _fmt, source = resolve(model)
+    pdir = Path(platform_dir) if platform_dir else default_platform_dir()
+    ddir = Path(data_dir) if data_dir else default_data_dir()
+    if not (pdir / "ak_key.pem").exists():
+        raise PrivinferError(f"no software platform at {pdir}: run `privinfer tee init-platform`")
+    if host not in ("127.0.0.1", "localhost", "::1"):
+        print(f"privinfer tee serve: WARNING: listening on {host}, not localhost", file=sys.stderr)
+    link, info, sock_dir = start_enclave(
+        source, pdir, ddir, threads=threads, config=config, debug_enclave=debug_enclave
+    )
+    trace_f = open(trace, "ab") if trace else None  # noqa: SIM115 - closed below
+    link.trace = trace_f
+    try:
+        app = create_app(link, max_request_bytes=(config or {}).get("max_request_bytes"))
+        print(
+            f"privinfer tee serve: http://{host}:{port} enclave measurement "
+            f"{info['measurement']}{' DEBUG' if info['debug'] else ''}",
+            file=sys.stderr,
+            flush=True,
+        )
+        uvicorn.run(app, host=host, port=port, log_level="warning", access_log=access_log)
+    finally:
+        stop_enclave(link, sock_dir)
+        if trace_f is not None:
+            trace_f.close()
+    return 0

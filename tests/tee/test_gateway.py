@@ -1,0 +1,107 @@
+"""OpenAI-compatible gateway in front of a real TEE server, driven by the official `openai` client."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+
+import httpx
+import openai
+import pytest
+from starlette.testclient import TestClient
+
+from privinfer.tee.client import TeeClient
+from privinfer.tee.gateway import create_gateway_app
+from privinfer.tee.local import LocalServer, free_port
+
+MESSAGES = [{"role": "user", "content": "What is the capital of France?"}]
+
+
+def plain_text(lm, n: int) -> str:
+    """The plain engine's answer, at one torch thread (two collapse when the 2 cores are busy)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return lm.generate(MESSAGES, max_new_tokens=n).text
+    finally:
+        torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory):
+    d = tmp_path_factory.mktemp("tee-gateway")
+    srv = LocalServer(
+        platform_dir=d / "platform", data_dir=d / "data", root=d / "root.pem", threads=1
+    )
+    srv.start()
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture(scope="module")
+def gateway(server):
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "privinfer.cli", "tee", "gateway", "--server", server.url,
+         "--root", str(server.root), "--port", str(port)],
+        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{port}/v1"
+    for _ in range(300):
+        assert proc.poll() is None, proc.stderr.read().decode() if proc.stderr else ""
+        try:
+            if httpx.get(url + "/models", timeout=1).status_code == 200:
+                break
+        except httpx.HTTPError:
+            time.sleep(0.1)
+    yield url
+    proc.terminate()
+    proc.wait(15)
+
+
+@pytest.fixture(scope="module")
+def oai(gateway):
+    return openai.OpenAI(base_url=gateway, api_key="not-needed-locally", max_retries=0)
+
+
+def test_models(oai):
+    assert [m.id for m in oai.models.list().data] == ["smollm2-135m"]
+
+
+def test_chat_completion(oai, smollm):
+    r = oai.chat.completions.create(model="smollm2-135m", messages=MESSAGES, max_tokens=12)
+    text = r.choices[0].message.content
+    assert "Paris" in text
+    assert text == plain_text(smollm, 12)
+    assert r.choices[0].finish_reason in ("stop", "length")
+    assert r.usage.completion_tokens > 0 and r.usage.prompt_tokens > 0
+
+
+def test_chat_completion_streaming(oai, smollm):
+    stream = oai.chat.completions.create(
+        model="smollm2-135m", messages=MESSAGES, max_tokens=12, stream=True
+    )
+    parts, finish = [], None
+    for chunk in stream:
+        if chunk.choices:
+            parts.append(chunk.choices[0].delta.content or "")
+            finish = chunk.choices[0].finish_reason or finish
+    assert "".join(parts) == plain_text(smollm, 12)
+    assert finish in ("stop", "length")
+
+
+def test_bad_request(oai):
+    with pytest.raises(openai.BadRequestError):
+        oai.chat.completions.create(model="smollm2-135m", messages=[], max_tokens=4)
+
+
+def test_gateway_refuses_unattested_enclave(server):
+    """With the wrong expected measurement the gateway answers 502 and sends no prompt."""
+    client = TeeClient(server.url, root_cert=server.root, measurement=b"\x22" * 48)
+    with TestClient(create_gateway_app(client)) as tc:
+        r = tc.post("/v1/chat/completions", json={"model": "x", "messages": MESSAGES})
+    assert r.status_code == 502
+    assert "measurement-not-allowed" in r.json()["error"]["message"]

@@ -1,0 +1,95 @@
+"""TEE serving with a debug enclave, a 1-second session TTL and at most 4 sessions.
+
+Clients refuse the debug enclave by default; a client that explicitly admits debug can use it,
+and then sees session expiry (410) and the session bound (429) as JSON errors.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+
+import pytest
+
+from privinfer.tee.claims import EvidenceRejected, Reason
+from privinfer.tee.client import TeeClient, TeeResult, claims_summary
+from privinfer.tee.local import LocalServer
+from privinfer.tee.protocol import TeeServerError
+
+CONFIG = {"session_ttl_s": 1, "max_sessions": 4}
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory):
+    d = tmp_path_factory.mktemp("tee-sessions")
+    srv = LocalServer(
+        platform_dir=d / "platform",
+        data_dir=d / "data",
+        root=d / "root.pem",
+        threads=1,
+        session_ttl=1,
+        max_sessions=4,
+        debug_enclave=True,
+    )
+    srv.start()
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture(scope="module")
+def debug_client(server, smollm):
+    with TeeClient(
+        server.url, root_cert=server.root, model_file=smollm.source, config=CONFIG, allow_debug=True
+    ) as c:
+        yield c
+
+
+def test_client_rejects_debug_enclave(server, smollm):
+    with TeeClient(server.url, root_cert=server.root, model_file=smollm.source, config=CONFIG) as c:
+        with pytest.raises(EvidenceRejected) as e:
+            c.attest()
+    assert e.value.reason is Reason.DEBUG_ENABLED
+
+
+def test_cli_attest_rejects_debug_enclave(server):
+    out = subprocess.run(
+        [sys.executable, "-m", "privinfer.cli", "tee", "attest", "--server", server.url,
+         "--root", str(server.root)],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert out.returncode == 2
+    assert "debug-enabled" in out.stderr
+
+
+def test_debug_admitted_explicitly(debug_client):
+    res = TeeResult()
+    for _ in debug_client.generate("What is the capital of France?", max_new_tokens=6, result=res):
+        pass
+    assert "Paris" in res.text
+    assert res.claims is not None and res.claims.debug
+    assert "debug ON" in claims_summary(res.claims)
+
+
+def test_session_bound(debug_client):
+    time.sleep(1.1)  # sessions of earlier tests expire
+    sessions = [debug_client.attest() for _ in range(4)]
+    with pytest.raises(TeeServerError) as e:
+        debug_client.attest()
+    assert (e.value.status, e.value.code) == (429, "too_many_sessions")
+    for s in sessions:
+        s.close()
+    debug_client.attest().close()
+
+
+def test_session_expires(debug_client):
+    s = debug_client.attest()
+    time.sleep(1.3)
+    with pytest.raises(TeeServerError) as e:
+        for _ in s.stream({"prompt": "hi", "max_new_tokens": 2}):
+            pass
+    assert (e.value.status, e.value.code) == (410, "session_expired")
+    res = TeeResult()
+    for _ in debug_client.generate("hi", max_new_tokens=2, result=res):
+        pass
+    assert res.token_ids
