@@ -217,20 +217,12 @@ def build_parser() -> argparse.ArgumentParser:
     _common(m)
     m.set_defaults(func=cmd_models)
 
-    b = sub.add_parser("bench", help="benchmark modes against plain in one run")
-    b.add_argument(
-        "--mode",
-        action="append",
-        default=None,
-        choices=KNOWN_MODES,
-        help="mode to measure (repeatable; plain always runs)",
+    b = sub.add_parser(
+        "bench", help="benchmark workloads across modes, plain baseline in the same run"
     )
-    b.add_argument("--runs", type=int, default=5)
-    b.add_argument("--quick", action="store_true", help="fewer runs and steps, for a smoke test")
-    b.add_argument("--out", default="benchmarks/results", help="folder for the JSON results")
-    b.add_argument(
-        "--no-reference", action="store_true", help="skip transformers / sentence-transformers"
-    )
+    from privinfer.bench.runner import add_arguments as bench_arguments
+
+    bench_arguments(b, KNOWN_MODES)
     _common(b)
     b.set_defaults(func=cmd_bench)
 

@@ -1,89 +1,178 @@
-"""`privinfer bench`: runs the plain baseline and the asked-for modes, writes JSON and a table."""
+"""`privinfer bench`: named workloads across modes in one invocation, always with the plain
+baseline in the same run; writes benchmarks/results/<date>-<workload>.json, a Markdown table and
+PNG plots. Figures are medians; threads, machine and network profile are recorded."""
 
 from __future__ import annotations
 
 import argparse
 import json
 import os
+import platform
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from privinfer.api import set_threads
 from privinfer.errors import InputError
 
+Say = Callable[[str], None]
 
-def _say(args: argparse.Namespace):  # noqa: ANN202
+
+def _say(args: argparse.Namespace) -> Say:
+    t0 = time.perf_counter()
+    quiet = args.json
+
     def say(msg: str) -> None:
-        if not args.json:
-            print(f"[bench] {msg}", file=sys.stderr, flush=True)
+        if not quiet:
+            print(f"[bench {time.perf_counter() - t0:6.1f} s] {msg}", file=sys.stderr, flush=True)
 
     return say
+
+
+def _tee(
+    args: argparse.Namespace, runs: int, steps: int, say: Say, plain: dict[str, Any]
+) -> dict[str, Any]:
+    from privinfer.tee.bench import bench_tee
+
+    r = bench_tee(runs=runs, decode_steps=steps, progress=say)
+    how = f"{r['threads']} thr, median of {runs}, software platform, loopback HTTP"
+    r["per_token_s"] = r["tee_per_token_s_median"]
+    r["slowdown_vs_plain"] = r["decode_ratio_tee_over_plain"]
+    r["rows"] = [
+        [
+            "attestation + handshake",
+            f"{r['attest_handshake_s_median'] * 1000:.1f} ms",
+            "target 50 ms",
+            "",
+            how,
+        ],
+        [
+            "SmolLM2-135M decode per token, client -> host -> enclave",
+            f"{r['tee_per_token_s_median'] * 1000:.1f} ms",
+            f"plain {r['plain_per_token_s_median'] * 1000:.1f} ms",
+            f"{r['decode_ratio_tee_over_plain']:.2f}x",
+            how,
+        ],
+    ]
+    return r
+
+
+def _mode_runner(mode: str) -> Callable[..., dict[str, Any]]:
+    runners: dict[str, Callable[..., dict[str, Any]]] = {"tee": _tee}
+    try:
+        from privinfer.bench import modes_extra
+
+        runners.update(modes_extra.RUNNERS)
+    except ImportError:
+        pass
+    if mode not in runners:
+        raise InputError(f"no benchmark for mode {mode!r} in this version")
+    return runners[mode]
+
+
+def run_generate(args: argparse.Namespace, say: Say) -> dict[str, Any]:
+    from privinfer.bench.plain import bench_plain
+
+    runs = 2 if args.quick else args.runs
+    steps = 4 if args.quick else 16
+    result: dict[str, Any] = {
+        "plain": bench_plain(
+            runs=runs, decode_steps=steps, with_reference=not args.no_reference, progress=say
+        ),
+        "modes": {},
+    }
+    for mode in [m for m in (args.mode or []) if m != "plain"]:
+        say(f"mode {mode}")
+        result["modes"][mode] = _mode_runner(mode)(args, runs, steps, say, result["plain"])
+    return result
+
+
+WORKLOADS: dict[str, Callable[[argparse.Namespace, Say], dict[str, Any]]] = {
+    "generate": run_generate
+}
+
+
+def _extra_workloads() -> dict[str, Callable[[argparse.Namespace, Say], dict[str, Any]]]:
+    try:
+        from privinfer.bench import modes_extra
+
+        return {**WORKLOADS, **modes_extra.WORKLOADS}
+    except ImportError:
+        return dict(WORKLOADS)
 
 
 def run_bench(args: argparse.Namespace) -> int:
     os.environ.setdefault("TQDM_DISABLE", "1")
     threads = set_threads(args.threads)
-    modes = [m for m in (args.mode or ["plain"]) if m != "plain"]
-    runs = 2 if args.quick else args.runs
-    if runs < 1:
+    if args.runs < 1:
         raise InputError("--runs must be at least 1")
-    from privinfer.bench.plain import bench_plain
-
+    workloads = _extra_workloads()
+    if args.workload not in workloads:
+        raise InputError(
+            f"unknown workload {args.workload!r}: use one of {', '.join(sorted(workloads))}"
+        )
     say = _say(args)
-    result: dict[str, Any] = {"date": time.strftime("%Y-%m-%d"), "threads": threads}
-    result["plain"] = bench_plain(
-        runs=runs,
-        decode_steps=4 if args.quick else 16,
-        with_reference=not args.no_reference,
-        progress=say,
-    )
-    for mode in modes:
-        raise InputError(f"benchmark for mode {mode!r} is not available in this version")
+    result: dict[str, Any] = {
+        "workload": args.workload,
+        "date": time.strftime("%Y-%m-%d"),
+        "threads": threads,
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.python_implementation()} "
+        f"{platform.python_version()}",
+        "quick": bool(args.quick),
+        "net": {"profile": args.net},
+    }
+    result.update(workloads[args.workload](args, say))
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
-    path = (
-        out_dir
-        / f"{result['date']}-{'-'.join(['plain', *modes])}{'-quick' if args.quick else ''}.json"
+    modes = "-".join(["plain", *sorted(result.get("modes", {}))])
+    stem = (
+        f"{result['date']}-{args.workload}-{modes}"
+        + (f"-{args.net}" if args.net != "none" else "")
+        + ("-quick" if args.quick else "")
     )
-    path.write_text(json.dumps(result, indent=2) + "\n")
+    path = out_dir / f"{stem}.json"
+    path.write_text(json.dumps(result, indent=2, default=str) + "\n")
+    plots: list[Path] = []
+    if not args.no_plots:
+        from privinfer.bench.plots import make_plots
+
+        plots = make_plots(result, out_dir, stem)
+    from privinfer.bench.table import render
+
     if args.json:
-        print(json.dumps(result))
+        print(json.dumps({**result, "written": [str(path), *map(str, plots)]}, default=str))
     else:
-        print(render_table(result))
-        print(f"\nwritten: {path}")
+        print(render([path]))
+        print(f"\nwritten: {path}" + "".join(f"\n         {p}" for p in plots))
     return 0
 
 
-def render_table(result: dict[str, Any]) -> str:
-    """Markdown results table from a bench JSON (the README's table is made by this)."""
-    p = result["plain"]
-    s, m = p["smollm2"], p["minilm"]
-    rows = ["| workload | privinfer | reference | ratio |", "|---|---|---|---|"]
-
-    def row(name: str, ours: float, ref: float | None) -> None:
-        r = f"{ref * 1000:.1f} ms" if ref else "n/a"
-        ratio = f"{ours / ref:.2f}x" if ref else "n/a"
-        rows.append(f"| {name} | {ours * 1000:.1f} ms | {r} | {ratio} |")
-
-    row(
-        f"SmolLM2-135M prefill, {s['prompt_tokens']} tokens",
-        s["prefill_s"],
-        s.get("transformers_prefill_s"),
+def add_arguments(b: argparse.ArgumentParser, modes: tuple[str, ...]) -> None:
+    b.add_argument(
+        "workload",
+        nargs="?",
+        default="generate",
+        help="generate (default), mpc-ops, mpc-gpt2-shape, he-ops",
     )
-    row(
-        "SmolLM2-135M decode, per token",
-        s["decode_s_per_token"],
-        s.get("transformers_decode_s_per_token"),
+    b.add_argument(
+        "--mode",
+        action="append",
+        default=None,
+        choices=modes,
+        help="mode to measure next to plain (repeatable)",
     )
-    row(
-        f"MiniLM-L6 embedding, {m['tokens']} tokens",
-        m["embed_s"],
-        m.get("sentence_transformers_embed_s"),
+    b.add_argument("--runs", type=int, default=5)
+    b.add_argument("--quick", action="store_true", help="fewer runs and steps (a few minutes)")
+    b.add_argument(
+        "--net",
+        default="none",
+        choices=("none", "lan", "wan"),
+        help="emulated network between MPC parties / HE client and server (needs root)",
     )
-    rows.append(
-        f"\nplain engine (fp32 torch) vs transformers / sentence-transformers, medians of "
-        f"{p['runs']} runs, {p['threads']} thread(s), torch {p['torch']}, {p['machine']}"
+    b.add_argument("--out", default="benchmarks/results", help="folder for JSON and plots")
+    b.add_argument(
+        "--no-reference", action="store_true", help="skip transformers / sentence-transformers"
     )
-    return "\n".join(rows)
+    b.add_argument("--no-plots", action="store_true")

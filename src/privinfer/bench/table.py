@@ -65,12 +65,13 @@ def render(files: list[Path]) -> str:
         for key, maker in ROW_MAKERS.items():
             if key in res:
                 lines += maker(res, f.name)
-        for key, part in res.items():
-            if isinstance(part, dict) and "rows" in part:  # modes contribute ready rows
-                lines += [
-                    f"| {key} | " + " | ".join(str(c) for c in r) + f" | `{f.name}` |"
-                    for r in part["rows"]
-                ]
+        parts = dict(res.get("modes", {}))
+        parts.update({k: v for k, v in res.items() if isinstance(v, dict) and "rows" in v})
+        for key, part in parts.items():
+            for r in part.get("rows", []):  # modes and workloads contribute ready rows
+                cells = [str(c) for c in r[:5]] + [""] * (5 - len(r[:5]))
+                cells[4] = f"{cells[4]}, `{f.name}`" if cells[4] else f"`{f.name}`"
+                lines.append(f"| {key} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
