@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import secrets
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 from cryptography import x509
 
@@ -24,6 +25,9 @@ from privinfer.tee.evidence.software import verify_software_quote
 from privinfer.tee.measurement import EnclaveIdentity, lp
 from privinfer.tee.platform import Platform
 from privinfer.tee.policy import Policy
+
+if TYPE_CHECKING:
+    from privinfer.tee.providers import QuoteProvider
 
 DOMAIN = b"privinfer-tee-v1"
 NONCE_LEN = 32
@@ -46,7 +50,7 @@ def report_data(enclave_pubkey: bytes, nonce: bytes, context: bytes) -> bytes:
 
 
 def attest(
-    platform: Platform,
+    platform: Platform | QuoteProvider,
     identity: EnclaveIdentity,
     enclave_pubkey: bytes,
     nonce: bytes,
@@ -54,8 +58,25 @@ def attest(
     *,
     now: datetime | None = None,
 ) -> bytes:
-    """Enclave side: quote `identity` with report_data bound to this session's key and nonce."""
+    """Enclave side: quote `identity` with report_data bound to this session's key and nonce.
+
+    `platform` is the software platform or any `QuoteProvider` (e.g. Gramine-SGX's)."""
     return platform.quote(identity, report_data(enclave_pubkey, nonce, context), now=now)
+
+
+def _is_hardware_evidence(data: bytes) -> bool:
+    """True for evidence in a hardware format (SGX/TDX DCAP, SNP, NVIDIA); software quotes and
+    anything unrecognised go to the software verifier, which names what is wrong with them."""
+    from privinfer.tee.claims import EvidenceRejected
+    from privinfer.tee.evidence.detect import detect_type
+
+    if data.startswith(b"PIQT"):
+        return False
+    try:
+        detect_type(data)
+    except EvidenceRejected:
+        return False
+    return True
 
 
 def verify_attestation(
@@ -73,6 +94,16 @@ def verify_attestation(
     nonce, key or context shows up as `binding: report-data-mismatch`.
     """
     expected = report_data(enclave_pubkey, nonce, context)
+    if _is_hardware_evidence(quote_bytes):
+        # Hardware evidence (e.g. a Gramine-SGX DCAP quote): the same pipeline against the
+        # vendor's pinned root instead of the software platform's.
+        from privinfer.tee.evidence.detect import verify_evidence
+
+        claims = verify_evidence(quote_bytes, policy=policy, expected_report_data=expected, at=now)
+        claims.checked.append(
+            "binding: report_data = SHA-512(domain, enclave X25519 key, nonce, context)"
+        )
+        return claims
     claims = verify_software_quote(
         quote_bytes, root_cert=root_cert, expected_report_data=expected, policy=policy, now=now
     )

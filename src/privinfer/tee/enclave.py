@@ -58,6 +58,7 @@ from privinfer.tee.protocol import (
     parse_generate_body,
     recv_frame,
 )
+from privinfer.tee.providers import GramineProvider, QuoteProvider, SoftwareProvider
 
 MAX_CONNECTIONS = 256
 
@@ -91,6 +92,7 @@ class Enclave:
         self, platform: Platform, identity: EnclaveIdentity, lm: Any, config: dict[str, Any]
     ) -> None:
         self.platform, self.identity, self.lm, self.config = platform, identity, lm, config
+        self.quotes: QuoteProvider = SoftwareProvider(platform)
         self.model = lm.plain()
         self._sessions: dict[bytes, Session] = {}
         self._expired: OrderedDict[bytes, None] = OrderedDict()
@@ -126,7 +128,7 @@ class Enclave:
             raise Refused("bad_request", "nonce must be 32 bytes, context at most 256")
         key = X25519PrivateKey.generate()
         pub = public_bytes(key)
-        quote = attest(self.platform, self.identity, pub, nonce, context)
+        quote = attest(self.quotes, self.identity, pub, nonce, context)
         sid = secrets.token_bytes(SESSION_ID_LEN)
         with self._lock:
             now = time.monotonic()
@@ -344,6 +346,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--config", default=None, help="JSON overrides of the measured enclave config")
     p.add_argument("--debug-enclave", action="store_true")
     p.add_argument("--threads", type=int, default=None)
+    p.add_argument(
+        "--quotes",
+        choices=("software", "gramine"),
+        default="software",
+        help="where quotes come from: the software platform, or Gramine-SGX's /dev/attestation",
+    )
     args = p.parse_args(argv)
     threading.Thread(target=_watch_parent, args=(os.getppid(),), daemon=True).start()
     import torch
@@ -362,6 +370,9 @@ def main(argv: list[str] | None = None) -> int:
         data[:] = bytes(len(data))
         del data
         enclave = Enclave(platform, identity, lm, config)
+        if args.quotes == "gramine":
+            enclave.quotes = GramineProvider()
+            enclave.quotes.quote(identity, bytes(64))  # fail at start, not at the first client
         from privinfer.models.ops import Sampler
 
         for _ in enclave._run(lm.tokenizer.encode("Hello"), Sampler(), 2):
