@@ -1,0 +1,393 @@
+"""CKKS adapter over TenSEAL's `sealapi`: the one module that imports tenseal.
+
+Security assumption: RLWE at 128 bits (HomomorphicEncryption.org table, ternary secret); the
+client alone holds the secret key; a semi-honest server holds only the public, relinearisation
+and Galois keys (generated for exactly the rotation steps it needs) and sees only ciphertexts.
+The secret key is never serialised; SEAL's file-only save/load goes through anonymous memory
+files (memfd), so nothing reaches a filesystem; error messages carry no key or plaintext.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import struct
+from collections.abc import Iterable, Sequence
+
+import numpy as np
+import tenseal.sealapi as seal
+
+from privinfer.errors import InputError, SecurityError
+from privinfer.he.params import (  # noqa: F401 - re-exported
+    MAX_COEFF_BITS_128,
+    PARAMS_8192,
+    PARAMS_16384,
+    CkksParams,
+)
+from privinfer.he.serial import load_bytes as _load_bytes
+from privinfer.he.serial import save_bytes as _save_bytes
+
+Ciphertext = seal.Ciphertext
+Plaintext = seal.Plaintext
+
+
+class CkksContext:
+    """A CKKS session: SEAL context, encoder, evaluator and the keys this side holds."""
+
+    def __init__(self, params: CkksParams):
+        params.check_security()
+        self.params = params
+        p = seal.EncryptionParameters(seal.SCHEME_TYPE.CKKS)
+        p.set_poly_modulus_degree(params.poly_modulus_degree)
+        p.set_coeff_modulus(
+            seal.CoeffModulus.Create(params.poly_modulus_degree, list(params.coeff_modulus_bits))
+        )
+        self.seal = seal.SEALContext(p, True, seal.SEC_LEVEL_TYPE.TC128)
+        if not self.seal.parameters_set():
+            raise SecurityError(
+                "SEAL rejected the CKKS parameters: " + self.seal.parameters_error_message()
+            )
+        self.scale = float(2**params.scale_bits)
+        self.encoder = seal.CKKSEncoder(self.seal)
+        self.evaluator = seal.Evaluator(self.seal)
+        self._parms_ids: list[list[int]] = []
+        self._primes: list[list[int]] = []
+        cd = self.seal.first_context_data()
+        while cd is not None:
+            self._parms_ids.append(list(cd.parms_id()))
+            self._primes.append([m.value() for m in cd.parms().coeff_modulus()])
+            cd = cd.next_context_data()
+        self._parms_ids.reverse()  # index == chain index == level
+        self._primes.reverse()
+        self._secret_key = None
+        self._decryptor = None
+        self.public_key = None
+        self.relin_keys = None
+        self._galois: list[tuple[frozenset[int], seal.GaloisKeys]] = []  # one set per batch
+        self._galois_by_step: dict[int, seal.GaloisKeys] = {}
+        self._encryptor = None
+        self.session_id = b""
+        self._seal_version = b"\x04\x03"
+
+    # ---- keys and sessions -------------------------------------------------------------
+    @classmethod
+    def create_client(cls, params: CkksParams, rotation_steps: Iterable[int] = ()) -> CkksContext:
+        """Client side: generate secret, public, relin and Galois keys (only `rotation_steps`)."""
+        ctx = cls(params)
+        kg = seal.KeyGenerator(ctx.seal)
+        ctx._secret_key = kg.secret_key()
+        ctx._decryptor = seal.Decryptor(ctx.seal, ctx._secret_key)
+        ctx.public_key = seal.PublicKey()
+        kg.create_public_key(ctx.public_key)
+        ctx.relin_keys = seal.RelinKeys()
+        kg.create_relin_keys(ctx.relin_keys)
+        ctx._keygen = kg
+        ctx.add_rotation_steps(rotation_steps)
+        ctx._encryptor = seal.Encryptor(ctx.seal, ctx.public_key, ctx._secret_key)
+        pk_bytes = _save_bytes(ctx.public_key)
+        ctx._seal_version = pk_bytes[3:5]
+        ctx.session_id = hashlib.sha256(params.to_bytes() + pk_bytes).digest()[:16]
+        return ctx
+
+    def add_rotation_steps(self, steps: Iterable[int]) -> None:
+        """Client side: create Galois keys for the steps not yet covered (a new key batch)."""
+        slots = self.params.slots
+        new = frozenset(s % slots for s in steps if s % slots) - self.galois_steps
+        if not new:
+            return
+        if self._secret_key is None:
+            raise SecurityError("Only the key holder can create Galois keys.")
+        keys = seal.GaloisKeys()
+        tool = self.seal.key_context_data().galois_tool()
+        self._keygen.create_galois_keys(sorted({tool.get_elt_from_step(s) for s in new}), keys)
+        self._add_galois(new, keys)
+
+    def _add_galois(self, steps: frozenset[int], keys) -> None:
+        self._galois.append((steps, keys))
+        for step in steps:
+            self._galois_by_step[step] = keys
+
+    @property
+    def galois_steps(self) -> frozenset[int]:
+        return frozenset(self._galois_by_step)
+
+    @property
+    def has_secret_key(self) -> bool:
+        return self._secret_key is not None
+
+    def export_public(self) -> dict[str, bytes]:
+        """Everything a server needs, as bytes: parameters, public, relin and Galois keys."""
+        return {
+            "params": self.params.to_bytes(),
+            "public_key": _save_bytes(self.public_key),
+            "relin_keys": _save_bytes(self.relin_keys),
+            "galois_keys": b"".join(
+                struct.pack("<Q", len(b)) + b for b in (_save_bytes(k) for _, k in self._galois)
+            ),
+            "galois_steps": json.dumps([sorted(s) for s, _ in self._galois]).encode(),
+        }
+
+    @classmethod
+    def from_public(cls, bundle: dict[str, bytes]) -> CkksContext:
+        """Server side: a context with public material only (no secret key, no decryption)."""
+        ctx = cls(CkksParams.from_bytes(bundle["params"]))
+        ctx.public_key = _load_bytes(seal.PublicKey(), ctx.seal, bundle["public_key"])
+        ctx.relin_keys = _load_bytes(seal.RelinKeys(), ctx.seal, bundle["relin_keys"])
+        blob, pos = bundle["galois_keys"], 0
+        for steps in json.loads(bundle["galois_steps"].decode()):
+            (n,) = struct.unpack_from("<Q", blob, pos)
+            keys = _load_bytes(seal.GaloisKeys(), ctx.seal, blob[pos + 8 : pos + 8 + n])
+            ctx._add_galois(frozenset(steps), keys)
+            pos += 8 + n
+        ctx._encryptor = seal.Encryptor(ctx.seal, ctx.public_key)
+        ctx._seal_version = bundle["public_key"][3:5]
+        ctx.session_id = hashlib.sha256(bundle["params"] + bundle["public_key"]).digest()[:16]
+        return ctx
+
+    # ---- levels ------------------------------------------------------------------------
+    def level(self, obj: Ciphertext | Plaintext) -> int:
+        return self.seal.get_context_data(obj.parms_id()).chain_index()
+
+    def primes(self, level: int) -> list[int]:
+        return self._primes[level]
+
+    def modulus_bits(self, level: int) -> float:
+        return float(sum(np.log2(float(q)) for q in self._primes[level]))
+
+    def parms_id(self, level: int) -> list[int]:
+        return self._parms_ids[level]
+
+    # ---- encode / encrypt / decrypt ----------------------------------------------------
+    def encode(self, values, level: int | None = None, scale: float | None = None) -> Plaintext:
+        """Encode real values (a scalar or up to `slots` values) at a level and scale."""
+        level = self.params.top_level if level is None else level
+        scale = self.scale if scale is None else scale
+        pt = seal.Plaintext()
+        if np.isscalar(values):
+            self.encoder.encode(float(values), self._parms_ids[level], scale, pt)
+        else:
+            arr = np.asarray(values, dtype=np.float64).ravel()
+            if arr.size > self.params.slots:
+                raise InputError(f"{arr.size} values do not fit in {self.params.slots} CKKS slots.")
+            self.encoder.encode(arr.tolist(), self._parms_ids[level], scale, pt)
+        return pt
+
+    def encode_for_mul(self, values, level: int) -> Plaintext:
+        """Encode at scale = the prime that the following rescale drops: the scale is kept."""
+        return self.encode(values, level, float(self._primes[level][-1]))
+
+    def encrypt(self, values, level: int | None = None) -> Ciphertext:
+        ct = seal.Ciphertext()
+        self._encryptor.encrypt(self.encode(values, level), ct)
+        return ct
+
+    def encrypt_zero(self, level: int, scale: float) -> Ciphertext:
+        ct = seal.Ciphertext()
+        self._encryptor.encrypt_zero(self._parms_ids[level], ct)
+        ct.scale = scale
+        return ct
+
+    def decrypt(self, ct: Ciphertext) -> np.ndarray:
+        """Client only: decrypt and decode all slots to a float64 array."""
+        if self._decryptor is None:
+            raise SecurityError("This CKKS context holds no secret key and cannot decrypt.")
+        pt = seal.Plaintext()
+        self._decryptor.decrypt(ct, pt)
+        return np.asarray(self.encoder.decode_double(pt))
+
+    # ---- arithmetic --------------------------------------------------------------------
+    def add(self, a: Ciphertext, b: Ciphertext) -> Ciphertext:
+        a, b = self.align(a, b)
+        out = seal.Ciphertext()
+        self.evaluator.add(a, b, out)
+        return out
+
+    def sub(self, a: Ciphertext, b: Ciphertext) -> Ciphertext:
+        a, b = self.align(a, b)
+        out = seal.Ciphertext()
+        self.evaluator.sub(a, b, out)
+        return out
+
+    def negate(self, ct: Ciphertext) -> Ciphertext:
+        out = seal.Ciphertext()
+        self.evaluator.negate(ct, out)
+        return out
+
+    def add_many(self, cts: Sequence[Ciphertext]) -> Ciphertext:
+        out = seal.Ciphertext()
+        self.evaluator.add_many(list(cts), out)
+        return out
+
+    def add_plain(self, ct: Ciphertext, values) -> Ciphertext:
+        out = seal.Ciphertext()
+        self.evaluator.add_plain(ct, self.encode(values, self.level(ct), ct.scale), out)
+        return out
+
+    def multiply(self, a: Ciphertext, b: Ciphertext) -> Ciphertext:
+        """Ciphertext product with relinearisation and rescale (one level)."""
+        a, b = self.match_level(a, b)
+        if self.level(a) <= self.params.floor_level:
+            raise InputError("No level left for a ciphertext product; refresh first.")
+        out = seal.Ciphertext()
+        if a is b:
+            self.evaluator.square(a, out)
+        else:
+            self.evaluator.multiply(a, b, out)
+        self.evaluator.relinearize_inplace(out, self.relin_keys)
+        self.evaluator.rescale_to_next_inplace(out)
+        return out
+
+    def multiply_plain(self, ct: Ciphertext, pt: Plaintext, rescale: bool = True) -> Ciphertext:
+        out = seal.Ciphertext()
+        self.evaluator.multiply_plain(ct, pt, out)
+        if rescale:
+            self.evaluator.rescale_to_next_inplace(out)
+        return out
+
+    def multiply_values(self, ct: Ciphertext, values) -> Ciphertext:
+        """Multiply by public values (scalar or per-slot); one level, scale kept."""
+        return self.multiply_plain(ct, self.encode_for_mul(values, self.level(ct)))
+
+    def multiply_scalar_to(self, ct: Ciphertext, value: float, scale: float) -> Ciphertext:
+        """Multiply by a public scalar and land exactly on `scale` after the rescale."""
+        level = self.level(ct)
+        pt_scale = scale * float(self._primes[level][-1]) / ct.scale
+        out = self.multiply_plain(ct, self.encode(float(value), level, pt_scale))
+        out.scale = scale  # equal up to double rounding of the same product
+        return out
+
+    def rotate(self, ct: Ciphertext, step: int) -> Ciphertext:
+        """Cyclic left rotation of the slots by `step` (needs the Galois key for the step)."""
+        step %= self.params.slots
+        if step == 0:
+            return ct
+        keys = self._galois_by_step.get(step)
+        if keys is None:
+            raise InputError(f"No Galois key for rotation step {step}; add it at key generation.")
+        out = seal.Ciphertext()
+        self.evaluator.rotate_vector(ct, step, keys, out)
+        return out
+
+    def mod_switch_to(self, ct: Ciphertext, level: int) -> Ciphertext:
+        if self.level(ct) < level:
+            raise InputError("Cannot raise a ciphertext's level without a refresh.")
+        if self.level(ct) == level:
+            return ct
+        out = seal.Ciphertext()
+        self.evaluator.mod_switch_to(ct, self._parms_ids[level], out)
+        return out
+
+    def match_level(self, a: Ciphertext, b: Ciphertext) -> tuple[Ciphertext, Ciphertext]:
+        la, lb = self.level(a), self.level(b)
+        return self.mod_switch_to(a, min(la, lb)), self.mod_switch_to(b, min(la, lb))
+
+    def align(self, a: Ciphertext, b: Ciphertext) -> tuple[Ciphertext, Ciphertext]:
+        """Bring two ciphertexts to one level and one exact scale.
+
+        The higher one is brought down onto the lower one's (level, scale) with a product by
+        1 (free in depth); only two ciphertexts at one level with different scales both pay
+        a level.
+        """
+        la, lb = self.level(a), self.level(b)
+        if la != lb and abs(a.scale / b.scale - 1.0) >= 1e-9:
+            if la > lb:
+                return self.to_level_scale(a, lb, b.scale), b
+            return a, self.to_level_scale(b, la, a.scale)
+        a, b = self.match_level(a, b)
+        if abs(a.scale / b.scale - 1.0) < 1e-9:
+            if a.scale != b.scale:
+                b = self.copy(b)
+                b.scale = a.scale
+            return a, b
+        return self.multiply_scalar_to(a, 1.0, self.scale), self.multiply_scalar_to(
+            b, 1.0, self.scale
+        )
+
+    def to_level_scale(self, ct: Ciphertext, level: int, scale: float) -> Ciphertext:
+        """Bring ct (at a strictly higher level, or already there) to exactly (level, scale)."""
+        if self.level(ct) == level and ct.scale == scale:
+            return ct
+        if self.level(ct) <= level:
+            raise InputError("Not enough levels to align ciphertext scales; refresh first.")
+        return self.multiply_scalar_to(self.mod_switch_to(ct, level + 1), 1.0, scale)
+
+    def copy(self, ct: Ciphertext) -> Ciphertext:
+        out = seal.Ciphertext()
+        self.evaluator.add_plain(ct, self.encode(0.0, self.level(ct), ct.scale), out)
+        return out
+
+    # ---- wire --------------------------------------------------------------------------
+    def ciphertext_to_bytes(self, ct: Ciphertext) -> bytes:
+        return _save_bytes(ct)
+
+    def ciphertext_from_bytes(self, data: bytes) -> Ciphertext:
+        return _load_bytes(seal.Ciphertext(), self.seal, data)
+
+    # ---- raw polynomials (hazmat: used only by the refresh protocol) -------------------
+    def _raw_ciphertext(self, polys: np.ndarray, level: int, ntt: bool, scale: float) -> Ciphertext:
+        """Build a ciphertext from RNS residues `polys` of shape (size, k, N), uint64."""
+        size, k, n = polys.shape
+
+        def header(body: bytes) -> bytes:
+            v = self._seal_version
+            return struct.pack("<HBBBBHQ", 0xA15E, 16, v[0], v[1], 0, 0, 16 + len(body)) + body
+
+        arr = header(
+            struct.pack("<Q", polys.size) + np.ascontiguousarray(polys, np.uint64).tobytes()
+        )
+        meta = struct.pack("<4Q", *self._parms_ids[level]) + bytes([1 if ntt else 0])
+        meta += struct.pack("<QQQdQ", size, n, k, scale, 1)
+        return _load_bytes(seal.Ciphertext(), self.seal, header(meta + arr))
+
+    @staticmethod
+    def _raw_residues(ct: Ciphertext, polys: int | None = None) -> np.ndarray:
+        """RNS residues of the first `polys` polynomials (all by default), (polys, k, N)."""
+        arr = ct.dyn_array()
+        n, k = ct.poly_modulus_degree(), ct.coeff_modulus_size()
+        polys = ct.size() if polys is None else polys
+        return np.array([arr.at(i) for i in range(polys * k * n)], np.uint64).reshape(polys, k, n)
+
+    def add_integer_poly(self, ct: Ciphertext, coeffs: np.ndarray) -> Ciphertext:
+        """ct + (NTT(coeffs), 0) for an integer polynomial (object array), at ct's level.
+
+        SEAL refuses to NTT a ciphertext whose c1 is zero, so the polynomial travels as
+        (coeffs, 1); after the NTT its c1 is all ones, removed again by subtracting (0, 1).
+        """
+        level, n = self.level(ct), self.params.poly_modulus_degree
+        primes = self._primes[level]
+        polys = np.zeros((2, len(primes), n), np.uint64)
+        for j, q in enumerate(primes):
+            polys[0, j] = (coeffs % q).astype(np.uint64)
+        polys[1, :, 0] = 1
+        vehicle = self._raw_ciphertext(polys, level, ntt=False, scale=ct.scale)
+        self.evaluator.transform_to_ntt_inplace(vehicle)
+        ones = np.zeros((2, len(primes), n), np.uint64)
+        ones[1] = 1  # NTT of the constant polynomial 1
+        out = seal.Ciphertext()
+        self.evaluator.add(ct, vehicle, out)
+        self.evaluator.sub_inplace(out, self._raw_ciphertext(ones, level, ntt=True, scale=ct.scale))
+        return out
+
+    def decrypt_integer_poly(self, ct: Ciphertext) -> np.ndarray:
+        """Client only: the decrypted polynomial's centred integer coefficients (object array)."""
+        if self._decryptor is None:
+            raise SecurityError("This CKKS context holds no secret key and cannot decrypt.")
+        pt = seal.Plaintext()
+        self._decryptor.decrypt(ct, pt)
+        level, n = self.level(ct), self.params.poly_modulus_degree
+        primes = self._primes[level]
+        polys = np.zeros((2, len(primes), n), np.uint64)
+        polys[0] = np.array([pt.data(i) for i in range(len(primes) * n)], np.uint64).reshape(-1, n)
+        polys[1] = 1
+        vehicle = self._raw_ciphertext(polys, level, ntt=True, scale=ct.scale)
+        self.evaluator.transform_from_ntt_inplace(vehicle)
+        res = self._raw_residues(vehicle, polys=1)[0]
+        big_q = 1
+        for q in primes:
+            big_q *= q
+        total = np.zeros(n, dtype=object)
+        for j, q in enumerate(primes):
+            m_j = big_q // q
+            total = total + res[j].astype(object) * (m_j * pow(m_j, -1, q))
+        total = total % big_q
+        return np.where(total > big_q // 2, total - big_q, total)

@@ -1,0 +1,264 @@
+"""Encrypted linear algebra: BSGS diagonal matvec, packed matrix-matrix products, slot sums.
+
+Security assumption: the server holds W in plaintext and sees only ciphertexts (semi-honest);
+nothing here decrypts. sealapi exposes no hoisted rotations, so baby-step rotations are
+computed once per input and shared (`baby_steps`), and giant-step rotations run before the
+rescale, at scale Delta * q, where their key-switching noise is negligible.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from privinfer.errors import InputError
+from privinfer.he import packing
+from privinfer.he.ckks import Ciphertext, CkksContext, Plaintext
+
+
+def _bsgs_split(d: int, baby: int | None) -> tuple[int, int]:
+    n1 = baby or max(1, math.ceil(math.sqrt(d)))
+    return n1, math.ceil(d / n1)
+
+
+@dataclass
+class EncodedMatrix:
+    """W (m x n) pre-encoded as pre-rotated diagonals at one level, for `matvec`."""
+
+    out_period: int  # output rows, zero-padded (the output's replication period)
+    in_dim: int
+    period: int  # input replication period (>= in_dim; W has zero columns beyond in_dim)
+    out_cover: int
+    level: int
+    n1: int
+    n2: int
+    fold: list[int]
+    plaintexts: dict[tuple[int, int], Plaintext] = field(repr=False)
+
+    @property
+    def input_cover(self) -> int:
+        """How many slots of the replicated input must hold valid data."""
+        span = self.out_cover + (self.period - self.out_period if self.fold else 0)
+        return span + self.n1 * self.n2 - 1
+
+    @property
+    def output_clean(self) -> bool:
+        """True when slots beyond out_cover are exactly zero (not so after a fold)."""
+        return not self.fold
+
+    def rotation_steps(self) -> set[int]:
+        """Only the steps that non-zero diagonals use (sparse matrices need few keys)."""
+        used = self.plaintexts.keys() if self.plaintexts else self._all_pairs()
+        steps = {b for _, b in used if b} | {g * self.n1 for g, _ in used if g}
+        return steps | set(self.fold)
+
+    def _all_pairs(self) -> list[tuple[int, int]]:
+        return [(g, b) for g in range(self.n2) for b in range(self.n1)]
+
+
+def encode_matrix(
+    ctx: CkksContext,
+    w: np.ndarray,
+    level: int | None,
+    out_cover: int | None = None,
+    baby: int | None = None,
+    in_period: int | None = None,
+) -> EncodedMatrix:
+    """Pre-encode W for `matvec` on inputs at `level` (output at level - 1, same scale).
+
+    The input is replicated with period `in_period` (default n; W gets zero columns up to
+    it). Tall or square W uses in_period diagonals; wide W (in_period > m) gets zero rows up to
+    the smallest divisor m' of in_period with m' >= m, uses m' diagonals and folds the partial
+    sums with rotations by multiples of m'. The output has period `out_period` (m or m').
+    With level=None only the plan (covers, steps) is made and nothing is encoded.
+    """
+    w = np.asarray(w, dtype=np.float64)
+    m, n = w.shape
+    period = in_period or n
+    if period < n:
+        raise InputError("The input period cannot be shorter than the input.")
+    w = np.pad(w, ((0, 0), (0, period - n)))
+    slots = ctx.params.slots
+    fold: list[int] = []
+    if period <= m:
+        out_cover = out_cover or m
+        d, span = period, out_cover
+    else:
+        m = next(q for q in range(m, period + 1) if period % q == 0)
+        w = np.pad(w, ((0, m - w.shape[0]), (0, 0)))
+        out_cover = out_cover or m
+        k = period // m
+        d, span = m, out_cover + period - m
+        if k & (k - 1) == 0:
+            fold = [(k >> (s + 1)) * m for s in range(k.bit_length() - 1)]
+        else:
+            fold = [t * m for t in range(1, k)]
+    n1, n2 = _bsgs_split(d, baby)
+    if span + n1 * n2 > slots:
+        raise InputError(f"A {w.shape[0]}x{n} matrix does not fit one ciphertext of {slots} slots.")
+    pts: dict[tuple[int, int], Plaintext] = {}
+    for g in range(n2 if level is not None else 0):
+        for b in range(n1):
+            i = g * n1 + b
+            if i >= d:
+                break
+            diag = np.zeros(slots)
+            diag[:span] = packing.matvec_diagonal(w, i, span)
+            if not diag.any():
+                continue
+            pts[(g, b)] = ctx.encode_for_mul(np.roll(diag, g * n1), level)
+    return EncodedMatrix(w.shape[0], n, period, out_cover, level, n1, n2, fold, pts)
+
+
+def baby_steps(ctx: CkksContext, ct: Ciphertext, n1: int) -> list[Ciphertext]:
+    """rot(x, b) for b < n1: compute once, share across matrices with the same input."""
+    return [ct] + [ctx.rotate(ct, b) for b in range(1, n1)]
+
+
+def matvec(
+    ctx: CkksContext, mat: EncodedMatrix, ct: Ciphertext, babies: list[Ciphertext] | None = None
+) -> Ciphertext:
+    """y = W x for a replicated input (period mat.period, cover >= mat.input_cover); 1 level."""
+    if ctx.level(ct) != mat.level:
+        ct = ctx.mod_switch_to(ct, mat.level)
+        babies = None
+    if babies is None:
+        used = {b for _, b in mat.plaintexts}
+        babies = [ctx.rotate(ct, b) if b in used else None for b in range(mat.n1)]
+    ev = ctx.evaluator
+    giants = []
+    for g in range(mat.n2):
+        terms = []
+        for b in range(mat.n1):
+            pt = mat.plaintexts.get((g, b))
+            if pt is not None:
+                terms.append(ctx.multiply_plain(babies[b], pt, rescale=False))
+        if terms:
+            giants.append(ctx.rotate(ctx.add_many(terms), g * mat.n1))
+    if not giants:
+        raise InputError("The matrix is all zeros.")
+    out = ctx.add_many(giants)
+    for step in mat.fold:
+        out = ctx.add_many([out, ctx.rotate(out, step)])
+    ev.rescale_to_next_inplace(out)
+    return out
+
+
+def replicate(ctx: CkksContext, ct: Ciphertext, period: int, cover: int, want: int) -> Ciphertext:
+    """Extend a clean replicated vector (zeros beyond `cover`, a multiple of period) to `want`."""
+    if cover % period:
+        raise InputError("Replication needs a cover that is a multiple of the period.")
+    while cover < want:
+        ct = ctx.add_many([ct, ctx.rotate(ct, -cover)])
+        cover *= 2
+    return ct
+
+
+def replicate_steps(period: int, cover: int, want: int, slots: int) -> set[int]:
+    steps = set()
+    while cover < want:
+        steps.add((-cover) % slots)
+        cover *= 2
+    return steps
+
+
+def window_sum(ctx: CkksContext, ct: Ciphertext, width: int) -> Ciphertext:
+    """Slot j gets sum_{u < width} x[j + u] (log2(width) + popcount rotations, no level)."""
+    acc, acc_w = None, 0
+    power, power_w = ct, 1
+    bit = 0
+    while (1 << bit) <= width:
+        if width >> bit & 1:
+            shifted = ctx.rotate(power, acc_w) if acc is not None else power
+            acc = shifted if acc is None else ctx.add_many([acc, shifted])
+            acc_w += power_w
+        if (2 << bit) <= width:
+            power = ctx.add_many([power, ctx.rotate(power, power_w)])
+            power_w *= 2
+        bit += 1
+    return acc
+
+
+def window_sum_steps(width: int) -> set[int]:
+    steps, acc_w, bit = set(), 0, 0
+    while (1 << bit) <= width:
+        if width >> bit & 1:
+            if acc_w:
+                steps.add(acc_w)
+            acc_w += 1 << bit
+        steps.add(1 << bit)
+        bit += 1
+    return steps
+
+
+@dataclass
+class PackedMatrix:
+    """W (m x n) pre-encoded for T token-minor packed vectors (see `packing`).
+
+    Diagonal i (taken as a signed offset in (-B/2, B/2]) is split i = g * n1 + s with
+    0 <= s < n1 and g possibly negative, so a narrow band of diagonals (small W in a big
+    block) needs only a few baby and giant rotation keys.
+    """
+
+    out_dim: int
+    in_dim: int
+    tokens: int
+    block: int
+    level: int
+    n1: int
+    plaintexts: dict[tuple[int, int, int, int], Plaintext] = field(repr=False)
+
+    def rotation_steps(self) -> set[int]:
+        t = self.tokens
+        used = self.plaintexts.keys()
+        return {s * t for *_, s in used if s} | {g * self.n1 * t for _, _, g, _ in used if g}
+
+
+def encode_packed_matrix(
+    ctx: CkksContext, w: np.ndarray, tokens: int, level: int, baby: int | None = None
+) -> PackedMatrix:
+    """Pre-encode W for `packed_matmul`: one plaintext per non-zero block diagonal."""
+    w = np.asarray(w, dtype=np.float64)
+    m, n = w.shape
+    b = packing.token_blocks(ctx.params.slots, tokens)
+    diags = {}
+    for d in range(-(-m // b)):
+        for c in range(-(-n // b)):
+            for i in range(b):
+                diag = packing.block_diagonal(w, d, c, i, b, tokens)
+                if diag.any():
+                    diags[(d, c, i if i <= b // 2 else i - b)] = diag
+    offsets = [i for _, _, i in diags] or [0]
+    n1 = baby or max(1, math.ceil(math.sqrt(max(offsets) - min(offsets) + 1)))
+    pts: dict[tuple[int, int, int, int], Plaintext] = {}
+    for (d, c, i), diag in diags.items():
+        g = i // n1
+        pts[(d, c, g, i - g * n1)] = ctx.encode_for_mul(np.roll(diag, g * n1 * tokens), level)
+    return PackedMatrix(m, n, tokens, b, level, n1, pts)
+
+
+def packed_matmul(ctx: CkksContext, mat: PackedMatrix, cts: list[Ciphertext]) -> list[Ciphertext]:
+    """Y = X W^T for T packed vectors: inputs ceil(n/B) ciphertexts, outputs ceil(m/B); 1 level."""
+    cts = [ctx.mod_switch_to(ct, mat.level) for ct in cts]
+    t = mat.tokens
+    used = {(c, s) for _, c, _, s in mat.plaintexts}
+    babies = {(c, s): ctx.rotate(cts[c], s * t) for c, s in sorted(used)}
+    groups: dict[tuple[int, int], list[tuple[int, int, Plaintext]]] = {}
+    for (d, c, g, s), pt in mat.plaintexts.items():
+        groups.setdefault((d, g), []).append((c, s, pt))
+    outs = []
+    for d in range(-(-mat.out_dim // mat.block)):
+        giants = []
+        for g in sorted(g for dd, g in groups if dd == d):
+            terms = [
+                ctx.multiply_plain(babies[(c, s)], pt, rescale=False) for c, s, pt in groups[(d, g)]
+            ]
+            giants.append(ctx.rotate(ctx.add_many(terms), g * mat.n1 * t))
+        if not giants:
+            raise InputError("A block row of the matrix is all zeros.")
+        out = ctx.add_many(giants)
+        ctx.evaluator.rescale_to_next_inplace(out)
+        outs.append(out)
+    return outs

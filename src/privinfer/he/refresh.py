@@ -1,0 +1,145 @@
+"""Client-aided refresh of CKKS ciphertexts: server masks, client re-encrypts, server unmasks.
+
+Security assumption: semi-honest client and server; statistical security parameter
+sigma = 40 (default). Protocol, one round trip for any batch of ciphertexts:
+
+1. Server: mod-switch ct to the refresh level l, then add a fresh public-key encryption of
+   zero (re-randomises c1, which otherwise carries the weights) and an integer polynomial R
+   with coefficients uniform in [-2^k, 2^k), k = b + sigma + ceil(log2 N), where 2^b bounds
+   every coefficient of m + e (b = log2 scale + log2 value_bound + 1, a public bound).
+   The client decrypts m + e + R: each coefficient is within statistical distance
+   2^(b - k - 1) of uniform, so the whole polynomial within N 2^(b - k - 1) <= 2^(-sigma - 1)
+   (union bound): it learns nothing about the data or the noise (R floods e too).
+   Needs 2^b + 2^k < q_l / 2, i.e. k + 2 <= log2 q_l: hence PARAMS' wide q0, q1.
+2. Client: centred CRT lift of m + e + R, encrypts it at the top level (fresh noise).
+3. Server: subtracts R at the top level: a top-level encryption of m + e.
+
+Transport-agnostic: the server calls a `RefreshClient` with bytes (wire.pack_ciphertexts);
+`LocalRefreshClient` answers in-process; a network client sends the same bytes.
+"""
+
+from __future__ import annotations
+
+import math
+import secrets
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+
+from privinfer.errors import InputError, SecurityError
+from privinfer.he import wire
+from privinfer.he.ckks import Ciphertext, CkksContext
+
+DEFAULT_SIGMA = 40
+
+
+class RefreshClient(Protocol):
+    """The key holder's side of a refresh: masked ciphertexts in, fresh ciphertexts out."""
+
+    def refresh(self, payload: bytes) -> bytes: ...
+
+
+class LocalRefreshClient:
+    """In-process client: decrypts the masked polynomial, re-encrypts it at the top level."""
+
+    def __init__(self, ctx: CkksContext):
+        if not ctx.has_secret_key:
+            raise SecurityError("A refresh client needs the secret key.")
+        self.ctx = ctx
+        self.ciphertexts_refreshed = 0
+
+    def refresh(self, payload: bytes) -> bytes:
+        ctx = self.ctx
+        top = ctx.params.top_level
+        fresh = []
+        for ct in wire.unpack_ciphertexts(ctx, payload):
+            coeffs = ctx.decrypt_integer_poly(ct)
+            fresh.append(ctx.add_integer_poly(ctx.encrypt_zero(top, ct.scale), coeffs))
+        self.ciphertexts_refreshed += len(fresh)
+        return wire.pack_ciphertexts(ctx, fresh)
+
+
+@dataclass
+class RefreshStats:
+    """Counted where it happens: round trips, ciphertexts and bytes each way."""
+
+    rounds: int = 0
+    ciphertexts: int = 0
+    bytes_to_client: int = 0
+    bytes_to_server: int = 0
+
+
+class Refresher:
+    """Server side of the refresh protocol (see module docstring)."""
+
+    def __init__(
+        self,
+        ctx: CkksContext,
+        client: RefreshClient,
+        value_bound: float = 256.0,
+        sigma: int = DEFAULT_SIGMA,
+    ):
+        self.ctx = ctx
+        self.client = client
+        self.value_bound = float(value_bound)
+        self.sigma = int(sigma)
+        self.stats = RefreshStats()
+        self.level = self._lowest_safe_level()
+
+    def mask_bits(self, scale: float) -> int:
+        """k: the mask's bit width for data at this scale (see module docstring)."""
+        b = math.ceil(math.log2(scale)) + math.ceil(math.log2(max(self.value_bound, 1.0))) + 1
+        return b + self.sigma + math.ceil(math.log2(self.ctx.params.poly_modulus_degree))
+
+    def _lowest_safe_level(self) -> int:
+        k = self.mask_bits(self.ctx.scale * 2.0)  # allow scale drift up to 2x Delta
+        for level in range(self.ctx.params.top_level):
+            if k + 2 <= math.floor(self.ctx.modulus_bits(level)):
+                return level
+        raise SecurityError(
+            f"No CKKS level holds a sigma={self.sigma} refresh mask of {k} bits below the top "
+            "level; use parameters with wider low primes or a smaller value bound."
+        )
+
+    def needs_refresh(self, ct: Ciphertext, depth: int) -> bool:
+        """True when `depth` more levels would take ct below the refresh level."""
+        return self.ctx.level(ct) - depth < max(self.level, self.ctx.params.floor_level)
+
+    def _mask(self) -> np.ndarray:
+        k = self.mask_bits(self.ctx.scale * 2.0)
+        n = self.ctx.params.poly_modulus_degree
+        return np.array([secrets.randbits(k + 1) - (1 << k) for _ in range(n)], dtype=object)
+
+    def refresh(self, cts: list[Ciphertext]) -> list[Ciphertext]:
+        """Refresh a batch in one round trip; outputs are at the top level, same scales."""
+        ctx = self.ctx
+        if not cts:
+            return []
+        masked, masks = [], []
+        for ct in cts:
+            if ct.scale > 2.0 * ctx.scale or ct.scale < 0.5 * ctx.scale:
+                raise InputError("Refresh expects ciphertexts at the context's scale (within 2x).")
+            if ctx.level(ct) < self.level:
+                raise InputError("Ciphertext fell below the refresh level; refresh earlier.")
+            ct = ctx.mod_switch_to(ct, self.level)
+            mask = self._mask()
+            masks.append(mask)
+            noise = ctx.encrypt_zero(self.level, ct.scale)
+            masked.append(ctx.add_integer_poly(ctx.add(ct, noise), mask))
+        payload = wire.pack_ciphertexts(ctx, masked)
+        answer = self.client.refresh(payload)
+        fresh = wire.unpack_ciphertexts(ctx, answer)
+        if len(fresh) != len(cts):
+            raise InputError("Refresh answer holds the wrong number of ciphertexts.")
+        self.stats.rounds += 1
+        self.stats.ciphertexts += len(cts)
+        self.stats.bytes_to_client += len(payload)
+        self.stats.bytes_to_server += len(answer)
+        top = ctx.params.top_level
+        out = []
+        for ct, mask, orig in zip(fresh, masks, masked, strict=True):
+            if ctx.level(ct) != top or ct.scale != orig.scale:
+                raise InputError("Refresh answer is not a top-level ciphertext at the sent scale.")
+            out.append(ctx.add_integer_poly(ct, -mask))
+        return out
