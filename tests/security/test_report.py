@@ -51,3 +51,34 @@ def test_text_report_renders_matrix():
     r = run("--mode", "tee")
     assert r.returncode == 0
     assert "| adversary | prompt | weights | output | metadata |" in r.stdout
+
+
+def test_mpc_report_derives_truncation_figures_from_the_model():
+    r = run("--mode", "mpc", "--json")
+    assert r.returncode == 0, r.stderr
+    p = json.loads(r.stdout)["parameters"]
+    assert p["fraction_bits"] == 16 and p["ring"].startswith("Z_2^64")
+    lin = p["per_op_class"]["linear"]
+    # SmolLM2's 30 layers x (576 + 192 + 192 + 576 + 1536 + 1536 + 576) outputs, plus the 49,152 logits
+    assert lin["truncated_elements_per_token"] == 30 * (576 * 3 + 192 * 2 + 1536 * 2) + 49152
+    assert lin["max_abs_seen"] > 1000  # the massive activations are really measured
+    assert p["failure_probability_per_generated_token"] == 0.0
+    assert p["for_comparison_aby3_local_truncation_per_token"] > 0.0
+    assert p["per_op_class"]["norm input"]["max_abs_seen"] > 20000
+
+
+def test_mpc_report_changes_with_fraction_bits():
+    a = json.loads(run("--mode", "mpc", "--json", "--frac-bits", "16").stdout)["parameters"]
+    b = json.loads(run("--mode", "mpc", "--json", "--frac-bits", "20").stdout)["parameters"]
+    assert (
+        b["per_op_class"]["linear"]["headroom_bits"]
+        == a["per_op_class"]["linear"]["headroom_bits"] - 8
+    )
+
+
+def test_he_report_computes_security_level_from_parameters():
+    p = json.loads(run("--mode", "he", "--json").stdout)["parameters"]
+    assert p["total_modulus_bits"] == sum(p["coeff_modulus_bits"])
+    assert p["total_modulus_bits"] <= p["max_total_bits_at_128"]
+    assert p["security_level_bits"] >= 128
+    assert p["refresh"]["statistical_security_bits"] == 40

@@ -85,6 +85,119 @@ def _tee(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+@section("mpc")
+def _mpc(args: argparse.Namespace) -> dict[str, Any]:
+    import inspect
+    import math
+
+    import privinfer
+    from privinfer.mpc.protocols import norms
+    from privinfer.mpc.protocols import trunc as trunc_mod
+    from privinfer.mpc.runtime import Party
+    from privinfer.security.opcount import NORM_INPUT, count_generation
+
+    f = int(
+        getattr(args, "frac_bits", None)
+        or inspect.signature(Party.__init__).parameters["frac_bits"].default
+    )
+    lm = privinfer.load(args.model)
+    ids = lm.prompt_ids(args.prompt)
+    prefill, decode = count_generation(lm, ids)
+    per_op: dict[str, Any] = {}
+    aby3_token = 0.0
+    for op, t in decode.by_op.items():
+        pre = prefill.by_op.get(op)
+        max_abs = max(t.max_abs, pre.max_abs if pre else 0.0)
+        if op == NORM_INPUT:
+            # RMSNorm/LayerNorm inputs are prescaled inside the protocol (no overflow of x^2 for
+            # |x| <= max_abs); what matters is the measured margin to that bound.
+            bound = norms.DEFAULT_MAX_ABS
+            per_op[op] = {
+                "elements_per_token": t.elements,
+                "max_abs_seen": round(max_abs, 2),
+                "protocol_bound": bound,
+                "headroom_bits": round(math.log2(bound / max_abs), 2),
+                "prescale_bits": norms.prescale_bits(f, lm.cfg.hidden_size, bound),
+                "beyond_bound": "saturates (clipped), never wraps",
+            }
+            continue
+        # a value at 2f fractional bits before truncation needs this many bits (sign excluded)
+        bound_bits = max(1, math.ceil(math.log2(max_abs + 1e-30))) + 2 * f
+        p = trunc_mod.trunc_failure_probability(bound_bits, f)
+        aby3 = trunc_mod.aby3_local_trunc_failure_probability(bound_bits)
+        aby3_token += aby3 * t.elements
+        per_op[op] = {
+            "truncated_elements_per_token": t.elements,
+            "max_abs_seen": round(max_abs, 4),
+            "bound_bits_at_2f": bound_bits,
+            "headroom_bits": trunc_mod.HEADROOM_BITS - bound_bits,
+            "failure_probability_per_element": p,
+            "failure_probability_per_token": p * t.elements,
+        }
+    return {
+        "adversary": "3 compute parties, honest majority, semi-honest (passive); the client and the model "
+        "owner provide inputs and only the client receives outputs",
+        "ring": "Z_2^64, replicated secret sharing (each party holds 2 of 3 additive shares)",
+        "fraction_bits": f,
+        "prf": "AES in counter mode (cryptography package), pairwise keys agreed fresh per session",
+        "truncation": (trunc_mod.__doc__ or "").strip().splitlines()[0],
+        "truncation_exact_while": f"|x| < 2^{trunc_mod.HEADROOM_BITS} - 2^{f} as ring integers, i.e. "
+        f"|value| < 2^{trunc_mod.HEADROOM_BITS - 2 * f} before a product is truncated",
+        "model": args.model,
+        "prompt_tokens_measured": len(ids),
+        "per_op_class": per_op,
+        "failure_probability_per_generated_token": sum(
+            v.get("failure_probability_per_token", 0.0) for v in per_op.values()
+        ),
+        "for_comparison_aby3_local_truncation_per_token": aby3_token,
+        "what_each_party_learns": "nothing about prompt, weights, logits or tokens beyond their shapes, the "
+        "prompt length and the number of generated tokens (a public stop bit)",
+        "what_the_client_learns": "the generated token ids only (never logits or weights)",
+    }
+
+
+@section("he")
+def _he(args: argparse.Namespace) -> dict[str, Any]:
+    import math
+
+    from privinfer.he import params as he_params
+    from privinfer.he import refresh
+
+    p = he_params.PARAMS_16384
+    n, total = p.poly_modulus_degree, sum(p.coeff_modulus_bits)
+    p.check_security()
+    level = max(b for b, table in HE_STANDARD.items() if total <= table.get(n, 0))
+    sigma, value_bits = refresh.DEFAULT_SIGMA, 8
+    return {
+        "scheme": "CKKS (RLWE) via TenSEAL/SEAL, client holds the secret key; semi-honest server",
+        "poly_modulus_degree": n,
+        "slots": p.slots,
+        "coeff_modulus_bits": list(p.coeff_modulus_bits),
+        "total_modulus_bits": total,
+        "max_total_bits_at_128": he_params.MAX_COEFF_BITS_128[n],
+        "security_level_bits": level,
+        "security_table": "HomomorphicEncryption.org standard, ternary secret, classical attacks",
+        "scale_bits": p.scale_bits,
+        "levels_between_refreshes": p.top_level - p.floor_level,
+        "refresh": {
+            "statistical_security_bits": sigma,
+            "mask_bits": value_bits + sigma + math.ceil(math.log2(n)),
+            "note": "server re-randomises with a fresh encryption of zero and adds a uniform mask "
+            "polynomial much wider than the data (noise flooding); the client decrypts only "
+            "masked values and re-encrypts at the top level; one round trip per refresh",
+        },
+        "refuses_below_128_bits": True,
+    }
+
+
+# HomomorphicEncryption.org security standard, max total coeff modulus bits (ternary secret).
+HE_STANDARD: dict[int, dict[int, int]] = {
+    128: {1024: 27, 2048: 54, 4096: 109, 8192: 218, 16384: 438, 32768: 881},
+    192: {1024: 19, 2048: 37, 4096: 75, 8192: 152, 16384: 305, 32768: 611},
+    256: {1024: 14, 2048: 29, 4096: 58, 8192: 118, 16384: 237, 32768: 476},
+}
+
+
 def build_report(mode: str, args: argparse.Namespace) -> dict[str, Any]:
     fn = SECTIONS.get(mode)
     if fn is None:
@@ -134,6 +247,11 @@ def register(sub: Any, common: Callable[[argparse.ArgumentParser], None]) -> Non
 
     p = sub.add_parser("security", help="threat model and security report for a mode's parameters")
     p.add_argument("--mode", required=True, choices=KNOWN_MODES)
+    p.add_argument("--model", default="smollm2-135m", help="mpc: model whose op counts are used")
+    p.add_argument(
+        "--prompt", default="What is the capital of France?", help="mpc: prompt for op counts"
+    )
+    p.add_argument("--frac-bits", type=int, default=None, help="mpc: fixed-point fraction bits")
     common(p)
     p.set_defaults(func=cmd_security)
 
