@@ -82,3 +82,12 @@ def test_he_report_computes_security_level_from_parameters():
     assert p["total_modulus_bits"] <= p["max_total_bits_at_128"]
     assert p["security_level_bits"] >= 128
     assert p["refresh"]["statistical_security_bits"] == 40
+
+
+def test_threat_model_doc_is_current():
+    from pathlib import Path
+
+    from privinfer.security.docs import render
+
+    doc = Path(__file__).parents[2] / "docs" / "threat-model.md"
+    assert doc.read_text() == render(), "run: python -m privinfer.security.docs > docs/threat-model.md"
