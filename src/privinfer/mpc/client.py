@@ -5,9 +5,9 @@ parties, so it proves nothing about isolation; the protocol messages are the rea
 A `ClientPort` is what `MpcOps` calls: `token_input` returns this party's payload of the
 client's one-hot shares (deployments ignore the `ids` argument, which parties never see), and
 `output` hands this party's reveal payload to the client; `sampling_noise` returns this party's
-payload of the client's shared Gumbel noise (scaled by the temperature) for one sampling step. In the in-process harness `output`
-returns the reconstructed value so that one decoding loop can drive all parties; a deployed
-port returns None and the client alone learns the value.
+payload of the client's shared Gumbel noise (scaled by the temperature) for one sampling step.
+In the in-process harness `output` returns the reconstructed value so that one decoding loop can
+drive all parties; a deployed port returns None and the client alone learns the value.
 """
 
 from __future__ import annotations
@@ -31,7 +31,9 @@ class ClientPort(Protocol):
         self, party_id: int, payload: bytes, shape: tuple[int, ...], frac_bits: int
     ) -> torch.Tensor | None: ...
 
-    def sampling_noise(self, party_id: int, vocab: int, frac_bits: int, sampler: Sampler) -> bytes: ...
+    def sampling_noise(
+        self, party_id: int, vocab: int, frac_bits: int, sampler: Sampler
+    ) -> bytes: ...
 
 
 def gumbel_noise(vocab: int, temperature: float, generator: torch.Generator) -> torch.Tensor:
