@@ -108,7 +108,9 @@ def cmd_embed(args: argparse.Namespace) -> int:
     if not isinstance(em, EmbeddingModel):
         raise PrivinferError(f"{args.model} is a decoder; use `privinfer generate`")
     t0 = time.perf_counter()
-    opts = {"server": args.server} if args.server else {}
+    opts: dict[str, Any] = {"server": args.server} if args.server else {}
+    if args.cluster:
+        opts["cluster"] = args.cluster
     vecs = em.embed(args.texts, mode=args.mode, **opts)
     elapsed = time.perf_counter() - t0
     out: dict[str, Any] = {
@@ -209,7 +211,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("texts", nargs="+")
     e.add_argument("--model", default="minilm-l6")
     e.add_argument("--mode", default="plain", choices=KNOWN_MODES)
-    e.add_argument("--server", default=None)
+    e.add_argument("--server", default=None, help="he: address of a running HE server")
+    e.add_argument("--cluster", default=None, help="mpc: cluster file of running MPC parties")
     _common(e)
     e.set_defaults(func=cmd_embed)
 
