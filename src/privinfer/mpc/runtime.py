@@ -9,13 +9,16 @@ label by `Party.op(label)`; nested labels count toward the outermost one only.
 from __future__ import annotations
 
 import os
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
 from privinfer.mpc.prf import PairwiseRandomness
 from privinfer.mpc.ring import DEFAULT_FRAC_BITS, bits_to_bytes, bytes_to_ring
@@ -69,7 +72,7 @@ class Party:
         self.link = link
         self.pid = link.party_id
         self.f = frac_bits
-        self.rand = PairwiseRandomness(key_prev, key_next)
+        self.rand = _buffered_randomness(key_prev, key_next)
         self.meter = CostMeter()
         self._depth = 0
 
@@ -118,6 +121,156 @@ class Party:
     def send_prev_recv_next(self, t: torch.Tensor) -> torch.Tensor:
         """The resharing round: send `t` to party i-1, receive the same-shaped tensor from i+1."""
         return self.exchange({self.prev_id: t}, {self.next_id: t.shape})[self.next_id]
+
+    def parallel(self, *programs: Callable[[Party], Any]) -> list[Any]:
+        """Run independent sub-protocols with merged rounds: round r of every still-running
+        program travels in one message per peer, so the block takes max(rounds), not the sum.
+        Each program gets a child party with fresh PRF keys drawn from this party's keys (the
+        same draws at every party), and runs in its own thread; costs count to the caller's op.
+        Every program's round count must not depend on secret data (true of all protocols here).
+        """
+        merger = _RoundMerger(self, len(programs))
+        children = [_ChildParty(self, merger, k) for k in range(len(programs))]
+        results: list[Any] = [None] * len(programs)
+        errors: list[BaseException | None] = [None] * len(programs)
+
+        def run(k: int) -> None:
+            try:
+                results[k] = programs[k](children[k])
+            except BaseException as exc:  # noqa: BLE001 - re-raised below
+                errors[k] = exc
+            finally:
+                merger.finish()
+
+        threads = [
+            threading.Thread(target=run, args=(k,), daemon=True) for k in range(len(programs))
+        ]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        for err in errors:
+            if err is not None:
+                raise err
+        return results
+
+
+class BufferedKeyStream:
+    """`prf.KeyStream`'s interface over one continuous AES-CTR stream read through a buffer
+    (secure if AES is a PRF; the two holders of a key make the same sequence of draws, so they
+    read the same bytes). A fresh cipher per draw cost ~16 us, a few times per round per party;
+    a draw from the buffer costs ~3 us. Counter blocks start at (2^64 - 16) * 2^64, disjoint
+    from `KeyStream`'s blocks for the same key."""
+
+    CHUNK_BYTES = 1 << 18
+
+    def __init__(self, key: bytes) -> None:
+        if len(key) not in (16, 32):
+            raise ValueError("PRF keys must be 16 or 32 bytes (AES-128 or AES-256)")
+        nonce = ((1 << 64) - 16).to_bytes(8, "big") + bytes(8)
+        self._enc = Cipher(algorithms.AES(key), modes.CTR(nonce)).encryptor()
+        self._buf = b""
+        self._off = 0
+
+    def __repr__(self) -> str:  # never print the key
+        return "BufferedKeyStream()"
+
+    def draw(self, shape: tuple[int, ...] | torch.Size) -> torch.Tensor:
+        """Fresh uniform int64 tensor of `shape`."""
+        need = 8 * (int(np.prod(shape)) if len(shape) else 1)
+        if need > len(self._buf) - self._off:
+            rest = self._buf[self._off :]
+            self._buf = rest + self._enc.update(bytes(max(self.CHUNK_BYTES, need - len(rest))))
+            self._off = 0
+        raw = self._buf[self._off : self._off + need]
+        self._off += need
+        return torch.from_numpy(np.frombuffer(raw, dtype=np.int64).copy()).reshape(shape)
+
+
+def _buffered_randomness(key_prev: bytes, key_next: bytes) -> PairwiseRandomness:
+    rand = PairwiseRandomness(key_prev, key_next)
+    rand.prev, rand.next = BufferedKeyStream(key_prev), BufferedKeyStream(key_next)  # type: ignore[assignment]
+    return rand
+
+
+class _ChildParty(Party):
+    """A sub-protocol's view of its parent party inside `Party.parallel`."""
+
+    def __init__(self, parent: Party, merger: _RoundMerger, index: int) -> None:
+        self.link, self.pid, self.f = parent.link, parent.pid, parent.f
+        key_prev = parent.rand.prev.draw((2,)).numpy().tobytes()
+        key_next = parent.rand.next.draw((2,)).numpy().tobytes()
+        self.rand = _buffered_randomness(key_prev, key_next)
+        self.meter = CostMeter()
+        self._depth = 1  # costs are recorded by the parent's enclosing op
+        self._merger, self._index = merger, index
+
+    def exchange(
+        self,
+        send: dict[int, torch.Tensor],
+        recv_shapes: dict[int, tuple[int, ...] | torch.Size],
+    ) -> dict[int, torch.Tensor]:
+        return self._merger.exchange(self._index, send, recv_shapes)
+
+
+class _RoundMerger:
+    """Collects one round from every running child, sends it as one parent round, splits."""
+
+    def __init__(self, parent: Party, n: int) -> None:
+        self.parent, self.active = parent, n
+        self.cond = threading.Condition()
+        self.pending: dict[int, tuple[dict[int, torch.Tensor], dict[int, Any]]] = {}
+        self.results: dict[int, dict[int, torch.Tensor]] = {}
+        self.epoch = 0
+        self.error: BaseException | None = None
+
+    def exchange(
+        self, index: int, send: dict[int, torch.Tensor], recv: dict[int, Any]
+    ) -> dict[int, torch.Tensor]:
+        with self.cond:
+            if self.error is not None:
+                raise self.error
+            self.pending[index] = (send, recv)
+            epoch = self.epoch
+            self._flush_if_complete()
+            while self.epoch == epoch:
+                self.cond.wait()
+            if self.error is not None:
+                raise self.error
+            return self.results.pop(index)
+
+    def finish(self) -> None:
+        with self.cond:
+            self.active -= 1
+            self._flush_if_complete()
+
+    def _flush_if_complete(self) -> None:
+        if not self.pending or len(self.pending) < self.active:
+            return
+        items = sorted(self.pending.items())
+        self.pending = {}
+        try:
+            send = {
+                peer: torch.cat([s[peer].reshape(-1) for _, (s, _) in items if peer in s])
+                for peer in sorted({p for _, (s, _) in items for p in s})
+            }
+            sizes = {
+                peer: sum(int(torch.Size(r[peer]).numel()) for _, (_, r) in items if peer in r)
+                for peer in sorted({p for _, (_, r) in items for p in r})
+            }
+            got = self.parent.exchange(send, {peer: (n,) for peer, n in sizes.items()})
+            offset = dict.fromkeys(got, 0)
+            for index, (_, r) in items:
+                out = {}
+                for peer, shape in r.items():
+                    n = int(torch.Size(shape).numel())
+                    out[peer] = got[peer][offset[peer] : offset[peer] + n].reshape(shape)
+                    offset[peer] += n
+                self.results[index] = out
+        except BaseException as exc:  # noqa: BLE001 - handed to every waiting child
+            self.error = exc
+        self.epoch += 1
+        self.cond.notify_all()
 
 
 def fresh_session_keys() -> list[bytes]:

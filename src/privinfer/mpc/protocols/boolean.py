@@ -6,7 +6,8 @@ a2b: party 0 XOR-shares a = x_0 + x_1 (1 round); b = x_2 is held by parties 1 an
 no communication. A Kogge-Stone adder adds them: generate/propagate (1 AND round), 6 prefix
 levels (1 round each, two ANDs batched) -> 8 rounds, 8 bytes per AND word per party.
 bits_to_arith: d = c_0 ^ c_1 is known to party 0, c_2 to parties 1 and 2;
-bit = d + c_2 - 2 d c_2: party 0 shares d (1 round), one multiplication (1 round).
+bit = d + c_2 - 2 d c_2: party 0 sends d masked to party 1 (1 round), then parties 1 and 2 swap
+masked halves (1 round): 8 bytes per bit from each party (was 16 from party 0).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from __future__ import annotations
 import torch
 
 from privinfer.mpc.runtime import N_PARTIES, Party
-from privinfer.mpc.shares import BShare, RShare, share_from
+from privinfer.mpc.shares import BShare, RShare
 
 
 def and_many(party: Party, pairs: list[tuple[BShare, BShare]]) -> list[BShare]:
@@ -95,7 +96,13 @@ def a2b(party: Party, x: RShare) -> BShare:
 
 def bits_to_arith(party: Party, bits: BShare, positions: list[int]) -> RShare:
     """Arithmetic (f=0) shares of the selected bit positions, stacked on a new last dim
-    (2 rounds, whatever the number of positions)."""
+    (2 rounds, whatever the number of positions; 8 bytes per bit from each party).
+
+    bit = d + c - 2 d c with d = x_0 ^ x_1 (party 0) and c = x_2 (parties 1 and 2). Round 1:
+    party 0 sends d + r to party 1 (r from the key of parties 0 and 2), so parties 1 and 2 hold
+    an additive split u_1 + u_2 of the bit. Round 2: components x_0, x_1 are drawn from party
+    0's two keys; parties 1 and 2 swap u_1 - x_1 and u_2 - x_0, whose sum is x_2.
+    """
     i = party.pid
     pos = torch.tensor(positions, dtype=torch.int64)
 
@@ -104,19 +111,26 @@ def bits_to_arith(party: Party, bits: BShare, positions: list[int]) -> RShare:
 
     shape = tuple(bits.a.shape) + (len(positions),)
     with party.op("b2a"):
-        d = pick(bits.a ^ bits.b) if i == 0 else None
-        d_sh = share_from(party, 0, d, shape, f=0, encoded=True)
-        zero = torch.zeros(shape, dtype=torch.int64)
         if i == 0:
-            c2 = RShare(zero, zero.clone(), i, 0)
-        elif i == 1:
-            c2 = RShare(zero, pick(bits.b), i, 0)
-        else:
-            c2 = RShare(pick(bits.a), zero, i, 0)
-        z = d_sh.a * (c2.a + c2.b) + d_sh.b * c2.a
-        z = z + party.rand.zero_share(shape)
-        prod = RShare(z, party.send_prev_recv_next(z), i, 0)
-        return d_sh + c2 - prod.mul_ring(2)
+            masked = pick(bits.a ^ bits.b) + party.rand.prev.draw(shape)
+            party.exchange({1: masked}, {})
+            x0, x1 = party.rand.prev.draw(shape), party.rand.next.draw(shape)
+            party.exchange({}, {})
+            return RShare(x0, x1, i, 0)
+        if i == 1:
+            c = pick(bits.b)
+            e = party.exchange({}, {0: shape})[0]
+            x1 = party.rand.prev.draw(shape)
+            part = e + c - 2 * e * c - x1  # u_1 - x_1
+            got = party.exchange({2: part}, {2: shape})[2]
+            return RShare(x1, part + got, i, 0)
+        c = pick(bits.a)
+        r = party.rand.next.draw(shape)
+        party.exchange({}, {})
+        x0 = party.rand.next.draw(shape)
+        part = 2 * r * c - r - x0  # u_2 - x_0
+        got = party.exchange({1: part}, {1: shape})[1]
+        return RShare(part + got, x0, i, 0)
 
 
 def suffix_or(party: Party, bits: BShare) -> BShare:

@@ -70,8 +70,7 @@ def _trunc(party: Party, x: RShare, s: int) -> RShare:
     if i == 0:
         a = x.a + x.b + offset
         u = msb(a)
-        a0 = party.rand.prev.draw(shape)  # key shared with party 2
-        c0 = party.rand.prev.draw(shape)
+        a0, c0 = party.rand.prev.draw((2, *shape))  # key shared with party 2
         e = u - a0
         fv = party.exchange({1: e}, {1: shape})[1]
         w0 = e * fv + a0 * fv + c0
@@ -86,8 +85,7 @@ def _trunc(party: Party, x: RShare, s: int) -> RShare:
         y = logical_rshift(b, s) - (v - w1) * hi
     else:
         b1 = party.rand.prev.draw(shape)  # key shared with party 1
-        a0 = party.rand.next.draw(shape)  # key shared with party 0
-        c0 = party.rand.next.draw(shape)
+        a0, c0 = party.rand.next.draw((2, *shape))  # key shared with party 0
         party.exchange({1: a0 * b1 - c0}, {})
         y = torch.zeros(shape, dtype=torch.int64)
     # Reshare the 2-out-of-2 result into replicated form.
