@@ -88,9 +88,11 @@ def cmd_party(args: argparse.Namespace) -> int:
 
 def register(sub: Any, common: Callable[[argparse.ArgumentParser], None]) -> None:
     """Add `privinfer mpc` and its subcommands to the top-level parser."""
+    from privinfer.mpc.check import register_check
     from privinfer.mpc.party_main import add_party_args
     from privinfer.mpc.ring import DEFAULT_FRAC_BITS
 
+    register_check(sub, common)  # `privinfer check --mode mpc`: the fixed-point dry run
     mpc = sub.add_parser("mpc", help="MPC mode: cluster, model shares, compute parties")
     msub = mpc.add_subparsers(dest="mpc_command", required=True)
 
