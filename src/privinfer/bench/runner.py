@@ -62,7 +62,7 @@ def _tee(
 def _mode_runner(mode: str) -> Callable[..., dict[str, Any]]:
     runners: dict[str, Callable[..., dict[str, Any]]] = {"tee": _tee}
     try:
-        from privinfer.bench import modes_extra
+        from privinfer.bench import private_modes as modes_extra
 
         runners.update(modes_extra.RUNNERS)
     except ImportError:
@@ -96,7 +96,7 @@ WORKLOADS: dict[str, Callable[[argparse.Namespace, Say], dict[str, Any]]] = {
 
 def _extra_workloads() -> dict[str, Callable[[argparse.Namespace, Say], dict[str, Any]]]:
     try:
-        from privinfer.bench import modes_extra
+        from privinfer.bench import private_modes as modes_extra
 
         return {**WORKLOADS, **modes_extra.WORKLOADS}
     except ImportError:

@@ -63,7 +63,7 @@ def render(files: list[Path]) -> str:
     for f in sorted(files):
         res = json.loads(f.read_text())
         for key, maker in ROW_MAKERS.items():
-            if key in res:
+            if res.get(key):
                 lines += maker(res, f.name)
         parts = dict(res.get("modes", {}))
         parts.update({k: v for k, v in res.items() if isinstance(v, dict) and "rows" in v})

@@ -225,8 +225,11 @@ def run_suite(
     cluster: str | os.PathLike[str] | None = None,
     params: dict[str, Any] | None = None,
     timeout_s: float = 3600.0,
+    spawn: Callable[[int, list[str]], subprocess.Popen] | None = None,
 ) -> list[dict[str, Any]]:
-    """Run `suite` with three parties; returns the three per-party result dicts."""
+    """Run `suite` with three parties; returns the three per-party result dicts. `spawn(i, argv)`
+    starts party i's process (default: a local subprocess; the LAN/WAN harness runs it in host
+    i's network namespace)."""
     params = params or {}
     if net == "memory" and cluster is None:
         torch.set_num_threads(1)
@@ -247,7 +250,7 @@ def run_suite(
             cmd = [sys.executable, "-m", "privinfer.mpc.bench", suite, "--party", str(i)]
             cmd += ["--cluster", str(cluster), "--out", str(Path(tmp) / f"p{i}.json")]
             cmd += ["--params", json.dumps(params)]
-            procs.append(subprocess.Popen(cmd))
+            procs.append(spawn(i, cmd) if spawn else subprocess.Popen(cmd))
         for pr in procs:
             if pr.wait(timeout=timeout_s) != 0:
                 raise RuntimeError(f"bench party exited with status {pr.returncode}")
@@ -344,22 +347,30 @@ def _brief(by_op: dict[str, dict[str, Any]]) -> dict[str, dict[str, float]]:
     }
 
 
-def bench_mpc_ops(net: str = "loopback", cluster: str | None = None, repeats: int = 3) -> dict:
+def bench_mpc_ops(
+    net: str = "loopback", cluster: str | None = None, repeats: int = 3, spawn: Any = None
+) -> dict:
     """Per-op latency, rounds and bytes per party (`net`: "memory" or "loopback"/a cluster)."""
-    return summarise("ops", run_suite("ops", net, cluster, {"repeats": repeats}))
+    return summarise("ops", run_suite("ops", net, cluster, {"repeats": repeats}, spawn=spawn))
 
 
-def bench_gpt2_shape(net: str = "memory", cluster: str | None = None, tokens: int = 8) -> dict:
+def bench_gpt2_shape(
+    net: str = "memory", cluster: str | None = None, tokens: int = 8, spawn: Any = None
+) -> dict:
     """The peers' GPT-2-small workload: one private forward over `tokens` private ids."""
-    return summarise("gpt2", run_suite("gpt2", net, cluster, {"tokens": tokens}))
+    return summarise("gpt2", run_suite("gpt2", net, cluster, {"tokens": tokens}, spawn=spawn))
 
 
 def bench_smollm2(
-    prompt_tokens: int = 32, decode_tokens: int = 8, net: str = "memory", cluster: str | None = None
+    prompt_tokens: int = 32,
+    decode_tokens: int = 8,
+    net: str = "memory",
+    cluster: str | None = None,
+    spawn: Any = None,
 ) -> dict:
     """SmolLM2-135M prefill and per-token decode (private weights)."""
     params = {"prompt_tokens": prompt_tokens, "decode_tokens": decode_tokens}
-    return summarise("smollm2", run_suite("smollm2", net, cluster, params))
+    return summarise("smollm2", run_suite("smollm2", net, cluster, params, spawn=spawn))
 
 
 def main(argv: list[str] | None = None) -> int:

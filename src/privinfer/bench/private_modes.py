@@ -1,0 +1,176 @@
+"""Benchmark runners for the private modes (mpc, he) and their own workloads, for `privinfer
+bench`. Each returns figures plus ready table rows [workload, privinfer, baseline, ratio, how]."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import statistics
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+Say = Callable[[str], None]
+PEERS_GPT2 = (
+    "SPU (PUMA 3PC) 221 s wall, 46-51 CPU-s/party, 349 MB; CrypTen 16-21 s, 1.64 GB (FACTS.md)"
+)
+
+
+@contextlib.contextmanager
+def _mpc_network(args: argparse.Namespace, say: Say) -> Iterator[dict[str, Any]]:
+    """Loopback TLS, or three network namespaces with the emulated LAN/WAN between them."""
+    if args.net == "none":
+        yield {"net": "loopback", "cluster": None, "spawn": None, "measured": {"profile": "none"}}
+        return
+    from privinfer.bench.netem import emulated_network
+
+    say(f"building the emulated {args.net} network (namespaces, tbf, delaying relays)")
+    with (
+        emulated_network(args.net, 3) as setup,
+        tempfile.TemporaryDirectory(prefix="pvi-net-") as tmp,
+    ):
+        setup.init_cluster(Path(tmp) / "cluster")
+        say(f"measured: {setup.measured}")
+        yield {
+            "net": args.net,
+            "cluster": str(Path(tmp) / "cluster"),
+            "spawn": setup.popen,
+            "measured": setup.measured,
+        }
+
+
+def _mb(x: float) -> str:
+    return f"{x / 1e6:.1f} MB"
+
+
+def run_mpc(
+    args: argparse.Namespace, runs: int, steps: int, say: Say, plain: dict[str, Any]
+) -> dict[str, Any]:
+    from privinfer.mpc.bench import bench_smollm2
+
+    with _mpc_network(args, say) as net:
+        say("mpc: SmolLM2 prefill + decode, 3 party processes over TLS (private weights)")
+        r = bench_smollm2(
+            prompt_tokens=32,
+            decode_tokens=max(2, steps // 2),
+            net="loopback",
+            cluster=net["cluster"],
+            spawn=net["spawn"],
+        )
+    s = plain["smollm2"]
+    per_tok = r["decode_median_wall_s"]
+    steps_ = r["decode_steps"]
+    rounds = statistics.median(x["rounds"] for x in steps_)
+    bytes_tok = statistics.median(max(x["bytes_per_party"]) for x in steps_)
+    how = (
+        f"3 processes, TLS, {net['net']}, 1 thr/party, median of {len(steps_)} steps, "
+        f"{rounds:.0f} rounds and {_mb(bytes_tok)}/party per token, peak RSS "
+        f"{max(r['peak_rss_mb'])} MB/party"
+    )
+    return {
+        "net": net["measured"],
+        "report": r,
+        "per_token_s": per_tok,
+        "slowdown_vs_plain": per_tok / s["decode_s_per_token"],
+        "rounds_per_token": rounds,
+        "bytes_per_token": bytes_tok,
+        "rows": [
+            [
+                "SmolLM2-135M prefill, 32 tokens",
+                f"{r['prefill']['wall_s']:.1f} s",
+                f"plain {s['prefill_s'] * 1000:.0f} ms",
+                f"{r['prefill']['wall_s'] / s['prefill_s']:.0f}x",
+                how,
+            ],
+            [
+                "SmolLM2-135M decode per token",
+                f"{per_tok:.2f} s",
+                f"plain {s['decode_s_per_token'] * 1000:.0f} ms",
+                f"{per_tok / s['decode_s_per_token']:.0f}x",
+                how,
+            ],
+        ],
+    }
+
+
+def workload_mpc_ops(args: argparse.Namespace, say: Say) -> dict[str, Any]:
+    from privinfer.mpc.bench import bench_mpc_ops
+
+    with _mpc_network(args, say) as net:
+        say("mpc-ops: protocol micro-benchmarks, 3 party processes over TLS")
+        ops = bench_mpc_ops(
+            net="loopback",
+            cluster=net["cluster"],
+            spawn=net["spawn"],
+            repeats=1 if args.quick else 3,
+        )
+    rows = [
+        [
+            op,
+            f"{v['wall_s'] * 1000:.1f} ms",
+            "",
+            "",
+            f"{v['rounds']} rounds, {_mb(v['bytes_per_party_max'])}/party, TLS {net['net']}",
+        ]
+        for op, v in ops.items()
+    ]
+    return {"mpc-ops": {"net": net["measured"], "ops": ops, "rows": rows}, "plain": None}
+
+
+def workload_gpt2_shape(args: argparse.Namespace, say: Say) -> dict[str, Any]:
+    import time
+
+    import torch
+
+    from privinfer.engines.plain import PlainOps
+    from privinfer.models import gpt2
+    from privinfer.mpc.bench import bench_gpt2_shape
+
+    say("mpc-gpt2-shape: plain float baseline")
+    cfg = gpt2.GPT2Config()
+    model = gpt2.GPT2(cfg, gpt2.random_gpt2_weights(cfg), PlainOps())
+    times = []
+    with torch.inference_mode():
+        for _ in range(5):
+            t0 = time.perf_counter()
+            model.forward(list(range(8)), model.ops.new_cache(cfg.n_layers), 0)
+            times.append(time.perf_counter() - t0)
+    plain_s = statistics.median(times)
+    with _mpc_network(args, say) as net:
+        say(
+            "mpc-gpt2-shape: 12 layers, hidden 768, 8 private tokens, private weights, 3 processes over TLS"
+        )
+        r = bench_gpt2_shape(net="loopback", cluster=net["cluster"], spawn=net["spawn"])
+    f = r["forward"]
+    cpu = r.get("process_cpu_s_per_party") or f.get("cpu_s_per_party")
+    how = (
+        f"TLS {net['net']}, {f['rounds']} rounds, {_mb(f['bytes_total'])} total, CPU-s/party {cpu}, "
+        f"max logit error {r['max_logit_error']:.4f}"
+    )
+    rows = [
+        [
+            "GPT-2-small shape, 8 tokens, one private forward",
+            f"{f['wall_s']:.1f} s",
+            f"plain {plain_s * 1000:.0f} ms" if plain_s else "",
+            f"{f['wall_s'] / plain_s:.0f}x" if plain_s else "",
+            how,
+        ],
+        ["same, peers on this machine", "", PEERS_GPT2, "", "from FACTS.md, not re-run"],
+    ]
+    return {
+        "mpc-gpt2-shape": {
+            "net": net["measured"],
+            "report": r,
+            "plain_forward_s": plain_s,
+            "rows": rows,
+        },
+        "plain": None,
+    }
+
+
+RUNNERS: dict[str, Callable[..., dict[str, Any]]] = {"mpc": run_mpc}
+WORKLOADS: dict[str, Callable[[argparse.Namespace, Say], dict[str, Any]]] = {
+    "mpc-ops": workload_mpc_ops,
+    "mpc-gpt2-shape": workload_gpt2_shape,
+}
