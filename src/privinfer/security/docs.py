@@ -1,6 +1,6 @@
 """Render docs/threat-model.md from the threat matrix and leakage lists written in code.
 
-    python -m privinfer.security.docs > docs/threat-model.md   (a test checks it is current)
+python -m privinfer.security.docs > docs/threat-model.md   (a test checks it is current)
 """
 
 from __future__ import annotations

@@ -14,7 +14,8 @@ import torch
 
 from privinfer.engines.plain import PlainOps
 
-NORM_INPUT = "norm input"  # bounded by the norm protocol's max_abs, not by the truncation bound
+# For norms the quantity that must not wrap is each row's sum of squares (after prescaling).
+NORM_INPUT = "norm input, row sum of squares"
 
 
 @dataclass
@@ -54,7 +55,7 @@ class CountingOps(PlainOps):
         return [self.linear(x, w, b) for w, b in ws]
 
     def rms_norm(self, x: torch.Tensor, w: torch.Tensor, eps: float) -> torch.Tensor:
-        self.tally.note(NORM_INPUT, x)
+        self.tally.note(NORM_INPUT, (x * x).sum(-1), elements=x.numel())
         y = super().rms_norm(x, w, eps)
         self.tally.note("norm output", y)
         return y
@@ -62,7 +63,8 @@ class CountingOps(PlainOps):
     def layer_norm(
         self, x: torch.Tensor, w: torch.Tensor, b: torch.Tensor, eps: float
     ) -> torch.Tensor:
-        self.tally.note(NORM_INPUT, x - x.mean(-1, keepdim=True))
+        c = x - x.mean(-1, keepdim=True)
+        self.tally.note(NORM_INPUT, (c * c).sum(-1), elements=x.numel())
         y = super().layer_norm(x, w, b, eps)
         self.tally.note("norm output", y)
         return y

@@ -109,16 +109,16 @@ def _mpc(args: argparse.Namespace) -> dict[str, Any]:
         pre = prefill.by_op.get(op)
         max_abs = max(t.max_abs, pre.max_abs if pre else 0.0)
         if op == NORM_INPUT:
-            # RMSNorm/LayerNorm inputs are prescaled inside the protocol (no overflow of x^2 for
-            # |x| <= max_abs); what matters is the measured margin to that bound.
-            bound = norms.DEFAULT_MAX_ABS
+            # RMSNorm/LayerNorm prescale x by 2^-k, then need sum x^2 * 2^(2(f-k)) < 2^60 per row.
+            k = norms.prescale_bits(f, lm.cfg.hidden_size, norms.DEFAULT_MAX_ABS)
+            bound = 2.0 ** (60 - 2 * (f - k))
             per_op[op] = {
                 "elements_per_token": t.elements,
-                "max_abs_seen": round(max_abs, 2),
-                "protocol_bound": bound,
-                "headroom_bits": round(math.log2(bound / max_abs), 2),
-                "prescale_bits": norms.prescale_bits(f, lm.cfg.hidden_size, bound),
-                "beyond_bound": "saturates (clipped), never wraps",
+                "max_row_sum_of_squares_seen": round(max_abs, 1),
+                "prescale_bits": k,
+                "bound": bound,
+                "headroom_bits": round(math.log2(bound / max(max_abs, 1e-30)), 2),
+                "failure_probability_per_token": 0.0 if max_abs < bound else 1.0,
             }
             continue
         # a value at 2f fractional bits before truncation needs this many bits (sign excluded)
