@@ -111,6 +111,30 @@ def test_big_frames_both_ways_do_not_deadlock(cluster: ClusterConfig) -> None:
     assert not [t for t in threading.enumerate() if t.name.startswith("privinfer-link")]
 
 
+def test_many_frames_stay_in_order_when_the_socket_fills(cluster: ClusterConfig) -> None:
+    """Small frames sent from the caller's thread, sends that would block (handed to the I/O
+    thread) and big queued frames interleave while the receiver is stalled: order and bytes hold."""
+    links = connect_all(cluster)
+    sizes = [(k * 7919) % (60 << 10) for k in range(300)] + [300 << 10, 5, 70 << 10] * 5
+    msgs = [bytes([k % 251]) * n for k, n in enumerate(sizes)]
+    try:
+        with links[1]._channels[0]._lock:  # party 1 cannot read: the sockets fill up
+            for m in msgs:
+                links[0].send(1, m)
+            time.sleep(0.3)
+        time.sleep(0.3)  # party 1 is not receiving: its I/O thread reads meanwhile
+        assert [links[1].recv(0) for _ in msgs] == msgs
+        time.sleep(0.3)  # both idle: their I/O threads watch the sockets
+        t = threading.Timer(0.1, links[0].send, args=(1, b"late"))
+        t.start()
+        t0 = time.monotonic()
+        assert links[1].recv(0) == b"late"  # promptly, whichever thread read it
+        assert time.monotonic() - t0 < 0.8
+        t.join()
+    finally:
+        close_all(links)
+
+
 def test_bad_peer_ids(cluster: ClusterConfig) -> None:
     links = connect_all(cluster)
     try:

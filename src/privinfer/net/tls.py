@@ -6,11 +6,12 @@ only to that party; a peer is whoever presents a CA-signed certificate naming
 confidentiality and session binding against the network, not protection from a malicious peer's
 protocol messages. Pairwise keys come from an X25519 exchange inside TLS, fresh per session.
 
-Layout: each pair is connected once (the higher id dials the lower id's listen address). Every
-link runs one I/O thread per peer that owns the socket and an `ssl.SSLObject` (memory BIOs), so
-sends never block on a peer that is itself sending (no round deadlock with big frames) and reads
-and writes of one TLS object never race. `recv` times out after `timeout_s` without any bytes from
-that peer; a dead peer (EOF/reset) is reported at once.
+Layout: each pair is connected once (the higher id dials the lower id's listen address). Each
+peer connection is a `TlsChannel` (net/tlschannel.py): an `ssl.SSLObject` over memory BIOs used
+under one lock, small frames sent and received from the caller's thread, big or blocked sends
+streamed by a per-peer I/O thread, so sends never block on a peer that is itself sending (no
+round deadlock with big frames). `recv` times out after `timeout_s` without any bytes from that
+peer; a dead peer (EOF/reset) is reported at once.
 """
 
 from __future__ import annotations
@@ -19,15 +20,11 @@ import contextlib
 import hashlib
 import hmac
 import logging
-import queue
 import secrets
-import select
 import socket
 import ssl
 import struct
-import threading
 import time
-from collections import deque
 from types import TracebackType
 
 from cryptography.hazmat.primitives import hashes
@@ -43,22 +40,17 @@ from privinfer.net.cluster import (
 from privinfer.net.framing import (
     DEFAULT_MAX_CONTROL,
     DEFAULT_MAX_FRAME,
-    ZERO_SESSION,
-    Frame,
-    FrameError,
     FrameParser,
     FrameType,
-    encode_header,
 )
 from privinfer.net.peer import LinkStats, PeerError
+from privinfer.net.tlschannel import TlsChannel as _Channel
+from privinfer.net.tlschannel import tls_reason as _tls_reason
 
 __all__ = ["TlsPeerLink", "connect_parties", "server_context", "client_context"]
 
 log = logging.getLogger(__name__)
 
-_CHUNK = 1 << 20  # plaintext handed to TLS at a time / max socket read
-_CT_HIGH = 4 << 20  # ciphertext buffered ahead of the socket
-_TICK = 0.2
 _HELLO = struct.Struct("!HH16s32s32s")  # party id, n parties, cluster id, nonce, X25519 public
 
 
@@ -148,252 +140,6 @@ def _bio_handshake(
             raise
 
 
-def _tls_reason(exc: BaseException) -> str:
-    if isinstance(exc, ssl.SSLCertVerificationError):
-        return f"certificate rejected: {exc.verify_message}"
-    if isinstance(exc, ssl.SSLError):
-        return f"TLS error: {exc.reason or type(exc).__name__}"
-    if isinstance(exc, TimeoutError):
-        return "timed out in the TLS handshake"
-    if isinstance(exc, OSError):
-        return f"connection error: {exc.strerror or str(exc) or type(exc).__name__}"
-    return type(exc).__name__
-
-
-# --------------------------------------------------------------------------- one peer
-
-
-class _Channel:
-    """One authenticated connection to one peer, driven by its own daemon I/O thread."""
-
-    def __init__(
-        self,
-        peer: int,
-        sock: socket.socket,
-        sslobj: ssl.SSLObject,
-        inc: ssl.MemoryBIO,
-        out: ssl.MemoryBIO,
-        parser: FrameParser,
-        heartbeat_s: float | None,
-    ) -> None:
-        self.peer = peer
-        self._sock = sock
-        self._ssl = sslobj
-        self._inc = inc
-        self._out = out
-        self.parser = parser
-        self.send_session = ZERO_SESSION
-        self.handshake_done = False  # set once the peer's CONFIRM arrived: pings are safe then
-        self._heartbeat_s = heartbeat_s
-        self._lock = threading.Lock()
-        self._outq: deque[memoryview] = deque()
-        self._send_seq = 0
-        self._inq: queue.SimpleQueue[Frame | None] = queue.SimpleQueue()
-        self._wake_r, self._wake_w = socket.socketpair()
-        self._wake_r.setblocking(False)
-        self._wake_w.setblocking(False)
-        self._error: str | None = None
-        self._closing = False
-        self._close_deadline = 0.0
-        self._peer_closed = False
-        self.last_rx = time.monotonic()
-        self._last_tx = time.monotonic()
-        self.wire_sent = 0
-        self.wire_received = 0
-        self._thread = threading.Thread(
-            target=self._run, name=f"privinfer-link-{peer}", daemon=True
-        )
-
-    # -- called from the owner's thread
-    def start(self) -> None:
-        self._sock.setblocking(False)
-        self._thread.start()
-
-    def _wake(self) -> None:
-        with contextlib.suppress(OSError):
-            self._wake_w.send(b"\0")
-
-    def _enqueue(self, ftype: FrameType, label: str, payload: memoryview) -> int:
-        session = (
-            self.send_session if ftype not in (FrameType.HELLO, FrameType.CONFIRM) else ZERO_SESSION
-        )
-        hdr = encode_header(ftype, session, self._send_seq, label, len(payload))
-        self._send_seq += 1
-        self._outq.append(memoryview(hdr))
-        if len(payload):
-            self._outq.append(payload)
-        self._last_tx = time.monotonic()
-        return len(hdr) + len(payload)
-
-    def send_frame(self, ftype: FrameType, label: str, payload: memoryview) -> int:
-        with self._lock:
-            if self._error is not None:
-                raise PeerError(self.peer, self._error)
-            if self._closing:
-                raise PeerError(self.peer, "link is closed")
-            n = self._enqueue(ftype, label, payload)
-        self._wake()
-        return n
-
-    def recv_frame(self, timeout_s: float) -> Frame:
-        start = time.monotonic()
-        while True:
-            idle = time.monotonic() - max(self.last_rx, start)
-            remaining = timeout_s - idle
-            if remaining <= 0:
-                raise PeerError(self.peer, f"timed out (no data for {timeout_s:g} s)")
-            try:
-                item = self._inq.get(timeout=min(remaining, 1.0))
-            except queue.Empty:
-                continue
-            if item is None:
-                self._inq.put(None)  # sticky: every later recv fails the same way
-                raise PeerError(self.peer, self._error or "link failed")
-            return item
-
-    def begin_close(self, linger_s: float) -> None:
-        with self._lock:
-            if self._closing:
-                return
-            healthy = self._error is None and self._thread.is_alive()
-            if healthy:  # tell the peer, flush, and wait (up to linger_s) for its EOF
-                self._enqueue(FrameType.CLOSE, "", memoryview(b""))
-            self._closing = True
-            self._close_deadline = time.monotonic() + (linger_s if healthy else 0.0)
-        self._wake()
-
-    def finish_close(self) -> None:
-        if self._thread.is_alive():
-            self._thread.join(max(0.0, self._close_deadline - time.monotonic()) + 1.0)
-        for s in (self._sock, self._wake_r, self._wake_w):
-            with contextlib.suppress(OSError):
-                s.close()
-
-    def abort(self) -> None:
-        """Drop the connection now (used when setup fails)."""
-        with self._lock:
-            self._closing = True
-            self._close_deadline = 0.0
-        self._wake()
-        self.finish_close()
-
-    # -- the I/O thread
-    def _fail(self, reason: str) -> None:
-        with self._lock:
-            if self._error is None:
-                self._error = reason
-        self._inq.put(None)
-
-    def _run(self) -> None:
-        try:
-            self._loop()
-        except FrameError as exc:
-            self._fail(f"{exc}; link dropped")
-        except BaseException as exc:  # noqa: BLE001 - everything becomes a PeerError for the caller
-            if not self._closing:
-                self._fail(_tls_reason(exc))
-        finally:
-            if self._error is not None or not self._closing:
-                with contextlib.suppress(OSError):
-                    self._sock.shutdown(socket.SHUT_RDWR)
-
-    def _loop(self) -> None:
-        ct = bytearray()
-        ct_off = 0
-        eof = False
-        fin_sent = False
-        while True:
-            now = time.monotonic()
-            with self._lock:
-                closing = self._closing
-                if (
-                    self._heartbeat_s
-                    and not closing
-                    and self.handshake_done
-                    and now - self._last_tx >= self._heartbeat_s
-                ):
-                    self._enqueue(FrameType.PING, "", memoryview(b""))
-            # Encrypt queued plaintext, bounded so big frames stream.
-            while len(ct) - ct_off < _CT_HIGH:
-                with self._lock:
-                    if not self._outq:
-                        break
-                    piece = self._outq[0]
-                    if len(piece) > _CHUNK:
-                        chunk = piece[:_CHUNK]
-                        self._outq[0] = piece[_CHUNK:]
-                    else:
-                        chunk = piece
-                        self._outq.popleft()
-                self._ssl.write(chunk)
-                ct += self._out.read()
-            if ct_off and ct_off * 2 >= len(ct):
-                del ct[:ct_off]
-                ct_off = 0
-            want_w = ct_off < len(ct)
-            if closing or self._peer_closed:  # flush, send FIN, wait for the peer's FIN
-                if not want_w and not self._outq and not fin_sent:
-                    with contextlib.suppress(OSError):
-                        self._sock.shutdown(socket.SHUT_WR)
-                    fin_sent = True
-                if (fin_sent and eof) or (closing and now >= self._close_deadline):
-                    return
-            rlist: list[socket.socket] = [self._wake_r]
-            if not eof:
-                rlist.append(self._sock)
-            r, w, _ = select.select(rlist, [self._sock] if want_w else [], [], _TICK)
-            if self._wake_r in r:
-                with contextlib.suppress(OSError):
-                    while self._wake_r.recv(4096):
-                        pass
-            if w:
-                try:
-                    n = self._sock.send(memoryview(ct)[ct_off : ct_off + _CHUNK])
-                except (BlockingIOError, InterruptedError):
-                    n = 0
-                ct_off += n
-                self.wire_sent += n
-            if self._sock in r:
-                try:
-                    data = self._sock.recv(_CHUNK)
-                except (BlockingIOError, InterruptedError):
-                    continue
-                if not data:
-                    eof = True
-                    if self._closing or self._peer_closed:
-                        continue
-                    where = " mid-frame" if self.parser.mid_frame else ""
-                    raise ConnectionError(f"connection closed by peer{where}")
-                self.wire_received += len(data)
-                self.last_rx = time.monotonic()
-                self._inc.write(data)
-                self._drain_tls()
-                extra = self._out.read()
-                if extra:
-                    ct += extra
-
-    def _drain_tls(self) -> None:
-        while True:
-            try:
-                pt = self._ssl.read(_CHUNK)
-            except ssl.SSLWantReadError:
-                return
-            except ssl.SSLZeroReturnError:
-                raise ConnectionError("peer ended TLS") from None
-            if not pt:
-                return
-            if self._peer_closed:
-                continue  # anything after CLOSE is ignored
-            for fr in self.parser.feed(pt):
-                if fr.type == FrameType.PING:
-                    continue
-                if fr.type == FrameType.CLOSE:
-                    self._peer_closed = True
-                    self._fail("peer closed the link")
-                    continue
-                self._inq.put(fr)
-
-
 # --------------------------------------------------------------------------- the link
 
 
@@ -456,7 +202,8 @@ class TlsPeerLink:
         return self._pairwise[peer]
 
     def send(self, peer: int, payload: bytes, label: str = "") -> None:
-        """Queue one DATA frame for `peer` (returns at once; an I/O thread sends it).
+        """Send one DATA frame to `peer` without blocking (small frames go out at once; the rest, or
+        anything that would block, is streamed by the I/O thread).
 
         Pass `bytes` to avoid a copy; other buffers are copied so the caller may reuse them.
         """
