@@ -126,9 +126,10 @@ def run_bench(args: argparse.Namespace) -> int:
     result.update(workloads[args.workload](args, say))
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
-    modes = "-".join(["plain", *sorted(result.get("modes", {}))])
+    modes = "-".join(["plain", *sorted(result["modes"])]) if "modes" in result else ""
     stem = (
-        f"{result['date']}-{args.workload}-{modes}"
+        f"{result['date']}-{args.workload}"
+        + (f"-{modes}" if modes else "")
         + (f"-{args.net}" if args.net != "none" else "")
         + ("-quick" if args.quick else "")
     )
