@@ -47,7 +47,7 @@ def test_he_bert_matches_plain_engine():
     cfg, weights = _tiny_bert()
     ids = [1, 7, 23, 5]
     plain = Bert(cfg, weights, PlainOps()).encode(ids)
-    ops = HeOps(ranges=HeRanges(score_bound=2.0))
+    ops = HeOps(ranges=HeRanges(score_abs=(4.0,)))
     model = Bert(cfg, weights, ops)
     got = ops.reveal(model.encode(ids))
     assert got.shape == plain.shape
@@ -59,10 +59,11 @@ def test_he_bert_matches_plain_engine():
     assert ops.refresher.stats.rounds == ops.costs().total().rounds
 
 
-def test_decoder_operations_are_refused_clearly():
+def test_decoder_needs_a_fixed_packing_and_ids_stay_in_vocabulary():
     ops = HeOps()
-    with pytest.raises(InputError, match="encoders"):
+    with pytest.raises(InputError, match="context_tokens"):
         ops.new_cache(2)
     with pytest.raises(InputError, match="vocabulary"):
         ops.embed(ops.prepare("t", torch.zeros(4, 8), kind="embedding"), [9])
     assert np.allclose(ops.reveal(np.ones((1, 2))).numpy(), 1.0)
+    assert not ops.ctx.has_secret_key  # the server side holds public keys only

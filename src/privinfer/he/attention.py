@@ -66,12 +66,18 @@ def head_sum_steps(tokens: int, head_dim: int, slots: int) -> set[int]:
 
 
 def scores(
-    ctx: CkksContext, q: Ciphertext, k: Ciphertext, tokens: int, head_dim: int
+    ctx: CkksContext,
+    q: Ciphertext,
+    k: Ciphertext,
+    tokens: int,
+    head_dim: int,
+    factor: float | None = None,
+    diagonals: list[int] | None = None,
 ) -> list[Ciphertext]:
-    """Diagonals D_r of Q K^T / sqrt(head_dim) per head (see module docstring)."""
-    factor = 1.0 / float(np.sqrt(head_dim))
+    """Diagonals D_r (r in `diagonals`, default all) of Q K^T * factor (default 1/sqrt(d))."""
+    factor = 1.0 / float(np.sqrt(head_dim)) if factor is None else factor
     out = []
-    for r in range(tokens):
+    for r in range(tokens) if diagonals is None else diagonals:
         prod = ctx.multiply(q, rotate_tokens(ctx, k, r, tokens))
         out.append(head_sum(ctx, prod, tokens, head_dim, factor))
     return out

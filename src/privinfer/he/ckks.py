@@ -1,8 +1,8 @@
 """CKKS adapter over TenSEAL's `sealapi`: the one module that imports tenseal.
-
 Security assumption: RLWE at 128 bits (HomomorphicEncryption.org table, ternary secret); the
 client alone holds the secret key; a semi-honest server holds only the public, relinearisation
-and Galois keys (generated for exactly the rotation steps it needs) and sees only ciphertexts.
+and Galois keys (for the rotation steps it asks for; +-2^i compose the rest) and sees only
+ciphertexts.
 The secret key is never serialised; SEAL's file-only save/load goes through anonymous memory
 files (memfd), so nothing reaches a filesystem; error messages carry no key or plaintext.
 """
@@ -18,12 +18,8 @@ import numpy as np
 import tenseal.sealapi as seal
 
 from privinfer.errors import InputError, SecurityError
-from privinfer.he.params import (  # noqa: F401 - re-exported
-    MAX_COEFF_BITS_128,
-    PARAMS_8192,
-    PARAMS_16384,
-    CkksParams,
-)
+from privinfer.he.packing import naf_steps
+from privinfer.he.params import MAX_COEFF_BITS_128, PARAMS_8192, PARAMS_16384, CkksParams  # noqa: F401
 from privinfer.he.serial import load_bytes as _load_bytes
 from privinfer.he.serial import save_bytes as _save_bytes
 
@@ -69,7 +65,6 @@ class CkksContext:
         self.session_id = b""
         self._seal_version = b"\x04\x03"
 
-    # ---- keys and sessions -------------------------------------------------------------
     @classmethod
     def create_client(cls, params: CkksParams, rotation_steps: Iterable[int] = ()) -> CkksContext:
         """Client side: generate secret, public, relin and Galois keys (only `rotation_steps`)."""
@@ -107,13 +102,23 @@ class CkksContext:
         for step in steps:
             self._galois_by_step[step] = keys
 
+    def galois_batch(self, steps: Iterable[int]) -> tuple[list[int], bytes]:
+        """Client: keys for the steps not yet covered, as (steps, bytes) for `add_galois_batch`."""
+        before = self.galois_steps
+        self.add_rotation_steps(steps)
+        new, keys = self._galois[-1] if self.galois_steps != before else ([], None)
+        return sorted(new), (_save_bytes(keys) if keys is not None else b"")
+
+    def add_galois_batch(self, steps: Sequence[int], data: bytes) -> None:
+        """Server: load a Galois key batch made by `galois_batch`."""
+        if steps:
+            self._add_galois(frozenset(steps), _load_bytes(seal.GaloisKeys(), self.seal, data))
+
     @property
     def galois_steps(self) -> frozenset[int]:
         return frozenset(self._galois_by_step)
 
-    @property
-    def has_secret_key(self) -> bool:
-        return self._secret_key is not None
+    has_secret_key = property(lambda self: self._secret_key is not None)
 
     def export_public(self) -> dict[str, bytes]:
         """Everything a server needs, as bytes: parameters, public, relin and Galois keys."""
@@ -144,7 +149,6 @@ class CkksContext:
         ctx.session_id = hashlib.sha256(bundle["params"] + bundle["public_key"]).digest()[:16]
         return ctx
 
-    # ---- levels ------------------------------------------------------------------------
     def level(self, obj: Ciphertext | Plaintext) -> int:
         return self.seal.get_context_data(obj.parms_id()).chain_index()
 
@@ -157,7 +161,6 @@ class CkksContext:
     def parms_id(self, level: int) -> list[int]:
         return self._parms_ids[level]
 
-    # ---- encode / encrypt / decrypt ----------------------------------------------------
     def encode(self, values, level: int | None = None, scale: float | None = None) -> Plaintext:
         """Encode real values (a scalar or up to `slots` values) at a level and scale."""
         level = self.params.top_level if level is None else level
@@ -195,7 +198,6 @@ class CkksContext:
         self._decryptor.decrypt(ct, pt)
         return np.asarray(self.encoder.decode_double(pt))
 
-    # ---- arithmetic --------------------------------------------------------------------
     def add(self, a: Ciphertext, b: Ciphertext) -> Ciphertext:
         a, b = self.align(a, b)
         out = seal.Ciphertext()
@@ -244,9 +246,18 @@ class CkksContext:
             self.evaluator.rescale_to_next_inplace(out)
         return out
 
+    pin_scale = False  # True: public products land exactly on Delta (stops scale drift)
+
     def multiply_values(self, ct: Ciphertext, values) -> Ciphertext:
-        """Multiply by public values (scalar or per-slot); one level, scale kept."""
-        return self.multiply_plain(ct, self.encode_for_mul(values, self.level(ct)))
+        """Multiply by public values (scalar or per-slot); one level, scale kept (or pinned)."""
+        if not self.pin_scale:
+            return self.multiply_plain(ct, self.encode_for_mul(values, self.level(ct)))
+        level = self.level(ct)
+        out = self.multiply_plain(
+            ct, self.encode(values, level, self.scale * self._primes[level][-1] / ct.scale)
+        )
+        out.scale = self.scale  # equal up to double rounding of the same product
+        return out
 
     def multiply_scalar_to(self, ct: Ciphertext, value: float, scale: float) -> Ciphertext:
         """Multiply by a public scalar and land exactly on `scale` after the rescale."""
@@ -262,8 +273,13 @@ class CkksContext:
         if step == 0:
             return ct
         keys = self._galois_by_step.get(step)
-        if keys is None:
-            raise InputError(f"No Galois key for rotation step {step}; add it at key generation.")
+        if keys is None:  # compose from +-2^i keys when the server holds those
+            parts = naf_steps(step, self.params.slots)
+            if len(parts) < 2 or any(p not in self._galois_by_step for p in parts):
+                raise InputError(f"No Galois key for rotation step {step}; add it at keygen.")
+            for p in parts:
+                ct = self.rotate(ct, p)
+            return ct
         out = seal.Ciphertext()
         self.evaluator.rotate_vector(ct, step, keys, out)
         return out
@@ -312,40 +328,24 @@ class CkksContext:
         return self.multiply_scalar_to(self.mod_switch_to(ct, level + 1), 1.0, scale)
 
     def copy(self, ct: Ciphertext) -> Ciphertext:
-        out = seal.Ciphertext()
-        self.evaluator.add_plain(ct, self.encode(0.0, self.level(ct), ct.scale), out)
-        return out
+        return self.add_plain(ct, 0.0)
 
-    # ---- wire --------------------------------------------------------------------------
-    def ciphertext_to_bytes(self, ct: Ciphertext) -> bytes:
-        return _save_bytes(ct)
+    ciphertext_to_bytes = staticmethod(_save_bytes)
 
     def ciphertext_from_bytes(self, data: bytes) -> Ciphertext:
         return _load_bytes(seal.Ciphertext(), self.seal, data)
 
     # ---- raw polynomials (hazmat: used only by the refresh protocol) -------------------
     def _raw_ciphertext(self, polys: np.ndarray, level: int, ntt: bool, scale: float) -> Ciphertext:
-        """Build a ciphertext from RNS residues `polys` of shape (size, k, N), uint64."""
-        size, k, n = polys.shape
+        from privinfer.he.rawpoly import raw_ciphertext
 
-        def header(body: bytes) -> bytes:
-            v = self._seal_version
-            return struct.pack("<HBBBBHQ", 0xA15E, 16, v[0], v[1], 0, 0, 16 + len(body)) + body
-
-        arr = header(
-            struct.pack("<Q", polys.size) + np.ascontiguousarray(polys, np.uint64).tobytes()
-        )
-        meta = struct.pack("<4Q", *self._parms_ids[level]) + bytes([1 if ntt else 0])
-        meta += struct.pack("<QQQdQ", size, n, k, scale, 1)
-        return _load_bytes(seal.Ciphertext(), self.seal, header(meta + arr))
+        return raw_ciphertext(self, polys, level, ntt, scale)
 
     @staticmethod
     def _raw_residues(ct: Ciphertext, polys: int | None = None) -> np.ndarray:
-        """RNS residues of the first `polys` polynomials (all by default), (polys, k, N)."""
-        arr = ct.dyn_array()
-        n, k = ct.poly_modulus_degree(), ct.coeff_modulus_size()
-        polys = ct.size() if polys is None else polys
-        return np.array([arr.at(i) for i in range(polys * k * n)], np.uint64).reshape(polys, k, n)
+        from privinfer.he.rawpoly import raw_residues
+
+        return raw_residues(ct, polys)
 
     def add_integer_poly(self, ct: Ciphertext, coeffs: np.ndarray) -> Ciphertext:
         """ct + (NTT(coeffs), 0) for an integer polynomial (object array), at ct's level.

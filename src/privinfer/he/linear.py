@@ -211,9 +211,9 @@ class PackedMatrix:
     plaintexts: dict[tuple[int, int, int, int], Plaintext] = field(repr=False)
 
     def rotation_steps(self) -> set[int]:
-        t = self.tokens
-        used = self.plaintexts.keys()
-        return {s * t for *_, s in used if s} | {g * self.n1 * t for _, _, g, _ in used if g}
+        t, used = self.tokens, self.plaintexts.keys()
+        babies = {t} if any(s for *_, s in used) else set()
+        return babies | {(1 if g > 0 else -1) * self.n1 * t for _, _, g, _ in used if g}
 
 
 def encode_packed_matrix(
@@ -240,25 +240,50 @@ def encode_packed_matrix(
 
 
 def packed_matmul(ctx: CkksContext, mat: PackedMatrix, cts: list[Ciphertext]) -> list[Ciphertext]:
-    """Y = X W^T for T packed vectors: inputs ceil(n/B) ciphertexts, outputs ceil(m/B); 1 level."""
+    """Y = X W^T for T packed vectors: inputs ceil(n/B) ciphertexts, outputs ceil(m/B); 1 level.
+
+    Baby steps are chained rotations by T, giant steps run in Horner form with rotations by
+    +-n1*T, so the whole product needs Galois keys for three steps only (T, n1*T, -n1*T).
+    """
     cts = [ctx.mod_switch_to(ct, mat.level) for ct in cts]
     t = mat.tokens
     used = {(c, s) for _, c, _, s in mat.plaintexts}
-    babies = {(c, s): ctx.rotate(cts[c], s * t) for c, s in sorted(used)}
+    babies: dict[tuple[int, int], Ciphertext] = {}
+    for c in sorted({c for c, _ in used}):
+        cur = cts[c]
+        for s in range(max(s for cc, s in used if cc == c) + 1):
+            if s:
+                cur = ctx.rotate(cur, t)
+            babies[(c, s)] = cur
     groups: dict[tuple[int, int], list[tuple[int, int, Plaintext]]] = {}
     for (d, c, g, s), pt in mat.plaintexts.items():
         groups.setdefault((d, g), []).append((c, s, pt))
+    giant = mat.n1 * t
     outs = []
     for d in range(-(-mat.out_dim // mat.block)):
-        giants = []
-        for g in sorted(g for dd, g in groups if dd == d):
-            terms = [
-                ctx.multiply_plain(babies[(c, s)], pt, rescale=False) for c, s, pt in groups[(d, g)]
-            ]
-            giants.append(ctx.rotate(ctx.add_many(terms), g * mat.n1 * t))
-        if not giants:
+        sums = {
+            g: ctx.add_many(
+                [ctx.multiply_plain(babies[(c, s)], pt, rescale=False) for c, s, pt in terms]
+            )
+            for (dd, g), terms in groups.items()
+            if dd == d
+        }
+        if not sums:
             raise InputError("A block row of the matrix is all zeros.")
-        out = ctx.add_many(giants)
+        parts = []
+        for sign in (1, -1):  # Horner: sum_g rot(S_g, g G) = S_0 + rot(S_1 + rot(S_2 ..., G), G)
+            gs = [g for g in sums if g * sign > 0]
+            if not gs:
+                continue
+            acc = None
+            for g in range(max(g * sign for g in gs), 0, -1):
+                term = sums.get(g * sign)
+                acc = term if acc is None else (acc if term is None else ctx.add(acc, term))
+                acc = ctx.rotate(acc, sign * giant) if acc is not None else None
+            parts.append(acc)
+        if 0 in sums:
+            parts.append(sums[0])
+        out = ctx.add_many(parts)
         ctx.evaluator.rescale_to_next_inplace(out)
         outs.append(out)
     return outs

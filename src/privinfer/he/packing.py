@@ -82,3 +82,25 @@ def block_diagonal(
     vals = np.zeros(b)
     vals[ok] = w[rows[ok], cols[ok]]
     return np.repeat(vals, tokens)
+
+
+def naf_steps(step: int, slots: int) -> list[int]:
+    """A rotation by `step` as signed powers of two (non-adjacent form, fewest terms), each
+    returned mod slots: with Galois keys for +-2^i only, any rotation costs <= log2(S)/2 + 1."""
+    step %= slots
+    if step > slots // 2:
+        step -= slots
+    out, k, bit = [], step, 0
+    while k:
+        if k & 1:
+            digit = 2 - (k & 3)  # +1 or -1
+            out.append((digit << bit) % slots)
+            k -= digit
+        k >>= 1
+        bit += 1
+    return out
+
+
+def power_of_two_steps(slots: int) -> set[int]:
+    """+-2^i mod slots: the Galois key set that reaches every rotation through `naf_steps`."""
+    return {(sign << i) % slots for i in range(slots.bit_length() - 1) for sign in (1, -1)}

@@ -1,0 +1,142 @@
+"""HE client runs: in-process, against a local server subprocess, or against a remote server.
+
+Security assumption: the client process holds the secret key, its text and token ids; it sends
+the server only public keys and ciphertexts, answers refresh requests on masked values and
+decrypts only the outputs addressed to it (`he.session`). The local-server convenience starts
+`privinfer he serve` as a separate process with its own memory; identities come from a 2-party
+CA (`he.transport`).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from privinfer.errors import InputError
+from privinfer.he.ckks import PARAMS_16384
+from privinfer.he.server import pack_bundle
+from privinfer.he.session import HeClient, client_rows
+from privinfer.he.transport import Connection, connect, default_cert_dir, ensure_identities
+from privinfer.net.cluster import load_cluster, parse_hostport
+
+
+def run_client_session(
+    conn: Connection,
+    client: HeClient,
+    task: dict[str, Any],
+    first_rows: torch.Tensor,
+    next_rows: Callable[[int], torch.Tensor] | None = None,
+    on_token: Callable[[int], None] | None = None,
+) -> dict[str, Any]:
+    """Answer the server's requests until DONE; returns the server's closing stats."""
+    conn.send("HELO", task, pack_bundle(client.public_bundle()))
+    pending: torch.Tensor | None = first_rows
+    while True:
+        kind, meta, payload = conn.recv()
+        if kind == "KEYS":
+            steps, data = client.galois([int(s) for s in meta.get("steps", [])])
+            conn.send("KEYS", {"steps": steps}, data)
+        elif kind == "RFSH":
+            conn.send("RFSH", {}, client.refresh(payload))
+        elif kind == "UPLD":
+            if pending is None or int(meta.get("rows", -1)) != pending.shape[0]:
+                raise InputError("The HE server asked for input the client did not expect.")
+            conn.send("UPLD", {}, client.encrypt_rows(meta, pending))
+            pending = None
+        elif kind == "OUTP":
+            client.reveal(meta, payload)
+            conn.send("OUTP", {})
+        elif kind == "LOGT":
+            before = len(client.chosen)
+            tok = client.choose(meta, payload)
+            if on_token is not None and len(client.chosen) > before:
+                on_token(client.chosen[-1])
+            if tok is not None and next_rows is not None:
+                pending = next_rows(tok)
+            conn.send("LOGT", {"stop": tok is None})
+        elif kind == "DONE":
+            return meta
+        else:
+            raise InputError(f"Unexpected HE message {kind!r}.")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextmanager
+def local_server(model_name: str, sessions: int) -> Iterator[tuple[Any, str, int]]:
+    """Start `privinfer he serve` as a subprocess with fresh identities; yield (cluster, host, port)."""
+    with tempfile.TemporaryDirectory(prefix="privinfer-he-") as tmp:
+        port = _free_port()
+        cluster = ensure_identities(Path(tmp) / "certs", port)
+        ready = Path(tmp) / "ready"
+        cmd = [sys.executable, "-m", "privinfer.cli", "he", "serve", "--model", model_name]
+        cmd += ["--port", str(port), "--certs", str(Path(tmp) / "certs")]
+        cmd += ["--sessions", str(sessions), "--ready-file", str(ready)]
+        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL)
+        try:
+            deadline = time.monotonic() + 300
+            while not ready.exists():
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise InputError("The local HE server did not start.")
+                time.sleep(0.2)
+            yield cluster, "127.0.0.1", port
+        finally:
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.terminate()
+                proc.wait(timeout=10)
+
+
+def _endpoint(server: str | None) -> tuple[Any, str, int] | None:
+    if server is None:
+        return None
+    host, port = parse_hostport(server.removeprefix("https://").removeprefix("tls://"))
+    certs = Path(os.environ.get("PRIVINFER_HE_CERTS", default_cert_dir()))
+    return load_cluster(certs), host, port
+
+
+@contextmanager
+def _server_for(model: Any, server: str | None, sessions: int):
+    ep = _endpoint(server)
+    if ep is not None:
+        yield ep
+    else:
+        with local_server(str(model.source), sessions) as ep2:
+            yield ep2
+
+
+def embed_remote(
+    model: Any, ids_list: list[list[int]], server: str | None
+) -> tuple[torch.Tensor, dict]:
+    """Embed each id list over TLS (a local server subprocess when `server` is None)."""
+    outs, stats = [], {"rounds": 0, "bytes_to_server": 0, "bytes_to_client": 0}
+    with _server_for(model, server, len(ids_list)) as (cluster, host, port):
+        for ids in ids_list:
+            client = HeClient.create(PARAMS_16384)
+            conn = connect(cluster, host, port)
+            try:
+                done = run_client_session(
+                    conn, client, {"task": "embed", "rows": len(ids)}, client_rows(model, ids)
+                )
+            finally:
+                conn.close()
+            outs.append(client.output)
+            stats["rounds"] += int(done.get("rounds", 0))
+            stats["bytes_to_server"] += conn.bytes_sent
+            stats["bytes_to_client"] += conn.bytes_received
+    return torch.cat(outs), stats

@@ -1,0 +1,45 @@
+"""`privinfer he ...` subcommands: `he serve` runs an HE server for one model.
+
+Security assumption: the server process holds the model weights and its TLS identity; it never
+receives a secret key (see `he.server`). `--certs` holds a 2-party CA; the CA key and the client
+identity in it must be handed to clients out of band (on one machine: the same folder).
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+from pathlib import Path
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import privinfer
+    from privinfer.he.server import serve
+    from privinfer.he.transport import default_cert_dir, ensure_identities
+
+    certs = Path(args.certs) if args.certs else default_cert_dir()
+    cluster = ensure_identities(certs, args.port)
+    model = privinfer.load(args.model, threads=args.threads)
+
+    def ready(port: int) -> None:
+        if args.ready_file:
+            Path(args.ready_file).write_text(str(port))
+
+    serve(model, cluster, args.host, args.port, sessions=args.sessions, ready=ready)
+    return 0
+
+
+def register(
+    sub: argparse._SubParsersAction, common: Callable[[argparse.ArgumentParser], None]
+) -> None:
+    he = sub.add_parser("he", help="homomorphic-encryption (CKKS) tools")
+    he_sub = he.add_subparsers(dest="he_command", required=True)
+    s = he_sub.add_parser("serve", help="serve a model to HE clients over mutual TLS")
+    s.add_argument("--model", default="minilm-l6")
+    s.add_argument("--host", default="127.0.0.1")
+    s.add_argument("--port", type=int, default=29500)
+    s.add_argument("--certs", default=None, help="identity folder (default ~/.config/privinfer/he)")
+    s.add_argument("--sessions", type=int, default=0, help="exit after N sessions (0: forever)")
+    s.add_argument("--ready-file", default=None, help=argparse.SUPPRESS)
+    common(s)
+    s.set_defaults(func=cmd_serve)

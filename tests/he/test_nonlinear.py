@@ -1,0 +1,58 @@
+"""Approximation plans meet their stated errors; out-of-range inputs are detected, not returned."""
+
+import numpy as np
+import pytest
+import torch
+
+from privinfer.errors import SecurityError
+from privinfer.he.nonlinear import plan_inverse, plan_rsqrt, squarings_for
+from privinfer.he.ops import ClientRows, HeOps
+from privinfer.he.ranges import HeRanges
+
+
+def test_plans_reach_their_error_targets():
+    for lo, hi in [(0.2, 260.0), (0.0765, 0.884), (12.8, 82.8)]:
+        start, steps, err = plan_rsqrt(lo, hi)
+        x = np.geomspace(lo, hi, 2001)
+        y = start(x)
+        for _ in range(steps):
+            y = y * (1.5 - 0.5 * x * y * y)
+        assert err <= 1e-5 and np.abs(y * np.sqrt(x) - 1).max() <= 1e-5
+    assert plan_inverse(0.9, 17.6)[2] <= 1e-5
+    assert squarings_for(46.0) == 5 and squarings_for(4.0) == 1
+
+
+def test_softmax_by_normalised_squaring_matches_softmax_in_plaintext():
+    s = np.array([-19.0, 3.0, 28.0, 27.5, 0.0])
+    k = squarings_for(46.0)
+    p = np.exp(s / 2**k)
+    p = p / p.mean()
+    for _ in range(k):
+        p = p * p
+        p = p / p.mean()
+    assert np.allclose(p / p.size, np.exp(s - s.max()) / np.exp(s - s.max()).sum(), atol=1e-12)
+
+
+@pytest.fixture(scope="module")
+def ops():
+    return HeOps(ranges=HeRanges(act=((-8.0, 8.0),)))
+
+
+def _run(ops, values):
+    x = ClientRows(2, 0, torch.as_tensor(values, dtype=torch.float64))
+    return ops.reveal(ops.gelu(ops._enc(x)))
+
+
+def test_in_range_inputs_pass_the_check(ops):
+    vals = np.linspace(-7.5, 7.5, 16).reshape(2, 8)
+    ops.embed(ops.prepare("t", torch.zeros(4, 8), kind="embedding"), [0])  # new pass
+    got = _run(ops, vals)
+    assert np.allclose(got.numpy(), torch.nn.functional.gelu(torch.as_tensor(vals)), atol=1e-3)
+
+
+def test_out_of_range_inputs_are_detected(ops):
+    vals = np.linspace(-7.5, 7.5, 16).reshape(2, 8)
+    vals[1, 3] = 9.5  # 19% beyond the calibrated [-8, 8]
+    ops.embed(ops.prepare("t", torch.zeros(4, 8), kind="embedding"), [0])
+    with pytest.raises(SecurityError, match="calibrated range"):
+        _run(ops, vals)
