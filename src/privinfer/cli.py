@@ -122,6 +122,10 @@ def cmd_embed(args: argparse.Namespace) -> int:
         "threads": set_threads(None),
         "peak_rss_mb": round(peak_rss_mb(), 1),
     }
+    if args.mode == "he":  # cosine to plain, refresh rounds and bytes each way of this call
+        from privinfer.modes_he import last_stats
+
+        out["he"] = dict(last_stats)
     if len(args.texts) >= 2:
         out["cosine"] = round(
             float((vecs[0] * vecs[1]).sum() / (vecs[0].norm() * vecs[1].norm())), 6
