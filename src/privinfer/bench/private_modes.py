@@ -169,8 +169,72 @@ def workload_gpt2_shape(args: argparse.Namespace, say: Say) -> dict[str, Any]:
     }
 
 
-RUNNERS: dict[str, Callable[..., dict[str, Any]]] = {"mpc": run_mpc}
+def run_he(
+    args: argparse.Namespace, runs: int, steps: int, say: Say, plain: dict[str, Any]
+) -> dict[str, Any]:
+    """HE next to plain on MiniLM (SmolLM2 under HE is ~30 min/token: see `he-smollm2`)."""
+    from privinfer.he.bench import bench_minilm
+
+    if args.net != "none":
+        raise_net_unsupported("he")
+    say("he: MiniLM-L6 under CKKS, client and server as two processes over TLS (minutes)")
+    r = bench_minilm(tokens=16, two_process=True)
+    m = plain["minilm"]
+    how = (
+        f"N=16384, {r['rounds']} refresh rounds, {_mb(r['bytes_to_server'])} to server "
+        f"(keys {_mb(r.get('galois_key_bytes', 0))}), {_mb(r['bytes_to_client'])} back, "
+        f"cosine to plain {r['cosine_to_plain']:.6f}"
+    )
+    return {
+        "report": r,
+        "max_abs_err": 1 - r["cosine_to_plain"],
+        "rows": [
+            [
+                f"MiniLM-L6 embedding, {r['tokens']} tokens",
+                f"{r['total_s']:.0f} s",
+                f"plain {m['embed_s'] * 1000:.1f} ms",
+                f"{r['total_s'] / m['embed_s']:.0f}x",
+                how,
+            ]
+        ],
+    }
+
+
+def raise_net_unsupported(mode: str) -> None:
+    from privinfer.errors import InputError
+
+    raise InputError(f"--net is not wired for mode {mode} yet; run it with --net none")
+
+
+def workload_he_ops(args: argparse.Namespace, say: Say) -> dict[str, Any]:
+    from privinfer.he.bench import bench_matvec, bench_packed
+
+    say("he-ops: 576x576 matvec on one ciphertext (N=8192), single thread")
+    mv = bench_matvec(n=576)
+    say("he-ops: 64 packed vectors through 576x576")
+    pk = bench_packed(vectors=64, n=576)
+    rows = [
+        [
+            "576x576 encrypted matvec, one ciphertext, N=8192",
+            f"{mv['median_s'] * 1000:.0f} ms",
+            "target 500 ms",
+            "",
+            f"{mv['rotations']} rotations, max error {mv['max_abs_error']:.1e}, 1 thread",
+        ],
+        [
+            "576x576 on 64 packed vectors, per vector",
+            f"{pk['median_per_vector_s'] * 1000:.1f} ms",
+            "target 50 ms",
+            "",
+            f"max error {pk['max_abs_error']:.1e}, 1 thread",
+        ],
+    ]
+    return {"he-ops": {"matvec": mv, "packed": pk, "rows": rows}, "plain": None}
+
+
+RUNNERS: dict[str, Callable[..., dict[str, Any]]] = {"mpc": run_mpc, "he": run_he}
 WORKLOADS: dict[str, Callable[[argparse.Namespace, Say], dict[str, Any]]] = {
     "mpc-ops": workload_mpc_ops,
     "mpc-gpt2-shape": workload_gpt2_shape,
+    "he-ops": workload_he_ops,
 }
