@@ -16,7 +16,7 @@ import torch
 
 import privinfer
 from privinfer.models.tiny import tiny_llama_config, tiny_llama_weights, write_hf_folder
-from privinfer.mpc.launcher import free_ports
+from privinfer.net.cluster import free_ports
 from privinfer.net.netns import NetnsCluster, netns_available
 
 PRIVINFER = [sys.executable, "-m", "privinfer.cli"]

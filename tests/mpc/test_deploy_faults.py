@@ -15,11 +15,10 @@ from privinfer.errors import InputError
 from privinfer.models.generate import GenerationStats
 from privinfer.models.ops import Sampler
 from privinfer.modes_mpc import mpc_generate
-from privinfer.mpc.launcher import free_ports
 from privinfer.mpc.remote_client import MpcClient
 from privinfer.mpc.session import MpcSessionError
 from privinfer.mpc.store import PartyStore, ShareStoreError, share_model
-from privinfer.net.cluster import init_cluster
+from privinfer.net.cluster import free_ports, init_cluster
 
 from .test_deploy_roles import start_parties, stop_parties, tiny_deployment
 

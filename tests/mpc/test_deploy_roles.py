@@ -21,12 +21,11 @@ import privinfer
 from privinfer.models.generate import GenerationStats
 from privinfer.models.ops import Sampler
 from privinfer.models.tiny import tiny_llama_config, tiny_llama_weights, write_hf_folder
-from privinfer.mpc.launcher import free_ports
 from privinfer.mpc.remote_client import MpcClient
 from privinfer.mpc.ring import encode
 from privinfer.mpc.session import MpcSessionError
 from privinfer.mpc.store import prepared_weights, share_model, stored_components
-from privinfer.net.cluster import init_cluster
+from privinfer.net.cluster import free_ports, init_cluster
 
 CANARY = "zq-canary-5e1f"
 

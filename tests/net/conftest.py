@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
 import sys
 import threading
@@ -12,24 +11,11 @@ from typing import Any
 
 import pytest
 
-from privinfer.net.cluster import ClusterConfig, init_cluster
+from privinfer.net.cluster import ClusterConfig, free_ports, init_cluster
 from privinfer.net.tls import TlsPeerLink, connect_parties
 
 PARTY_MAIN = Path(__file__).with_name("party_main.py")
 REPO = Path(__file__).resolve().parents[2]
-
-
-def free_ports(n: int) -> list[int]:
-    socks = []
-    try:
-        for _ in range(n):
-            s = socket.socket()
-            s.bind(("127.0.0.1", 0))
-            socks.append(s)
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
 
 
 def make_cluster(path: Path, n: int = 3, **kwargs: Any) -> ClusterConfig:

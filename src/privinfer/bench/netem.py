@@ -17,7 +17,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -28,7 +27,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from privinfer.errors import InputError, PrivinferError
-from privinfer.net.cluster import ClusterConfig, init_cluster, is_allowed_target
+from privinfer.net.cluster import ClusterConfig, free_ports, init_cluster, is_allowed_target
 from privinfer.net.netns import NetnsCluster, netns_available
 from privinfer.net.relay import DelayRelay
 
@@ -120,14 +119,6 @@ def _in_netns(name: str, fn: Callable[[], DelayRelay]) -> DelayRelay:
     return box["value"]
 
 
-def _free_ports(n: int) -> list[int]:
-    with contextlib.ExitStack() as stack:
-        socks = [stack.enter_context(socket.socket()) for _ in range(n)]
-        for s in socks:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in socks]
-
-
 class NetworkSetup:
     """Hosts 0..n-1 of an emulated network: addresses for a cluster file and process launching.
 
@@ -160,7 +151,7 @@ class NetworkSetup:
         p = self.profile
         if p.rtt_ms is None and p.rate_mbit is None:
             self.addresses = ["127.0.0.1"] * self.n_hosts
-            self.hosts = [f"127.0.0.1:{port}" for port in _free_ports(self.n_hosts)]
+            self.hosts = [f"127.0.0.1:{port}" for port in free_ports(self.n_hosts)]
             self.listen = list(self.hosts)
             return
         rate = f"{p.rate_mbit:g}mbit" if p.rate_mbit is not None else None

@@ -15,7 +15,6 @@ import argparse
 import json
 import os
 import resource
-import socket
 import statistics
 import subprocess
 import sys
@@ -32,6 +31,7 @@ from privinfer.mpc.protocols import activations, arith, compare, nonlinear, norm
 from privinfer.mpc.ring import DEFAULT_FRAC_BITS, bits_to_bytes
 from privinfer.mpc.runtime import N_PARTIES, Party, run_local
 from privinfer.mpc.shares import RShare, reveal, reveal_ring, share_from
+from privinfer.net.cluster import free_ports
 
 Program = Callable[[Party], dict[str, Any]]
 
@@ -209,14 +209,6 @@ PROGRAMS: dict[str, Callable[..., Program]] = {
 
 
 # ------------------------------------------------------------------------------- running
-def _free_ports(n: int) -> list[int]:
-    socks = [socket.socket() for _ in range(n)]
-    for s in socks:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in socks]
-    for s in socks:
-        s.close()
-    return ports
 
 
 def run_suite(
@@ -242,7 +234,7 @@ def run_suite(
         if cluster is None:
             from privinfer.net.cluster import init_cluster
 
-            hosts = [f"127.0.0.1:{port}" for port in _free_ports(N_PARTIES)]
+            hosts = [f"127.0.0.1:{port}" for port in free_ports(N_PARTIES)]
             init_cluster(Path(tmp) / "cluster", hosts)
             cluster = Path(tmp) / "cluster"
         procs = []

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -26,23 +25,9 @@ from privinfer.errors import PrivinferError
 from privinfer.mpc.runtime import N_PARTIES
 from privinfer.mpc.session import MpcSessionError
 from privinfer.mpc.store import share_model
-from privinfer.net.cluster import init_cluster
+from privinfer.net.cluster import free_ports, init_cluster
 
 ProgressFn = Callable[[str], None]
-
-
-def free_ports(n: int) -> list[int]:
-    """n currently free loopback TCP ports."""
-    socks = []
-    try:
-        for _ in range(n):
-            s = socket.socket()
-            s.bind(("127.0.0.1", 0))
-            socks.append(s)
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
 
 
 def stderr_progress(msg: str) -> None:

@@ -12,6 +12,7 @@ import datetime as _dt
 import ipaddress
 import os
 import secrets
+import socket
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
@@ -375,3 +376,17 @@ def is_allowed_target(host: str) -> bool:
     from privinfer.net.netns import TEST_NETWORK  # local import: netns is optional tooling
 
     return ip in ipaddress.ip_network(TEST_NETWORK)
+
+
+def free_ports(n: int) -> list[int]:
+    """n currently free loopback TCP ports (for local clusters, tests and benchmarks)."""
+    socks: list[socket.socket] = []
+    try:
+        for _ in range(n):
+            s = socket.socket()
+            s.bind(("127.0.0.1", 0))
+            socks.append(s)
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()

@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -21,21 +20,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from privinfer.net.cluster import init_cluster, load_cluster
+from privinfer.net.cluster import free_ports, init_cluster, load_cluster
 from privinfer.net.tls import connect_parties
-
-
-def _free_ports(n: int) -> list[int]:
-    socks = []
-    try:
-        for _ in range(n):
-            s = socket.socket()
-            s.bind(("127.0.0.1", 0))
-            socks.append(s)
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
 
 
 def _phase(link, peers: list[int], size: int, rounds: int) -> dict[str, float]:
@@ -73,7 +59,7 @@ def _worker(cluster_dir: str, party: int, small: int, big: int, big_size: int) -
 
 def _run_once(small: int, big: int, big_size: int) -> list[dict]:
     with tempfile.TemporaryDirectory(prefix="privinfer-linkbench-") as tmp:
-        cluster = init_cluster(Path(tmp) / "c", [f"127.0.0.1:{p}" for p in _free_ports(3)])
+        cluster = init_cluster(Path(tmp) / "c", [f"127.0.0.1:{p}" for p in free_ports(3)])
         cmd = [sys.executable, "-m", "privinfer.net.linkbench", "--worker", str(cluster.path)]
         args = ["--small-rounds", str(small), "--big-rounds", str(big), "--big-size", str(big_size)]
         procs = [
