@@ -21,12 +21,23 @@ Say = Callable[[str], None]
 
 
 def _say(args: argparse.Namespace) -> Say:
+    """Progress lines on stderr with elapsed time (rich's console log on a terminal)."""
     t0 = time.perf_counter()
     quiet = args.json
+    console = None
+    if sys.stderr.isatty():
+        from rich.console import Console
+
+        console = Console(stderr=True)
 
     def say(msg: str) -> None:
-        if not quiet:
-            print(f"[bench {time.perf_counter() - t0:6.1f} s] {msg}", file=sys.stderr, flush=True)
+        if quiet:
+            return
+        line = f"[bench {time.perf_counter() - t0:6.1f} s] {msg}"
+        if console is not None:
+            console.log(line, markup=False)
+        else:
+            print(line, file=sys.stderr, flush=True)
 
     return say
 
