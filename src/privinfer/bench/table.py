@@ -68,8 +68,16 @@ def render(files: list[Path]) -> str:
         parts = dict(res.get("modes", {}))
         parts.update({k: v for k, v in res.items() if isinstance(v, dict) and "rows" in v})
         for key, part in parts.items():
+            net = part.get("net") if isinstance(part.get("net"), dict) else {}
+            measured = (
+                f"measured RTT {net['rtt_ms_measured']:.2f} ms, {net['bandwidth_mbit_measured']:.0f} Mbit/s"
+                if net.get("rtt_ms_measured")
+                else ""
+            )
             for r in part.get("rows", []):  # modes and workloads contribute ready rows
                 cells = [str(c) for c in r[:5]] + [""] * (5 - len(r[:5]))
+                if measured:
+                    cells[4] = f"{cells[4]}, {measured}" if cells[4] else measured
                 cells[4] = f"{cells[4]}, `{f.name}`" if cells[4] else f"`{f.name}`"
                 lines.append(f"| {key} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
