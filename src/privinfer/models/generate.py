@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 from privinfer.errors import InputError
@@ -57,6 +57,37 @@ def check_budget(n_prompt: int, max_new_tokens: int, max_context: int) -> int:
     return min(max_new_tokens, max_context - n_prompt)
 
 
+def decode_loop(
+    step: Callable[[list[int], int, int], int],
+    prompt_ids: Sequence[int],
+    *,
+    budget: int,
+    stop_ids: Sequence[int],
+    stats: GenerationStats,
+) -> Iterator[int]:
+    """The one decoding loop: `step(ids, position, step_index)` runs the model on `ids` placed at
+    `position` and returns the chosen next token; stop at a stop id or after `budget` tokens.
+    Local engines and remote clients (which drive parties over the network) both use it."""
+    stats.prompt_tokens = len(prompt_ids)
+    t0 = time.perf_counter()
+    tok = step(list(prompt_ids), 0, 0)
+    stats.prefill_s = time.perf_counter() - t0
+    pos = len(prompt_ids)
+    for i in range(budget):
+        if tok in stop_ids:
+            stats.stop_reason = "eos"
+            return
+        stats.new_tokens += 1
+        yield tok
+        if i + 1 == budget:
+            break
+        t0 = time.perf_counter()
+        tok = step([tok], pos, i + 1)
+        stats.token_s.append(time.perf_counter() - t0)
+        pos += 1
+    stats.stop_reason = "length"
+
+
 def generate_ids(
     model: Llama,
     prompt_ids: Sequence[int],
@@ -68,24 +99,9 @@ def generate_ids(
 ) -> Iterator[int]:
     """Yield new token ids as they are chosen; fill `stats` as it goes."""
     budget = check_budget(len(prompt_ids), max_new_tokens, model.cfg.max_context)
-    stats.prompt_tokens = len(prompt_ids)
     cache = model.new_cache()
-    t0 = time.perf_counter()
-    logits = model.forward(list(prompt_ids), cache, 0)
-    tok = model.ops.next_token(logits, sampler, 0)
-    stats.prefill_s = time.perf_counter() - t0
-    pos = len(prompt_ids)
-    for step in range(budget):
-        if tok in stop_ids:
-            stats.stop_reason = "eos"
-            return
-        stats.new_tokens += 1
-        yield tok
-        if step + 1 == budget:
-            break
-        t0 = time.perf_counter()
-        logits = model.forward([tok], cache, pos)
-        tok = model.ops.next_token(logits, sampler, step + 1)
-        stats.token_s.append(time.perf_counter() - t0)
-        pos += 1
-    stats.stop_reason = "length"
+
+    def step(ids: list[int], pos: int, i: int) -> int:
+        return model.ops.next_token(model.forward(ids, cache, pos), sampler, i)
+
+    return decode_loop(step, prompt_ids, budget=budget, stop_ids=stop_ids, stats=stats)

@@ -3,7 +3,7 @@
 shares of what it asked to open: token ids, or the embedding).
 
 It joins the cluster as endpoint 3 with its own certificate (mutual TLS), so every session has
-fresh pairwise keys between all four endpoints. Decoding mirrors `generate_ids`: the client
+fresh pairwise keys between all four endpoints. Decoding runs `models.generate.decode_loop`: the client
 checks the token budget, tells the parties to continue or stop after each revealed token (a
 public bit: the number of tokens is public anyway), and fills `GenerationStats`.
 """
@@ -11,13 +11,12 @@ public bit: the number of tokens is public anyway), and fills `GenerationStats`.
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import torch
 
-from privinfer.models.generate import GenerationStats, check_budget
+from privinfer.models.generate import GenerationStats, check_budget, decode_loop
 from privinfer.models.ops import Sampler
 from privinfer.mpc.client import gumbel_noise, sampling_generator
 from privinfer.mpc.ring import bytes_to_ring, decode
@@ -153,7 +152,6 @@ class MpcClient:
         budget = check_budget(len(prompt_ids), max_new_tokens, cfg.max_context)
         vocab = int(cfg.vocab_size)
         noise = None if sampler.greedy else sampling_generator(sampler)
-        stats.prompt_tokens = len(prompt_ids)
         link = self._connect()
         healthy = False
         try:
@@ -168,7 +166,9 @@ class MpcClient:
             )
             healthy = True
 
-            def step(ids: Sequence[int]) -> int:
+            def step(ids: list[int], _pos: int, i: int) -> int:
+                if i:  # a decode step: tell the parties to go on
+                    self._send_all(link, [CONTINUE] * N_PARTIES)
                 self._send_onehot(link, ids, vocab)
                 if noise is not None:
                     g = gumbel_noise(vocab, sampler.temperature, noise)
@@ -180,22 +180,7 @@ class MpcClient:
                     )
                 return tok
 
-            t0 = time.perf_counter()
-            tok = step(prompt_ids)
-            stats.prefill_s = time.perf_counter() - t0
-            stats.stop_reason = "length"
-            for k in range(budget):
-                if tok in stop_ids:
-                    stats.stop_reason = "eos"
-                    break
-                stats.new_tokens += 1
-                yield tok
-                if k + 1 == budget:
-                    break
-                t0 = time.perf_counter()
-                self._send_all(link, [CONTINUE] * N_PARTIES)
-                tok = step([tok])
-                stats.token_s.append(time.perf_counter() - t0)
+            yield from decode_loop(step, prompt_ids, budget=budget, stop_ids=stop_ids, stats=stats)
             self._send_all(link, [STOP] * N_PARTIES)
             self._collect_stats(link)
         except PeerError as exc:
