@@ -11,6 +11,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from privinfer.bench.fidelity import WORKLOADS as FIDELITY_WORKLOADS
+
 Say = Callable[[str], None]
 PEERS_GPT2 = (
     "SPU (PUMA 3PC) 221 s wall, 46-51 CPU-s/party, 349 MB; CrypTen 16-21 s, 1.64 GB (FACTS.md)"
@@ -237,4 +239,5 @@ WORKLOADS: dict[str, Callable[[argparse.Namespace, Say], dict[str, Any]]] = {
     "mpc-ops": workload_mpc_ops,
     "mpc-gpt2-shape": workload_gpt2_shape,
     "he-ops": workload_he_ops,
+    **FIDELITY_WORKLOADS,
 }

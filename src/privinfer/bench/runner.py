@@ -166,7 +166,7 @@ def add_arguments(b: argparse.ArgumentParser, modes: tuple[str, ...]) -> None:
         "workload",
         nargs="?",
         default="generate",
-        help="generate (default), mpc-ops, mpc-gpt2-shape, he-ops",
+        help="generate (default), mpc-ops, mpc-gpt2-shape, mpc-fidelity, he-ops, he-fidelity",
     )
     b.add_argument(
         "--mode",

@@ -1,0 +1,74 @@
+"""Fidelity workloads of `privinfer bench`: do the private modes give the plain model's answers?
+
+* `mpc-fidelity`: SmolLM2 greedy tokens under MPC against plain on 20 chat prompts, 16 tokens
+  each (`privinfer.mpc.fidelity`; --quick: 3 prompts, 8 tokens).
+* `he-fidelity`: MiniLM-L6 embeddings under CKKS against plain on 20 sentences (ten paraphrase
+  pairs), cosine per sentence and the pair ranking (`privinfer.he.bench.bench_fidelity`;
+  --quick: 4 sentences).
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+from typing import Any
+
+Say = Callable[[str], None]
+
+
+def workload_mpc_fidelity(args: argparse.Namespace, say: Say) -> dict[str, Any]:
+    import privinfer
+    from privinfer.mpc.fidelity import PROMPTS, run_fidelity, summary_line
+
+    if args.net != "none":
+        raise_net_unsupported()
+    prompts, tokens = (PROMPTS[:3], 8) if args.quick else (PROMPTS, 16)
+    say(
+        f"mpc-fidelity: SmolLM2-135M, {len(prompts)} chat prompts x {tokens} greedy tokens, "
+        "private weights, 3 parties in-process (tens of minutes)"
+    )
+    r = run_fidelity(privinfer.load("smollm2-135m"), prompts, tokens, say=say)
+    say(summary_line(r))
+    how = (
+        f"first token equal on {r['first_token_equal']}/{r['prompts']}, max logit error "
+        f"{r['max_logit_error']:.4f}, {r['wall_s']:.0f} s in all, 3 parties as threads, "
+        f"{r['threads']} thr"
+    )
+    row = [
+        f"SmolLM2-135M, {r['prompts']} chat prompts x {r['max_new_tokens']} greedy tokens",
+        f"{r['identical']}/{r['prompts']} identical",
+        "target >= 18/20, first token 20/20",
+        "",
+        how,
+    ]
+    return {"mpc-fidelity": {**r, "rows": [row]}, "plain": None}
+
+
+def workload_he_fidelity(args: argparse.Namespace, say: Say) -> dict[str, Any]:
+    from privinfer.he.bench import bench_fidelity
+
+    if args.net != "none":
+        raise_net_unsupported()
+    count = 4 if args.quick else 20
+    say(f"he-fidelity: MiniLM-L6 under CKKS on {count} sentences, client in-process (long)")
+    r = bench_fidelity(count=count)
+    row = [
+        f"MiniLM-L6 embeddings, {count} sentences",
+        f"min cosine {r['min_cosine']:.6f}",
+        "target >= 0.99, pair ranking = plain",
+        "",
+        f"pair ranking equal to plain: {r['pair_ranking_equal']}",
+    ]
+    return {"he-fidelity": {**r, "rows": [row]}, "plain": None}
+
+
+def raise_net_unsupported() -> None:
+    from privinfer.errors import InputError
+
+    raise InputError("fidelity workloads measure numbers, not the network: use --net none")
+
+
+WORKLOADS: dict[str, Callable[[argparse.Namespace, Say], dict[str, Any]]] = {
+    "mpc-fidelity": workload_mpc_fidelity,
+    "he-fidelity": workload_he_fidelity,
+}
