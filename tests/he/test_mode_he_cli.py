@@ -1,6 +1,11 @@
 """A real two-process run: `privinfer he serve` in a subprocess, the client here, over TLS."""
 
+import pytest
+
 import privinfer
+from privinfer.cli import build_parser
+from privinfer.errors import InputError
+from privinfer.he.server import DEFAULT_MAX_SESSIONS, serve
 from privinfer.models.tiny import tiny_llama_config, tiny_llama_weights, write_hf_folder
 
 
@@ -15,3 +20,14 @@ def test_generate_he_with_server_subprocess_matches_plain(tmp_path):
     from privinfer import modes_he
 
     assert modes_he.last_stats["rounds"] > 0 and modes_he.last_stats["bytes_to_server"] > 1e8
+
+
+def test_serve_takes_a_session_cap():
+    args = build_parser().parse_args(["he", "serve", "--max-sessions", "3"])
+    assert args.max_sessions == 3
+    assert build_parser().parse_args(["he", "serve"]).max_sessions == DEFAULT_MAX_SESSIONS == 2
+
+
+def test_serve_refuses_a_cap_below_one():
+    with pytest.raises(InputError, match="at least 1"):
+        serve(None, None, "127.0.0.1", 0, max_sessions=0)

@@ -1,6 +1,5 @@
 """HE client and server over mutual TLS: errors are refused clearly and the server keeps serving."""
 
-import threading
 from pathlib import Path
 
 import pytest
@@ -11,12 +10,12 @@ from privinfer.engines.plain import PlainOps
 from privinfer.errors import InputError
 from privinfer.he.ckks import PARAMS_16384, CkksParams
 from privinfer.he.client import run_client_session
-from privinfer.he.ranges import HeRanges
-from privinfer.he.server import pack_bundle, serve
+from privinfer.he.server import pack_bundle
 from privinfer.he.session import HeClient
-from privinfer.he.transport import connect, ensure_identities
+from privinfer.he.transport import connect
 from privinfer.models.bert import Bert
 
+from .he_server_proc import running_server
 from .test_ops import _tiny_bert
 
 IDS = [1, 7, 23, 5]
@@ -26,23 +25,8 @@ IDS = [1, 7, 23, 5]
 def server(tmp_path_factory):
     cfg, weights = _tiny_bert()
     model = EmbeddingModel("tiny-bert", cfg, weights, None, Path("."))
-    cluster = ensure_identities(tmp_path_factory.mktemp("certs"), 1)
-    port: list[int] = []
-    ready = threading.Event()
-
-    def on_ready(p: int) -> None:
-        port.append(p)
-        ready.set()
-
-    t = threading.Thread(
-        target=serve,
-        args=(model, cluster, "127.0.0.1", 0),
-        kwargs={"sessions": 4, "ready": on_ready, "ranges": HeRanges(score_abs=(4.0,))},
-        daemon=True,
-    )
-    t.start()
-    assert ready.wait(60)
-    return model, cluster, port[0]
+    with running_server(tmp_path_factory.mktemp("he-server")) as srv:
+        yield model, srv.cluster, srv.port
 
 
 def _rows(model, ids):
@@ -91,3 +75,12 @@ def test_server_still_serves_a_correct_embedding(server):
     plain = Bert(model.cfg, model.weights, PlainOps()).encode(IDS)
     assert done["rounds"] > 0
     assert torch.nn.functional.cosine_similarity(client.output, plain).item() > 0.999
+
+
+def test_malformed_bundle_is_refused(server):
+    model, cluster, port = server
+    conn = connect(cluster, "127.0.0.1", port)
+    conn.send("HELO", {"task": "embed", "rows": 4}, b"\x05\x00\x00\x00not a bundle")
+    with pytest.raises(InputError, match="Malformed"):
+        conn.recv()
+    conn.close()

@@ -4,7 +4,13 @@ import pytest
 from privinfer.errors import InputError, SecurityError
 from privinfer.he import wire
 from privinfer.he.ckks import CkksContext, CkksParams
-from privinfer.he.refresh import LocalRefreshClient, Refresher
+from privinfer.he.refresh import (
+    OUT_OF_BOUND,
+    LocalRefreshClient,
+    Refresher,
+    check_window,
+    unpack_request,
+)
 
 
 class SpyClient(LocalRefreshClient):
@@ -15,7 +21,7 @@ class SpyClient(LocalRefreshClient):
         self.seen = []
 
     def refresh(self, payload: bytes) -> bytes:
-        for ct in wire.unpack_ciphertexts(self.ctx, payload):
+        for ct in wire.unpack_ciphertexts(self.ctx, unpack_request(payload)[2]):
             self.seen.append(self.ctx.decrypt_integer_poly(ct))
         return super().refresh(payload)
 
@@ -91,3 +97,48 @@ def test_refresh_client_needs_secret_key(client8192):
     server = CkksContext.from_public(client8192.export_public())
     with pytest.raises(SecurityError):
         LocalRefreshClient(server)
+
+
+def test_values_within_the_bound_pass_and_stay_in_the_window(session, rng):
+    client, server, spy, refresher = session
+    x = rng.uniform(-255, 255, server.params.slots)  # value bound 256
+    (fresh,) = refresher.refresh([server.encrypt(x)])
+    assert np.abs(client.decrypt(fresh) - x).max() < 1e-3
+    k, b = refresher.mask_bits(server.scale * 2), refresher.value_bits(server.scale * 2)
+    assert max(abs(int(c)) for c in spy.seen[0]) < (1 << k) - (1 << b)
+
+
+@pytest.mark.parametrize("kind", ["constant", "random"])
+def test_values_far_beyond_the_bound_are_refused(session, rng, kind):
+    client, server, spy, refresher = session
+    n = server.params.slots
+    x = np.full(n, 2.0**65) if kind == "constant" else rng.choice([-1, 1], n) * 2.0**66
+    with pytest.raises(SecurityError) as err:
+        refresher.refresh([server.encrypt(x)])
+    assert str(err.value) == OUT_OF_BOUND and not any(ch.isdigit() for ch in str(err.value))
+    assert refresher.stats.rounds == 0
+
+
+def test_moderate_excess_is_hidden_by_the_mask_and_refreshed_exactly(session, rng):
+    """16x the bound: eps <= 15 * 2^-41, invisible to any test on the client's view (see
+    refresh.py); the refresh stays exact and the range-check scalar catches such inputs."""
+    client, server, _, refresher = session
+    x = rng.uniform(-4096, 4096, server.params.slots)
+    (fresh,) = refresher.refresh([server.encrypt(x)])
+    assert np.abs(client.decrypt(fresh) - x).max() < 1e-2
+
+
+def test_check_window_edges():
+    k, b = 20, 5
+    w = (1 << k) - (1 << b)
+    check_window(np.array([w - 1, -(w - 1), 0], dtype=object), k, b)
+    for bad in (w, -w):
+        with pytest.raises(SecurityError):
+            check_window(np.array([0, bad], dtype=object), k, b)
+
+
+def test_refresh_request_without_header_is_refused(session, rng):
+    client, server, _, _ = session
+    payload = wire.pack_ciphertexts(server, [server.encrypt(rng.normal(size=4))])
+    with pytest.raises(InputError, match="refresh request"):
+        LocalRefreshClient(client).refresh(payload)

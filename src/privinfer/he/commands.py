@@ -8,8 +8,12 @@ identity in it must be handed to clients out of band (on one machine: the same f
 from __future__ import annotations
 
 import argparse
+import signal
+import sys
 from collections.abc import Callable
 from pathlib import Path
+
+DEFAULT_MAX_SESSIONS = 2  # = he.server.DEFAULT_MAX_SESSIONS (not imported: keeps the CLI light)
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -25,7 +29,17 @@ def cmd_serve(args: argparse.Namespace) -> int:
         if args.ready_file:
             Path(args.ready_file).write_text(str(port))
 
-    serve(model, cluster, args.host, args.port, sessions=args.sessions, ready=ready)
+    # SIGTERM ends the server like Ctrl-C: running session workers are stopped, not orphaned
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    serve(
+        model,
+        cluster,
+        args.host,
+        args.port,
+        sessions=args.sessions,
+        ready=ready,
+        max_sessions=args.max_sessions,
+    )
     return 0
 
 
@@ -40,6 +54,13 @@ def register(
     s.add_argument("--port", type=int, default=29500)
     s.add_argument("--certs", default=None, help="identity folder (default ~/.config/privinfer/he)")
     s.add_argument("--sessions", type=int, default=0, help="exit after N sessions (0: forever)")
+    s.add_argument(
+        "--max-sessions",
+        type=int,
+        default=DEFAULT_MAX_SESSIONS,
+        help="sessions served at once, each in its own process (a MiniLM session takes 5-10 GB); "
+        "clients beyond it get a 'server busy, try later' error",
+    )
     s.add_argument("--ready-file", default=None, help=argparse.SUPPRESS)
     common(s)
     s.set_defaults(func=cmd_serve)

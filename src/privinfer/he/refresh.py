@@ -14,14 +14,39 @@ sigma = 40 (default). Protocol, one round trip for any batch of ciphertexts:
 2. Client: centred CRT lift of m + e + R, encrypts it at the top level (fresh noise).
 3. Server: subtracts R at the top level: a top-level encryption of m + e.
 
-Transport-agnostic: the server calls a `RefreshClient` with bytes (wire.pack_ciphertexts);
-`LocalRefreshClient` answers in-process; a network client sends the same bytes.
+Value-bound check (client side, `check_window`). The request carries the public (k, b). With
+v = m + e and y = v + R the polynomial the client decrypts, the client accepts a ciphertext
+only if every |y_j| < w = 2^k - 2^b, and otherwise raises `SecurityError` (no value in the
+message) instead of answering, which stops the session. Properties, per ciphertext:
+- in bound (all |v_j| <= 2^b): it aborts with probability <= N 2^(b-k) = 2^-sigma, and an
+  accepted y is exactly uniform on (-w, w)^N whatever v is (perfect hiding once accepted);
+- an accepted refresh never wrapped modulo q_l (a wrapped y_j has |y_j| >= q_l/2 - 2^k >= 2^k),
+  so it is exact: values too large for the mask never come back as silent garbage;
+- any v: with excess eps = sum_j max(0, |v_j| - 2^b) / 2^(k+1), it accepts with probability
+  <= e^-eps, and an accepted y is within statistical distance ~eps of the ideal uniform view.
+  Values exceeding the bound by a factor F give eps <= (F - 1) 2^-(sigma+1): up to F = 2^20
+  they stay hidden to 2^-21; gross violations (eps >= 28, e.g. blown-up or wrapped values)
+  abort except with probability 2^-40. In between, neither bound is negligible.
+Leakage of the check: to the client nothing beyond its view (the test is a function of what
+it decrypts anyway); to the server one bit (the session stops at this round), independent of
+in-bound values up to 2^-sigma. In an aborting round the client has seen coefficients outside
+the window: for those, a lower bound on |v_j| and its sign. Limit: no test on the client's
+view can catch a moderate violation with probability above the distance it causes (that would
+contradict the hiding); catching every violation while leaking one bit needs a comparison on
+the masked values (a homomorphic sign before masking, ~10 levels per refresh, or a two-party
+comparison against R), not built here. Moderately out-of-range activations are still caught,
+at the end of the session, by the range-check scalar (docs/he.md).
+
+Transport-agnostic: the server calls a `RefreshClient` with bytes (a refresh header, then
+wire.pack_ciphertexts); `LocalRefreshClient` answers in-process; a network client sends the
+same bytes.
 """
 
 from __future__ import annotations
 
 import math
 import secrets
+import struct
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -32,6 +57,35 @@ from privinfer.he import wire
 from privinfer.he.ckks import Ciphertext, CkksContext
 
 DEFAULT_SIGMA = 40
+_HEADER = struct.Struct("<5sHH")  # magic, mask bits k, value bits b
+_MAGIC = b"PIRF\x01"
+OUT_OF_BOUND = (
+    "A refresh saw values beyond the bound its mask hides (an HE activation left its "
+    "calibrated range); the session was stopped to keep the server's values hidden."
+)
+
+
+def pack_request(mask_bits: int, value_bits: int, ciphertexts: bytes) -> bytes:
+    """A refresh request: the public mask and value bit widths, then the ciphertexts."""
+    return _HEADER.pack(_MAGIC, mask_bits, value_bits) + ciphertexts
+
+
+def unpack_request(payload: bytes) -> tuple[int, int, bytes]:
+    """(k, b, ciphertext bytes) of a refresh request; refuses anything else."""
+    if len(payload) < _HEADER.size or payload[: len(_MAGIC)] != _MAGIC:
+        raise InputError("Not a privinfer HE refresh request.")
+    _, k, b = _HEADER.unpack_from(payload)
+    if not 0 < b < k:
+        raise InputError("Malformed HE refresh request.")
+    return k, b, payload[_HEADER.size :]
+
+
+def check_window(coeffs: np.ndarray, mask_bits: int, value_bits: int) -> None:
+    """Refuse a masked polynomial with a coefficient outside (-w, w), w = 2^k - 2^b (see the
+    module docstring); the error says nothing about the values."""
+    w = (1 << mask_bits) - (1 << value_bits)
+    if coeffs.size and max(abs(int(c)) for c in (coeffs.max(), coeffs.min())) >= w:
+        raise SecurityError(OUT_OF_BOUND)
 
 
 class RefreshClient(Protocol):
@@ -52,9 +106,13 @@ class LocalRefreshClient:
     def refresh(self, payload: bytes) -> bytes:
         ctx = self.ctx
         top = ctx.params.top_level
+        k, b, data = unpack_request(payload)
         fresh = []
-        for ct in wire.unpack_ciphertexts(ctx, payload):
+        for ct in wire.unpack_ciphertexts(ctx, data):
+            if k + 2 > math.floor(ctx.modulus_bits(ctx.level(ct))):
+                raise InputError("A refresh mask does not fit this ciphertext's level.")
             coeffs = ctx.decrypt_integer_poly(ct)
+            check_window(coeffs, k, b)  # before anything is re-encrypted
             fresh.append(ctx.add_integer_poly(ctx.encrypt_zero(top, ct.scale), coeffs))
         self.ciphertexts_refreshed += len(fresh)
         return wire.pack_ciphertexts(ctx, fresh)
@@ -87,10 +145,14 @@ class Refresher:
         self.stats = RefreshStats()
         self.level = self._lowest_safe_level()
 
+    def value_bits(self, scale: float) -> int:
+        """b: 2^b bounds every coefficient of m + e for data at this scale (public)."""
+        return math.ceil(math.log2(scale)) + math.ceil(math.log2(max(self.value_bound, 1.0))) + 1
+
     def mask_bits(self, scale: float) -> int:
         """k: the mask's bit width for data at this scale (see module docstring)."""
-        b = math.ceil(math.log2(scale)) + math.ceil(math.log2(max(self.value_bound, 1.0))) + 1
-        return b + self.sigma + math.ceil(math.log2(self.ctx.params.poly_modulus_degree))
+        n = self.ctx.params.poly_modulus_degree
+        return self.value_bits(scale) + self.sigma + math.ceil(math.log2(n))
 
     def _lowest_safe_level(self) -> int:
         k = self.mask_bits(self.ctx.scale * 2.0)  # allow scale drift up to 2x Delta
@@ -127,7 +189,10 @@ class Refresher:
             masks.append(mask)
             noise = ctx.encrypt_zero(self.level, ct.scale)
             masked.append(ctx.add_integer_poly(ctx.add(ct, noise), mask))
-        payload = wire.pack_ciphertexts(ctx, masked)
+        drift = ctx.scale * 2.0  # the mask and the bound allow scale drift up to 2x Delta
+        payload = pack_request(
+            self.mask_bits(drift), self.value_bits(drift), wire.pack_ciphertexts(ctx, masked)
+        )
         answer = self.client.refresh(payload)
         fresh = wire.unpack_ciphertexts(ctx, answer)
         if len(fresh) != len(cts):

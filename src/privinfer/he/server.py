@@ -5,14 +5,29 @@ the client's public, relinearisation and Galois keys (`CkksContext.from_public`)
 holds a secret key, never sees token ids (the client uploads encrypted embedding rows) and sees
 only masked values during refresh. A session that fails (wrong key, another session's
 ciphertexts, insecure parameters, too long input) gets a one-sentence error and the server
-goes on serving other clients. Nothing about a client's data is logged.
+goes on serving other clients. Nothing about a client's data is logged: the log (stderr) has
+one line per session start and end with a server-local session number, the outcome, duration,
+refresh rounds and byte counts, and per-layer progress; never values, keys, ciphertexts or
+client-supplied strings.
+
+Concurrency: each session runs in its own forked worker process (POSIX), at most
+`max_sessions` at once; the model weights are shared copy-on-write and read-only, while
+every per-session object (CKKS context, keys, refresher, connection) is created inside the
+worker, so sessions share no mutable state, a failing or crashing session (even one killed for
+memory) ends only its own worker, and its memory (SEAL's pool keeps its peak) goes back to the
+system when the worker exits. A client beyond the cap gets `ERR` with code "busy" at once.
 """
 
 from __future__ import annotations
 
+import os
+import signal
+import socket
+import ssl
 import sys
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -22,9 +37,11 @@ from privinfer.he.ckks import CkksParams
 from privinfer.he.ops import HeOps
 from privinfer.he.ranges import HeRanges, minilm_ranges
 from privinfer.he.session import pack_meta, unpack_meta
-from privinfer.he.transport import Connection, TransportError, accept, listen
+from privinfer.he.transport import BUSY_CODE, Connection, TransportError, handshake, listen
 
 MAX_EMBED_TOKENS = 32  # T <= 32 keeps a BERT-base-width head block in one ciphertext
+DEFAULT_MAX_SESSIONS = 2  # a MiniLM session peaks at 5-10 GB
+MAX_BUSY_RESPONDERS = 4  # beyond these, extra clients are disconnected without a message
 
 
 class RemoteKeyHolder:
@@ -118,14 +135,45 @@ def model_ranges(model: Any) -> HeRanges:
     return HeRanges.from_calibration(rec)
 
 
-def handle_session(conn: Connection, model: Any, ranges: HeRanges, log: Callable[[str], None]):
+@dataclass
+class SessionSummary:
+    """What the log may say about a session: no values, no keys, no client strings."""
+
+    outcome: str = "dropped"  # done | refused (<error class>) | dropped
+    task: str = "-"
+    rounds: int = 0
+    bytes_in: int = 0
+    bytes_out: int = 0
+    seconds: float = 0.0
+
+    def line(self, number: int) -> str:
+        return (
+            f"session {number} end: {self.outcome}, task {self.task}, {self.seconds:.1f} s, "
+            f"{self.rounds} refresh rounds, {self.bytes_in / 1e6:.1f} MB in, "
+            f"{self.bytes_out / 1e6:.1f} MB out"
+        )
+
+
+def _refuse(conn: Connection, message: str) -> None:
+    try:
+        conn.send("ERR", {"message": message})
+    except TransportError:
+        pass
+
+
+def handle_session(
+    conn: Connection, model: Any, ranges: HeRanges, log: Callable[[str], None]
+) -> SessionSummary:
     """One client session: HELO (task + public keys) ... DONE, or ERR with one sentence."""
     t0 = time.perf_counter()
+    out = SessionSummary()
+    ops: HeOps | None = None
     try:
         _, meta, payload = conn.recv("HELO")
         bundle = unpack_bundle(payload)
         CkksParams.from_bytes(bundle["params"]).check_security()
         task = meta.get("task")
+        out.task = task if task in ("embed", "generate") else "other"
         holder = RemoteKeyHolder(conn, bundle)
         if task == "embed" and model.kind == "bert":
             if not 0 < int(meta.get("rows", 0)) <= MAX_EMBED_TOKENS:
@@ -143,25 +191,116 @@ def handle_session(conn: Connection, model: Any, ranges: HeRanges, log: Callable
                 pass
         else:
             raise InputError(f"This HE server does not run task {task!r} for its model.")
-        stats = ops.refresher.stats
-        conn.send("DONE", {"rounds": stats.rounds, "server_s": round(time.perf_counter() - t0, 3)})
-        log(f"session done in {time.perf_counter() - t0:.1f} s, {stats.rounds} refresh rounds")
-    except TransportError as exc:
-        log(f"session dropped: {exc}")
+        out.rounds = ops.refresher.stats.rounds
+        conn.send("DONE", {"rounds": out.rounds, "server_s": round(time.perf_counter() - t0, 3)})
+        out.outcome = "done"
+    except TransportError:
+        out.outcome = "dropped"
     except PrivinferError as exc:
-        log(f"session refused: {exc}")
-        try:
-            conn.send("ERR", {"message": str(exc)})
-        except TransportError:
-            pass
+        out.outcome = f"refused ({type(exc).__name__})"
+        _refuse(conn, str(exc))
     except (KeyError, ValueError, TypeError):
-        log("session refused: malformed request")
-        try:
-            conn.send("ERR", {"message": "Malformed HE request."})
-        except TransportError:
-            pass
+        out.outcome = "refused (malformed request)"
+        _refuse(conn, "Malformed HE request.")
+    except Exception as exc:  # noqa: BLE001 - one failed session must not end the worker silently
+        out.outcome = f"failed ({type(exc).__name__})"
+        _refuse(conn, "The HE server failed on this session.")
     finally:
         conn.close()
+    if ops is not None:
+        out.rounds = ops.refresher.stats.rounds
+    out.bytes_in, out.bytes_out = conn.bytes_received, conn.bytes_sent
+    out.seconds = time.perf_counter() - t0
+    return out
+
+
+def _stderr_log(msg: str) -> None:
+    sys.stderr.write(f"he-server: {msg}\n")  # one write per line: workers share stderr
+    sys.stderr.flush()
+
+
+def _worker(target: Callable[[], None]) -> int:
+    """Fork a worker that runs `target` and exits; returns its pid in the parent."""
+    pid = os.fork()
+    if pid:
+        return pid
+    code = 0
+    try:
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        torch.set_num_threads(1)  # OpenMP's pool does not survive fork; sessions run in parallel
+        target()
+    except BaseException:  # noqa: BLE001 - a worker never returns into the parent's loop
+        code = 1
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+
+
+def _run_session(
+    raw: socket.socket, ctx: ssl.SSLContext, model: Any, ranges: HeRanges, number: int, log
+) -> None:
+    t0 = time.perf_counter()
+    try:
+        conn = handshake(raw, ctx)
+    except TransportError:
+        failed = SessionSummary("handshake failed", seconds=time.perf_counter() - t0)
+        log(failed.line(number))
+        return
+    summary = handle_session(conn, model, ranges, lambda m: log(f"session {number}: {m}"))
+    log(summary.line(number))
+
+
+def _answer_busy(raw: socket.socket, ctx: ssl.SSLContext, drain_s: float = 30.0) -> None:
+    """Tell a client beyond the cap that the server is busy, then discard what it still sends
+    (its HELO) until it hangs up, so that closing cannot reset the connection before the client
+    has read the answer. Nothing it sends is kept."""
+    try:
+        conn = handshake(raw, ctx, timeout_s=10.0)
+    except TransportError:
+        return
+    try:
+        conn.send("ERR", {"message": "The HE server is busy; try again later.", "code": BUSY_CODE})
+        deadline = time.monotonic() + drain_s
+        conn.sock.settimeout(5.0)
+        while time.monotonic() < deadline and conn.sock.recv(1 << 20):
+            pass
+    except (TransportError, OSError):
+        pass
+    finally:
+        conn.close()
+
+
+class _Workers:
+    """The parent's book of worker processes (session workers and busy responders)."""
+
+    def __init__(self, log: Callable[[str], None]) -> None:
+        self.log = log
+        self.sessions: dict[int, int] = {}  # pid -> session number
+        self.responders: set[int] = set()
+
+    def reap(self, block: bool = False) -> None:
+        for pid in [*self.sessions, *self.responders]:
+            try:
+                got, status = os.waitpid(pid, 0 if block else os.WNOHANG)
+            except ChildProcessError:
+                got, status = pid, 0
+            if got == 0:
+                continue
+            number = self.sessions.pop(pid, None)
+            self.responders.discard(pid)
+            if number is not None and os.WIFSIGNALED(status):
+                sig = os.WTERMSIG(status)
+                self.log(f"session {number} end: worker killed by signal {sig}")
+
+    def stop(self) -> None:
+        for pid in [*self.sessions, *self.responders]:
+            try:
+                os.kill(pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+        self.reap(block=True)
 
 
 def serve(
@@ -172,25 +311,57 @@ def serve(
     sessions: int = 0,
     ready: Callable[[int], None] | None = None,
     ranges: HeRanges | None = None,
+    max_sessions: int = DEFAULT_MAX_SESSIONS,
+    log: Callable[[str], None] | None = None,
 ) -> None:
-    """Serve sessions one after another (forever when sessions == 0)."""
-
-    def log(msg: str) -> None:
-        print(f"he-server: {msg}", file=sys.stderr, flush=True)
-
+    """Serve up to `max_sessions` sessions at once, each in a forked worker; return after
+    `sessions` sessions have started and ended (serve forever when sessions == 0)."""
+    if max_sessions < 1:
+        raise InputError("--max-sessions must be at least 1.")
+    if not hasattr(os, "fork"):
+        raise InputError("The HE server needs a POSIX system: it forks a process per session.")
+    log = log or _stderr_log
     ranges = ranges or model_ranges(model)
     srv, ctx = listen(cluster, host, port)
-    log(f"serving {getattr(model, 'name', 'model')} on {host}:{srv.getsockname()[1]}")
+    srv.settimeout(0.2)  # wake up to reap finished workers
+    bound = srv.getsockname()[1]
+    log(f"serving {getattr(model, 'name', 'model')} on {host}:{bound}, {max_sessions} at once")
     if ready is not None:
-        ready(srv.getsockname()[1])
-    done = 0
-    with srv:
-        while sessions == 0 or done < sessions:
-            try:
-                conn = accept(srv, ctx)
-            except TransportError as exc:
-                log(str(exc))
-                done += 1
-                continue
-            handle_session(conn, model, ranges, log)
-            done += 1
+        ready(bound)
+    workers, started = _Workers(log), 0
+    try:
+        with srv:
+            while sessions == 0 or started < sessions:
+                workers.reap()
+                try:
+                    raw, _ = srv.accept()
+                except TimeoutError:
+                    continue
+                except OSError as exc:
+                    log(f"accept failed ({type(exc).__name__})")
+                    time.sleep(0.5)
+                    continue
+                if len(workers.sessions) >= max_sessions:
+                    if len(workers.responders) < MAX_BUSY_RESPONDERS:
+                        workers.responders.add(
+                            _worker(lambda r=raw: (srv.close(), _answer_busy(r, ctx)))
+                        )
+                    log(f"client turned away: busy ({len(workers.sessions)} sessions running)")
+                    raw.close()
+                    continue
+                started += 1
+                number = started
+                running = len(workers.sessions) + 1
+                log(f"session {number} start ({running} of {max_sessions} running)")
+
+                def run(r=raw, n=number) -> None:
+                    srv.close()
+                    _run_session(r, ctx, model, ranges, n, log)
+
+                workers.sessions[_worker(run)] = number
+                raw.close()
+        while workers.sessions or workers.responders:  # not listening any more
+            workers.reap()
+            time.sleep(0.1)
+    finally:
+        workers.stop()

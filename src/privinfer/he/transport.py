@@ -32,6 +32,13 @@ class TransportError(PrivinferError):
     """The peer went away, misbehaved or failed authentication."""
 
 
+class ServerBusy(InputError):
+    """The HE server already runs its maximum number of sessions; the client may retry later."""
+
+
+BUSY_CODE = "busy"
+
+
 def default_cert_dir() -> Path:
     env = os.environ.get("PRIVINFER_HE_CERTS")
     return Path(env) if env else Path.home() / ".config" / "privinfer" / "he"
@@ -88,6 +95,8 @@ class Connection:
         payload = self._read(n_payload) if n_payload else b""
         self.bytes_received += _HEAD.size + n_meta + n_payload
         if kind == "ERR" and expect != "ERR":
+            if isinstance(meta, dict) and meta.get("code") == BUSY_CODE:
+                raise ServerBusy("The HE server is busy with other sessions; try again later.")
             raise InputError(f"HE peer reported: {meta.get('message', 'error')}")
         if expect is not None and kind != expect:
             raise TransportError(f"HE protocol error: expected {expect}, got {kind}.")
@@ -111,6 +120,11 @@ def listen(cluster: ClusterConfig, host: str, port: int) -> tuple[socket.socket,
 def accept(srv: socket.socket, ctx: ssl.SSLContext, timeout_s: float = 30.0) -> Connection:
     """Accept one client; TLS handshake with a required client certificate from the CA."""
     raw, _ = srv.accept()
+    return handshake(raw, ctx, timeout_s)
+
+
+def handshake(raw: socket.socket, ctx: ssl.SSLContext, timeout_s: float = 30.0) -> Connection:
+    """Server side TLS handshake on an accepted socket; the peer must present a client identity."""
     raw.settimeout(timeout_s)
     try:
         tls = ctx.wrap_socket(raw, server_side=True)
