@@ -69,3 +69,14 @@ def test_exp_and_rsqrt_at_other_precisions(frac_bits):
     y = torch.round(torch.logspace(-2, 5, 200, dtype=torch.float64) / ulp) * ulp
     out, _ = run3(lambda p, s: nonlinear.rsqrt(p, s[0]), [y], frac_bits=frac_bits)
     assert (((out - y.rsqrt()).abs() - ulp) / y.rsqrt()).max() < 2e-5
+
+
+def test_inverse_polynomials_are_the_stated_fits():
+    for power, bound in ((1.0, 1.2e-6), (0.5, 3e-7)):
+        fits = nonlinear.INV_FITS[power]
+        for s_k in range(4):
+            u = torch.linspace(0.5 + s_k / 8, 0.5 + (s_k + 1) / 8, 4001, dtype=torch.float64)
+            t = 16 * (u - (0.5 + (2 * s_k + 1) / 16))
+            p = sum(float(c) * t**k for k, c in enumerate(fits[s_k]))
+            rel = (p * u**power - 1).abs().max().item()
+            assert rel < bound, (power, s_k, rel)

@@ -6,12 +6,13 @@ Each suite is one party program; `run_suite` runs it in-process (`net="memory"`)
 `python -m privinfer.mpc.bench --party i ...` per party over a cluster (`net="loopback"`: a fresh
 temporary 127.0.0.1 cluster; or pass `cluster=` a cluster folder, e.g. one behind the LAN/WAN
 emulation). Results are per party: wall and CPU seconds, rounds and bytes sent.
-    python -m privinfer.mpc.bench {ops,gpt2,smollm2} [--net memory|loopback] [--json]
+    python -m privinfer.mpc.bench {rounds,ops,gpt2,smollm2} [--net memory|loopback] [--json]
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import resource
@@ -19,6 +20,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -32,6 +34,7 @@ from privinfer.mpc.ring import DEFAULT_FRAC_BITS, bits_to_bytes
 from privinfer.mpc.runtime import N_PARTIES, Party, run_local
 from privinfer.mpc.shares import RShare, reveal, reveal_ring, share_from
 from privinfer.net.cluster import free_ports
+from privinfer.net.memory import MemoryLink
 
 Program = Callable[[Party], dict[str, Any]]
 
@@ -168,10 +171,17 @@ def smollm2_program(
     lm = privinfer.load("smollm2-135m")
     text = "Explain in one short paragraph why the sky is blue and why sunsets are red. " * 4
     ids = lm.prompt_ids(text)[:prompt_tokens]
+    built = {"parties": 0}
+    lock = threading.Lock()
 
     def program(p: Party) -> dict[str, Any]:
         ops = MpcOps(p, SeededClient(), private_weights=True)
         model, prep = _metered(p, lambda: lm.build(ops))
+        with lock:  # once every party of this process has its shares, drop the float model
+            built["parties"] += 1
+            if built["parties"] == (N_PARTIES if isinstance(p.link, MemoryLink) else 1):
+                lm.weights = {}
+                gc.collect()
         cache = model.new_cache()
 
         def step(toks: list[int], start: int) -> int:
@@ -201,7 +211,24 @@ def smollm2_program(
     return program
 
 
+def rounds_program(rounds: int = 2000, elements: int = 1) -> Program:
+    """`rounds` resharing rounds of `elements` int64 each: the per-round cost of the link."""
+
+    def program(p: Party) -> dict[str, Any]:
+        x = torch.zeros(elements, dtype=torch.int64)
+
+        def run() -> None:
+            for _ in range(rounds):
+                p.send_prev_recv_next(x)
+
+        _, cost = _metered(p, run)
+        return {"rounds": cost}
+
+    return program
+
+
 PROGRAMS: dict[str, Callable[..., Program]] = {
+    "rounds": rounds_program,
     "ops": ops_program,
     "gpt2": gpt2_program,
     "smollm2": smollm2_program,
@@ -271,6 +298,11 @@ def _party_main(suite: str, party_id: int, cluster_dir: str, out: str, params: d
 
 def summarise(suite: str, parties: list[dict[str, Any]]) -> dict[str, Any]:
     """Fold the three party results into one report (max over parties; bytes also summed)."""
+    if suite == "rounds":
+        return {
+            k: [round(r["rounds"][k], 4) for r in parties]
+            for k in ("wall_s", "cpu_s", "process_cpu_s")
+        }
     if suite == "ops":
         return {
             op: {

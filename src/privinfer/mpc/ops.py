@@ -20,7 +20,7 @@ from privinfer.models.costs import CostReport
 from privinfer.models.ops import Sampler, WeightKind
 from privinfer.mpc.client import ClientPort
 from privinfer.mpc.protocols import activations, arith, compare, norms, softmax
-from privinfer.mpc.protocols.trunc import trunc
+from privinfer.mpc.protocols.trunc import trunc, trunc_mixed
 from privinfer.mpc.ring import encode, ring_matmul
 from privinfer.mpc.runtime import Party
 from privinfer.mpc.shares import (
@@ -46,6 +46,17 @@ class PublicWeight:
 Weight = PublicWeight | RShare
 
 
+def _tensor_key(t: torch.Tensor) -> tuple[int, ...]:
+    """Identifies a weight tensor's storage (the tied LM head is the embedding tensor)."""
+    return (t.data_ptr(), *t.shape, *t.stride())
+
+
+def _transposed(w: Weight) -> Weight:
+    if isinstance(w, PublicWeight):
+        return PublicWeight(w.ring.T, None, w.f)
+    return w.map(lambda t: t.T)
+
+
 class MpcOps:
     """`Ops` over replicated shares for one party."""
 
@@ -64,6 +75,8 @@ class MpcOps:
         self.private_weights = private_weights
         self.weight_owner = weight_owner
         self._concat: dict[tuple[int, ...], Weight] = {}
+        self._prepared: dict[tuple[int, ...], tuple[str, Weight, torch.Tensor]] = {}
+        self._rope_pending: RShare | None = None  # a rope output whose truncation is deferred
 
     # weights and inputs
     def prepare(self, name: str, weight: torch.Tensor, *, kind: WeightKind) -> Weight:
@@ -73,6 +86,9 @@ class MpcOps:
         store = getattr(self, "weight_store", None)
         if store is not None:
             return store.share(self.party.pid, self.party.f, name)
+        tied = self._prepared.get(_tensor_key(weight))
+        if tied is not None and kind == "linear" and tied[0] == "embedding":
+            return _transposed(tied[1])  # tied LM head: the embedding's shares, transposed view
         w = weight.detach().to(torch.float64)
         if kind == "linear":
             w = w.T.contiguous()
@@ -82,9 +98,13 @@ class MpcOps:
         p = self.party
         with p.op("prepare"):
             mine = w if p.pid == self.weight_owner else None
-            return share_from(p, self.weight_owner, mine, tuple(w.shape))
+            out = share_from(p, self.weight_owner, mine, tuple(w.shape))
+        if kind == "embedding":  # held (with its source) until the first forward step
+            self._prepared[_tensor_key(weight)] = (kind, out, weight)
+        return out
 
     def embed(self, table: Weight, ids: Sequence[int]) -> RShare:
+        self._prepared.clear()  # weights are prepared: drop the references to float sources
         p = self.party
         vocab = table.ring.shape[0] if isinstance(table, PublicWeight) else table.shape[0]
         with p.op("embed"):
@@ -123,18 +143,31 @@ class MpcOps:
             return self._add_bias(self._matmul(x, w), b)
 
     def linears(self, x: RShare, ws: Sequence[tuple[Weight, Weight | None]]) -> list[RShare]:
-        """One matmul against the column-concatenated weights (cached per weight tuple)."""
+        """One matmul against the column-concatenated weights (cached per weight tuple). The
+        separate weights then become column views of the concatenation, so that each weight is
+        held once."""
         key = tuple(id(w) for w, _ in ws)
         if key not in self._concat:
             mats = [w for w, _ in ws]
             if isinstance(mats[0], PublicWeight):
-                self._concat[key] = PublicWeight(
+                cat = PublicWeight(
                     torch.cat([m.ring for m in mats], 1),  # type: ignore[union-attr]
                     None,
                     mats[0].f,
                 )
+                start = 0
+                for m in mats:
+                    n = m.ring.shape[1]  # type: ignore[union-attr]
+                    m.ring = cat.ring[:, start : start + n]  # type: ignore[union-attr]
+                    start += n
             else:
-                self._concat[key] = RShare.cat(mats, dim=1)  # type: ignore[arg-type]
+                cat = RShare.cat(mats, dim=1)  # type: ignore[arg-type,assignment]
+                start = 0
+                for m in mats:
+                    n = m.shape[1]
+                    m.a, m.b = cat.a[:, start : start + n], cat.b[:, start : start + n]  # type: ignore[union-attr]
+                    start += n
+            self._concat[key] = cat
         with self.party.op("linear"):
             y = self._matmul(x, self._concat[key])
             outs, start = [], 0
@@ -171,7 +204,12 @@ class MpcOps:
     def rope(
         self, x: RShare, positions: Sequence[int], *, n_heads: int, head_dim: int, theta: float
     ) -> RShare:
-        """Rotate-half RoPE with public cos/sin tables encoded at 20 bits (one truncation)."""
+        """Rotate-half RoPE with public cos/sin tables encoded at 20 bits (one truncation).
+
+        The truncation is deferred by one call: the first of two consecutive calls (q) returns
+        the untruncated rotation (a correct share at f + 20 bits); the second (k) truncates both
+        in the same 2 rounds and puts q's truncated components into q's object. `attention`
+        truncates a q that is still pending."""
         pos = torch.as_tensor(list(positions), dtype=torch.float64)
         inv = 1.0 / (theta ** (torch.arange(0, head_dim, 2, dtype=torch.float64) / head_dim))
         ang = torch.outer(pos, inv)
@@ -187,8 +225,22 @@ class MpcOps:
             y = a.reshape(t, n_heads, head_dim) * cos + rot(a) * sin
             return y.reshape(t, n_heads * head_dim)
 
+        raw = x.map(mix).with_f(x.f + ROPE_BITS)
+        pending, self._rope_pending = self._rope_pending, None
+        if pending is None:
+            self._rope_pending = raw
+            return raw
         with self.party.op("rope"):
-            return trunc(self.party, x.map(mix).with_f(x.f + ROPE_BITS), ROPE_BITS)
+            q, k = trunc_mixed(self.party, [pending, raw], [ROPE_BITS, ROPE_BITS])
+        pending.a, pending.b, pending.f = q.a, q.b, q.f
+        return k
+
+    def _flush_rope(self) -> None:
+        pending, self._rope_pending = self._rope_pending, None
+        if pending is not None:
+            with self.party.op("rope"):
+                q = trunc(self.party, pending, ROPE_BITS)
+            pending.a, pending.b, pending.f = q.a, q.b, q.f
 
     def attention(
         self,
@@ -210,6 +262,7 @@ class MpcOps:
             h = a.reshape(length, n, head_dim).transpose(0, 1)
             return h.repeat_interleave(rep, dim=0) if n != n_heads else h
 
+        self._flush_rope()
         with p.op("attention"):
             qh = q.map(lambda a: heads(a, n_heads, t))
             kh = k.map(lambda a: heads(a, n_kv_heads, s).transpose(1, 2))
@@ -224,8 +277,7 @@ class MpcOps:
             if causal:
                 rows = torch.arange(t)[:, None] + q_offset
                 mask = torch.arange(s)[None, :] <= rows
-            probs = softmax.softmax(p, scores, mask)
-            out = arith.matmul(p, probs, vh)
+            out = softmax.softmax_matmul(p, scores, vh, mask)
             return out.map(lambda a: a.transpose(0, 1).reshape(t, n_heads * head_dim))
 
     # cache and outputs

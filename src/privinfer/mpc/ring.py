@@ -37,8 +37,25 @@ def decode(x: torch.Tensor, f: int) -> torch.Tensor:
     return x.to(torch.float64) / float(2**f)
 
 
+MV_MAX_ROWS = 4
+
+
 def ring_matmul(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Exact matrix product modulo 2^64 (int64 torch matmul wraps)."""
+    """Exact matrix product modulo 2^64 (int64 torch matmul and mv wrap).
+
+    A transposed view of a row-major matrix (the tied LM head: the embedding's shares, [V, d])
+    goes through `torch.mv` per row of `a`: 10 ms for 1 x 576 @ 576 x 49,152 instead of 262 ms
+    for int64 matmul on the strided view (28 ms on a contiguous copy, which would cost 450 MB).
+    """
+    if (
+        a.dim() == 2
+        and b.dim() == 2
+        and a.shape[0] <= MV_MAX_ROWS
+        and b.shape[0] > 1
+        and b.stride() == (1, b.shape[0])
+    ):
+        bt = b.T  # row-major [out, in]
+        return torch.stack([torch.mv(bt, row) for row in a])
     return torch.matmul(a, b)
 
 

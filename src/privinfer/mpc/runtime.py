@@ -26,6 +26,7 @@ from privinfer.net.memory import MemoryNetwork, run_threads
 from privinfer.net.peer import PeerError, PeerLink
 
 N_PARTIES = 3
+CHILD_CHUNK_BYTES = 1 << 12  # a `Party.parallel` sub-protocol draws little: small AES buffer
 
 
 @dataclass
@@ -143,10 +144,11 @@ class Party:
                 merger.finish()
 
         threads = [
-            threading.Thread(target=run, args=(k,), daemon=True) for k in range(len(programs))
+            threading.Thread(target=run, args=(k,), daemon=True) for k in range(1, len(programs))
         ]
         for t in threads:
             t.start()
+        run(0)  # the first program runs in the caller's thread: one thread start fewer
         for t in threads:
             t.join()
         for err in errors:
@@ -164,13 +166,14 @@ class BufferedKeyStream:
 
     CHUNK_BYTES = 1 << 18
 
-    def __init__(self, key: bytes) -> None:
+    def __init__(self, key: bytes, chunk_bytes: int = CHUNK_BYTES) -> None:
         if len(key) not in (16, 32):
             raise ValueError("PRF keys must be 16 or 32 bytes (AES-128 or AES-256)")
         nonce = ((1 << 64) - 16).to_bytes(8, "big") + bytes(8)
         self._enc = Cipher(algorithms.AES(key), modes.CTR(nonce)).encryptor()
         self._buf = b""
         self._off = 0
+        self._chunk = chunk_bytes
 
     def __repr__(self) -> str:  # never print the key
         return "BufferedKeyStream()"
@@ -180,16 +183,19 @@ class BufferedKeyStream:
         need = 8 * (int(np.prod(shape)) if len(shape) else 1)
         if need > len(self._buf) - self._off:
             rest = self._buf[self._off :]
-            self._buf = rest + self._enc.update(bytes(max(self.CHUNK_BYTES, need - len(rest))))
+            self._buf = rest + self._enc.update(bytes(max(self._chunk, need - len(rest))))
             self._off = 0
         raw = self._buf[self._off : self._off + need]
         self._off += need
         return torch.from_numpy(np.frombuffer(raw, dtype=np.int64).copy()).reshape(shape)
 
 
-def _buffered_randomness(key_prev: bytes, key_next: bytes) -> PairwiseRandomness:
+def _buffered_randomness(
+    key_prev: bytes, key_next: bytes, chunk_bytes: int = BufferedKeyStream.CHUNK_BYTES
+) -> PairwiseRandomness:
     rand = PairwiseRandomness(key_prev, key_next)
-    rand.prev, rand.next = BufferedKeyStream(key_prev), BufferedKeyStream(key_next)  # type: ignore[assignment]
+    rand.prev = BufferedKeyStream(key_prev, chunk_bytes)  # type: ignore[assignment]
+    rand.next = BufferedKeyStream(key_next, chunk_bytes)  # type: ignore[assignment]
     return rand
 
 
@@ -200,7 +206,7 @@ class _ChildParty(Party):
         self.link, self.pid, self.f = parent.link, parent.pid, parent.f
         key_prev = parent.rand.prev.draw((2,)).numpy().tobytes()
         key_next = parent.rand.next.draw((2,)).numpy().tobytes()
-        self.rand = _buffered_randomness(key_prev, key_next)
+        self.rand = _buffered_randomness(key_prev, key_next, CHILD_CHUNK_BYTES)
         self.meter = CostMeter()
         self._depth = 1  # costs are recorded by the parent's enclosing op
         self._merger, self._index = merger, index

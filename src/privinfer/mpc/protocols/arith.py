@@ -16,7 +16,7 @@ from collections.abc import Callable
 
 import torch
 
-from privinfer.mpc.protocols.trunc import trunc
+from privinfer.mpc.protocols.trunc import trunc, trunc_mixed
 from privinfer.mpc.ring import encode, ring_matmul
 from privinfer.mpc.runtime import Party
 from privinfer.mpc.shares import RShare
@@ -132,6 +132,24 @@ def raw_mul_many(party: Party, pairs: list[tuple[RShare, RShare]]) -> list[RShar
     return out
 
 
+def raw_products(party: Party, items: list[tuple[RShare, RShare, str]]) -> list[RShare]:
+    """Untruncated products of several pairs, "mul" (elementwise, broadcasting) or "matmul",
+    reshared together in one round; f = f_x + f_y."""
+    zs = [
+        _cross_terms(x, y, ring_matmul if kind == "matmul" else torch.mul) for x, y, kind in items
+    ]
+    flat = torch.cat([z.reshape(-1) for z in zs])
+    shared = _reshare(party, flat, 0)
+    out, start = [], 0
+    for (x, y, _), z in zip(items, zs, strict=True):
+        n, shape = z.numel(), z.shape
+        out.append(
+            shared.map(lambda t, s=start, n=n, sh=shape: t[s : s + n].reshape(sh)).with_f(x.f + y.f)
+        )
+        start += n
+    return out
+
+
 def raw_dot_many(party: Party, groups: list[list[tuple[RShare, RShare]]]) -> list[RShare]:
     """For each group, the untruncated sum of its elementwise products (all of one shape and one
     f_x + f_y): in replicated sharing a sum of products costs one product's message, so all
@@ -149,19 +167,17 @@ def raw_dot_many(party: Party, groups: list[list[tuple[RShare, RShare]]]) -> lis
 
 
 def trunc_many(party: Party, xs: list[RShare], out_f: int) -> list[RShare]:
-    """Truncate several shares to `out_f` fractional bits; equal shifts share one call."""
-    shifts = [x.f - out_f for x in xs]
-    results: list[RShare | None] = [None] * len(xs)
-    for s in sorted(set(shifts)):
-        idx = [k for k, sk in enumerate(shifts) if sk == s]
-        flat = RShare.cat([xs[k].map(lambda t: t.reshape(-1)) for k in idx])
-        part = trunc(party, flat, s)
-        off = 0
-        for k in idx:
-            n, shape = xs[k].a.numel(), xs[k].shape
-            results[k] = part.map(lambda t, o=off, n=n, sh=shape: t[o : o + n].reshape(sh))
-            off += n
-    return results  # type: ignore[return-value]
+    """Truncate several shares to `out_f` fractional bits in one 2-round call (shifts may
+    differ: `trunc.trunc_mixed`); shares already at `out_f` pass through."""
+    idx = [k for k, x in enumerate(xs) if x.f != out_f]
+    results = list(xs)
+    if len(idx) == 1:
+        results[idx[0]] = trunc(party, xs[idx[0]], xs[idx[0]].f - out_f)
+    elif idx:
+        outs = trunc_mixed(party, [xs[k] for k in idx], [xs[k].f - out_f for k in idx])
+        for k, o in zip(idx, outs, strict=True):
+            results[k] = o
+    return results
 
 
 def scale_ring(x: RShare, c: torch.Tensor | float, c_frac_bits: int) -> RShare:

@@ -13,6 +13,7 @@ its OR tree, decoder and final AND cost ~8 bytes per element, in 7 rounds.
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 from privinfer.mpc.protocols.boolean import a2b, and_many, bits_to_arith, or_
@@ -82,19 +83,23 @@ def segment_onehot(
 
 
 def _to_planes(t: torch.Tensor, positions: list[int]) -> torch.Tensor:
-    """Bit-slice: bit p of every element, 64 elements per word -> [len(positions), words]."""
-    flat = t.reshape(-1)
-    words = (flat.numel() + 63) // 64
-    pad = torch.zeros(words * 64, dtype=torch.int64)
-    pad[: flat.numel()] = flat
-    bits = (pad.unsqueeze(0) >> torch.tensor(positions).unsqueeze(1)) & 1
-    return (bits.reshape(len(positions), words, 64) << torch.arange(64)).sum(-1)
+    """Bit-slice: bit p of every element, 64 elements per word -> [len(positions), words]
+    (numpy unpackbits / packbits, little-endian: element 64 w + k is bit k of word w)."""
+    flat = t.reshape(-1).contiguous().numpy()
+    n = flat.size
+    words = (n + 63) // 64
+    bits = np.unpackbits(flat.view(np.uint8).reshape(n, 8), axis=1, bitorder="little")
+    sel = np.zeros((len(positions), words * 64), dtype=np.uint8)
+    sel[:, :n] = bits[:, positions].T
+    packed = np.packbits(sel, axis=1, bitorder="little")
+    return torch.from_numpy(packed.view("<i8").astype(np.int64))
 
 
 def _from_planes(planes: torch.Tensor, n: int) -> torch.Tensor:
     """Inverse of `_to_planes`: [planes, words] -> [n, planes] of 0/1."""
-    bits = (planes.unsqueeze(-1) >> torch.arange(64)) & 1
-    return bits.reshape(planes.shape[0], -1)[:, :n].T
+    raw = planes.contiguous().numpy().astype("<i8").view(np.uint8)
+    bits = np.unpackbits(raw, axis=1, bitorder="little")
+    return torch.from_numpy(bits[:, :n].T.astype(np.int64))
 
 
 def _planes(x: BShare, positions: list[int]) -> BShare:

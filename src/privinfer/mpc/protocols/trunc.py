@@ -16,7 +16,8 @@ with probability 1 - (x' mod 2^s + 1)/2^s, adding 2^s before shifting makes the 
 unbiased stochastic rounding of x/2^s when the input's components are random (any reshared
 value): error in (-1, +1] ulp, mean ~ 0. (If component x_2 is 0, as right after `share_from`,
 the carry is always 0 and the result is floor(x/2^s) + 1: error in (0, 1].)
-Cost: 2 rounds; bytes sent per element: party 0 and 1: 16, party 2: 16.
+Cost: 2 rounds; bytes sent per element: party 0 and 1: 16, party 2: 16. `trunc_mixed`
+truncates several tensors by different public shifts in the same 2 rounds (per-element shifts).
 """
 
 from __future__ import annotations
@@ -61,11 +62,45 @@ def trunc(party: Party, x: RShare, shift: int) -> RShare:
         return _trunc(party, x, shift)
 
 
-def _trunc(party: Party, x: RShare, s: int) -> RShare:
+def trunc_mixed(party: Party, xs: list[RShare], shifts: list[int]) -> list[RShare]:
+    """Truncate xs[k] by shifts[k] (each in (0, 62); same input range as `trunc`), all in one
+    2-round call: the shift is a public per-element tensor."""
+    if any(not 0 < s < 62 for s in shifts):
+        raise ValueError("truncation shift must lie in (0, 62)")
+    flat = RShare.cat([x.map(lambda t: t.reshape(-1)) for x in xs])
+    per = torch.cat(
+        [torch.full((x.a.numel(),), s, dtype=torch.int64) for x, s in zip(xs, shifts, strict=True)]
+    )
+    with party.op("trunc"):
+        out = _trunc(party, flat, per)
+    res, off = [], 0
+    for x, s in zip(xs, shifts, strict=True):
+        n = x.a.numel()
+        res.append(
+            RShare(
+                out.a[off : off + n].reshape(x.shape),
+                out.b[off : off + n].reshape(x.shape),
+                party.pid,
+                x.f - s,
+            )
+        )
+        off += n
+    return res
+
+
+def _rshift(a: torch.Tensor, s: int | torch.Tensor) -> torch.Tensor:
+    """Logical right shift by an int or a per-element tensor of shifts in (0, 64)."""
+    if isinstance(s, int):
+        return logical_rshift(a, s)
+    return (a >> s) & ((torch.ones_like(s) << (64 - s)) - 1)
+
+
+def _trunc(party: Party, x: RShare, s: int | torch.Tensor) -> RShare:
     i = party.pid
     shape = x.shape
-    offset = (1 << HEADROOM_BITS) + (1 << s)
-    hi = 1 << (64 - s)
+    one = 1 if isinstance(s, int) else torch.ones_like(s)
+    offset = (one << HEADROOM_BITS) + (one << s)
+    hi = one << (64 - s)
     # Beaver round: party 2 deals a triple for msb(a) * msb(b) between parties 0 and 1.
     if i == 0:
         a = x.a + x.b + offset
@@ -74,7 +109,7 @@ def _trunc(party: Party, x: RShare, s: int) -> RShare:
         e = u - a0
         fv = party.exchange({1: e}, {1: shape})[1]
         w0 = e * fv + a0 * fv + c0
-        y = logical_rshift(a, s) - (u - w0) * hi - (1 << (HEADROOM_BITS - s))
+        y = _rshift(a, s) - (u - w0) * hi - (one << (HEADROOM_BITS - s))
     elif i == 1:
         b = x.b
         v = msb(b)
@@ -82,7 +117,7 @@ def _trunc(party: Party, x: RShare, s: int) -> RShare:
         fv = v - b1
         got = party.exchange({0: fv}, {0: shape, 2: shape})
         w1 = got[0] * b1 + got[2]
-        y = logical_rshift(b, s) - (v - w1) * hi
+        y = _rshift(b, s) - (v - w1) * hi
     else:
         b1 = party.rand.prev.draw(shape)  # key shared with party 1
         a0, c0 = party.rand.next.draw((2, *shape))  # key shared with party 0
@@ -91,4 +126,4 @@ def _trunc(party: Party, x: RShare, s: int) -> RShare:
     # Reshare the 2-out-of-2 result into replicated form.
     t = y + party.rand.zero_share(shape)
     t_next = party.send_prev_recv_next(t)
-    return RShare(t, t_next, i, x.f - s)
+    return RShare(t, t_next, i, x.f - s if isinstance(s, int) else x.f)
