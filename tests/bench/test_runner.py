@@ -67,3 +67,14 @@ def test_unknown_workload_is_one_line(tmp_path):
     )
     assert r.returncode == 2
     assert "unknown workload 'nope'" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_zero_steps_is_refused(tmp_path):
+    r = subprocess.run(
+        [sys.executable, "-m", "privinfer.cli", "bench", "--steps", "0", "--out", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert r.returncode == 2
+    assert "--steps must be at least 1" in r.stderr and "Traceback" not in r.stderr

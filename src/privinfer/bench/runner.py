@@ -87,7 +87,7 @@ def run_generate(args: argparse.Namespace, say: Say) -> dict[str, Any]:
     from privinfer.bench.plain import bench_plain
 
     runs = 2 if args.quick else args.runs
-    steps = 4 if args.quick else 16
+    steps = getattr(args, "steps", None) or (4 if args.quick else 16)
     result: dict[str, Any] = {
         "plain": bench_plain(
             runs=runs, decode_steps=steps, with_reference=not args.no_reference, progress=say
@@ -119,6 +119,8 @@ def run_bench(args: argparse.Namespace) -> int:
     threads = set_threads(args.threads)
     if args.runs < 1:
         raise InputError("--runs must be at least 1")
+    if getattr(args, "steps", None) is not None and args.steps < 1:
+        raise InputError("--steps must be at least 1")
     workloads = _extra_workloads()
     if args.workload not in workloads:
         raise InputError(
@@ -177,6 +179,12 @@ def add_arguments(b: argparse.ArgumentParser, modes: tuple[str, ...]) -> None:
     )
     b.add_argument("--runs", type=int, default=5)
     b.add_argument("--quick", action="store_true", help="fewer runs and steps (a few minutes)")
+    b.add_argument(
+        "--steps",
+        type=int,
+        default=None,
+        help="decode steps of the generate workload (default 16; the mpc runner takes half)",
+    )
     b.add_argument(
         "--net",
         default="none",
