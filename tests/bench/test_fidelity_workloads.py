@@ -26,12 +26,13 @@ def test_mpc_fidelity_row_reports_counts(monkeypatch, tmp_path):
     def fake_run(lm, prompts, tokens, say=None):
         seen.update(prompts=len(prompts), tokens=tokens)
         return {"prompts": 3, "max_new_tokens": 8, "identical": 2, "first_token_equal": 3,
-                "max_logit_error": 0.0071, "wall_s": 12.0, "threads": 1, "rows": []}  # fmt: skip
+                "max_logit_error": 0.0071, "wall_s": 12.0, "threads": 1, "rows": [{"prompt": "p"}]}  # fmt: skip
 
     monkeypatch.setattr(mf, "run_fidelity", fake_run)
     monkeypatch.setattr(privinfer, "load", lambda name: name)
     out = fidelity.workload_mpc_fidelity(_args(), lambda m: None)
     assert seen == {"prompts": 3, "tokens": 8}
+    assert out["mpc-fidelity"]["per_prompt"] == [{"prompt": "p"}]
     row = out["mpc-fidelity"]["rows"][0]
     assert row[1] == "2/3 identical" and "first token equal on 3/3" in row[4]
     f = tmp_path / "2026-11-26-mpc-fidelity-quick.json"

@@ -41,7 +41,8 @@ def workload_mpc_fidelity(args: argparse.Namespace, say: Say) -> dict[str, Any]:
         "",
         how,
     ]
-    return {"mpc-fidelity": {**r, "rows": [row]}, "plain": None}
+    per_prompt = r.pop("rows")  # "rows" is the results table's key
+    return {"mpc-fidelity": {**r, "per_prompt": per_prompt, "rows": [row]}, "plain": None}
 
 
 def workload_he_fidelity(args: argparse.Namespace, say: Say) -> dict[str, Any]:

@@ -114,6 +114,21 @@ def _extra_workloads() -> dict[str, Callable[[argparse.Namespace, Say], dict[str
         return dict(WORKLOADS)
 
 
+def _commit() -> str | None:
+    """The checkout's short commit id (with "+dirty" for local changes), when there is one."""
+    import subprocess
+
+    here = Path(__file__).resolve().parent
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=here, capture_output=True,
+                              text=True, timeout=10, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=here,
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return head + ("+dirty" if dirty else "")  # fmt: skip
+
+
 def run_bench(args: argparse.Namespace) -> int:
     os.environ.setdefault("TQDM_DISABLE", "1")
     threads = set_threads(args.threads)
@@ -134,6 +149,7 @@ def run_bench(args: argparse.Namespace) -> int:
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.python_implementation()} "
         f"{platform.python_version()}",
         "quick": bool(args.quick),
+        "commit": _commit(),
         "net": {"profile": args.net},
     }
     result.update(workloads[args.workload](args, say))
