@@ -91,3 +91,20 @@ def test_ffn_shapes_up_then_down_on_one_ciphertext(client8192, rng):
     c.add_rotation_steps(m_down.rotation_steps())
     y = c.decrypt(linear.matvec(c, m_down, h))[:384]
     assert np.abs(y - down @ (up @ x)).max() < 2e-3
+
+
+@pytest.mark.parametrize("m, n", [(300, 600), (8, 8), (600, 300)])
+def test_streamed_matmul_matches_numpy_and_shares_babies(client8192, rng, m, n):
+    c = client8192
+    tokens = 16  # 256 features per ciphertext: ragged edges, several blocks
+    x = rng.normal(size=(11, n))
+    c.add_rotation_steps(linear.streamed_steps((m, n), c.params.slots, tokens))
+    cts = [c.encrypt(v) for v in packing.pack_tokens(x, c.params.slots, tokens)]
+    n1 = linear.streamed_n1((m, n), c.params.slots, tokens)
+    babies = linear.packed_babies(c, cts, tokens, n1)
+    for _ in range(2):  # two matrices of one shape on the same baby steps
+        w = rng.normal(size=(m, n)) / np.sqrt(n)
+        outs = linear.streamed_matmul(c, w, cts, tokens, babies)
+        assert c.params.top_level - c.level(outs[0]) == 1
+        y = packing.unpack_tokens([c.decrypt(o) for o in outs], tokens, m, 11)
+        assert np.abs(y - x @ w.T).max() < 5e-3

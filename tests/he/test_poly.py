@@ -40,8 +40,10 @@ def test_encrypted_activation_matches_function(client16384, rng, fn, approx, ref
     x = rng.uniform(approx.lo, approx.hi, c.params.slots)
     out = fn(c, c.encrypt(x))
     used = c.params.top_level - c.level(out)
-    assert used == poly.chebyshev_depth(approx.degree, approx.lo, approx.hi)
-    assert np.abs(c.decrypt(out) - reference(x)).max() < approx.max_abs_error + 1e-3
+    assert used <= poly.chebyshev_depth(approx.degree, approx.lo, approx.hi)
+    # CKKS at scale 2^30 adds ~1e-4 of the range's half-width (Paterson-Stockmeyer, measured)
+    ckks = 1e-3 * max(1.0, (approx.hi - approx.lo) / 16)
+    assert np.abs(c.decrypt(out) - reference(x)).max() < approx.max_abs_error + ckks
 
 
 @pytest.mark.parametrize("bound, depth", [(1.0, 6), (2.0, 7)])
@@ -76,3 +78,32 @@ def test_low_degree_fits_in_an_8192_window(client8192, rng):
     out = poly.evaluate(c, c.encrypt(x), approx)
     assert c.params.top_level - c.level(out) == 2
     assert np.abs(c.decrypt(out) - x * x).max() < 1e-3
+
+
+def test_chebyshev_divide_is_exact():
+    from numpy.polynomial import chebyshev as cheb
+
+    c = np.random.default_rng(0).normal(size=50)
+    u = np.linspace(-1, 1, 101)
+    q, r = poly.chebyshev_divide(c, 32)
+    assert len(r) == 32
+    got = cheb.chebval(u, q) * np.cos(32 * np.arccos(u)) + cheb.chebval(u, r)
+    assert np.abs(got - cheb.chebval(u, c)).max() < 1e-12
+
+
+def test_paterson_stockmeyer_uses_few_products(client16384, rng, monkeypatch):
+    c = client16384
+    approx = poly.fit_chebyshev("gelu", _gelu, -11.15, 7.35, 31)
+    x = rng.uniform(approx.lo, approx.hi, c.params.slots)
+    count = {"n": 0}
+    real = c.multiply
+
+    def counting(a, b):
+        count["n"] += 1
+        return real(a, b)
+
+    monkeypatch.setattr(c, "multiply", counting)
+    out = poly.evaluate(c, c.encrypt(x), approx)
+    assert count["n"] <= 12  # power tree: 30
+    assert c.params.top_level - c.level(out) <= poly.chebyshev_depth(31, approx.lo, approx.hi)
+    assert np.abs(c.decrypt(out) - approx(x)).max() < 1e-3

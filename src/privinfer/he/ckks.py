@@ -64,6 +64,7 @@ class CkksContext:
         self._encryptor = None
         self.session_id = b""
         self._seal_version = b"\x04\x03"
+        self._memo: dict[tuple[bytes, int, float], Plaintext] = {}  # public masks only
 
     @classmethod
     def create_client(cls, params: CkksParams, rotation_steps: Iterable[int] = ()) -> CkksContext:
@@ -250,14 +251,31 @@ class CkksContext:
 
     def multiply_values(self, ct: Ciphertext, values) -> Ciphertext:
         """Multiply by public values (scalar or per-slot); one level, scale kept (or pinned)."""
-        if not self.pin_scale:
-            return self.multiply_plain(ct, self.encode_for_mul(values, self.level(ct)))
         level = self.level(ct)
+        if not self.pin_scale:
+            return self.multiply_plain(ct, self._public_plain(values, level, None))
         out = self.multiply_plain(
-            ct, self.encode(values, level, self.scale * self._primes[level][-1] / ct.scale)
+            ct, self._public_plain(values, level, self.scale * self._primes[level][-1] / ct.scale)
         )
         out.scale = self.scale  # equal up to double rounding of the same product
         return out
+
+    _MEMO_SIZE = 48  # public masks recur (token masks, head masks): ~48 low-level plaintexts
+
+    def _public_plain(self, values, level: int, scale: float | None) -> Plaintext:
+        """Encoded public per-slot values, memoised (small LRU) by content, level and scale."""
+        scale = float(self._primes[level][-1]) if scale is None else scale
+        if np.isscalar(values):
+            return self.encode(values, level, scale)
+        arr = np.ascontiguousarray(values, dtype=np.float64)
+        key = (hashlib.blake2b(arr.tobytes(), digest_size=16).digest(), level, scale)
+        pt = self._memo.pop(key, None)
+        if pt is None:
+            pt = self.encode(arr, level, scale)
+            if len(self._memo) >= self._MEMO_SIZE:
+                self._memo.pop(next(iter(self._memo)))
+        self._memo[key] = pt
+        return pt
 
     def multiply_scalar_to(self, ct: Ciphertext, value: float, scale: float) -> Ciphertext:
         """Multiply by a public scalar and land exactly on `scale` after the rescale."""

@@ -270,20 +270,112 @@ def packed_matmul(ctx: CkksContext, mat: PackedMatrix, cts: list[Ciphertext]) ->
         }
         if not sums:
             raise InputError("A block row of the matrix is all zeros.")
-        parts = []
-        for sign in (1, -1):  # Horner: sum_g rot(S_g, g G) = S_0 + rot(S_1 + rot(S_2 ..., G), G)
-            gs = [g for g in sums if g * sign > 0]
-            if not gs:
-                continue
-            acc = None
-            for g in range(max(g * sign for g in gs), 0, -1):
-                term = sums.get(g * sign)
-                acc = term if acc is None else (acc if term is None else ctx.add(acc, term))
-                acc = ctx.rotate(acc, sign * giant) if acc is not None else None
-            parts.append(acc)
-        if 0 in sums:
-            parts.append(sums[0])
-        out = ctx.add_many(parts)
-        ctx.evaluator.rescale_to_next_inplace(out)
-        outs.append(out)
+        outs.append(_horner_giants(ctx, sums, giant))
     return outs
+
+
+def packed_diagonals(
+    w: np.ndarray, slots: int, tokens: int, out_block: int, baby: int | None = None
+) -> tuple[int, dict[tuple[int, int, int], np.ndarray]]:
+    """(n1, {(c, g, s): pre-rotated diagonal}) of block row `out_block` of W (numpy only).
+
+    The split i = g * n1 + s is the one `encode_packed_matrix` makes (n1 from W's whole
+    diagonal band, so every block row shares its baby steps)."""
+    m, n = w.shape
+    b = packing.token_blocks(slots, tokens)
+    n1 = baby or streamed_n1(w.shape, slots, tokens)
+    out: dict[tuple[int, int, int], np.ndarray] = {}
+    for c in range(-(-n // b)):
+        for i in range(b):
+            diag = packing.block_diagonal(w, out_block, c, i, b, tokens)
+            if diag.any():
+                i_s = i if i <= b // 2 else i - b
+                g = i_s // n1
+                out[(c, g, i_s - g * n1)] = np.roll(diag, g * n1 * tokens)
+    return n1, out
+
+
+def packed_babies(
+    ctx: CkksContext, cts: list[Ciphertext], tokens: int, n1: int
+) -> dict[tuple[int, int], Ciphertext]:
+    """rot(ct_c, s T) for s < n1, chained (one key switch each); share across matrices."""
+    babies: dict[tuple[int, int], Ciphertext] = {}
+    for c, ct in enumerate(cts):
+        for s in range(n1):
+            babies[(c, s)] = ct if s == 0 else ctx.rotate(babies[(c, s - 1)], tokens)
+    return babies
+
+
+def streamed_matmul(
+    ctx: CkksContext,
+    w: np.ndarray,
+    cts: list[Ciphertext],
+    tokens: int,
+    babies: dict[tuple[int, int], Ciphertext] | None = None,
+    n1: int | None = None,
+) -> list[Ciphertext]:
+    """Y = X W^T like `packed_matmul`, encoding each diagonal just before its product and
+    dropping it after: ~n1 plaintexts alive instead of all of W's (memory), same cost.
+    `babies` (from `packed_babies` with the same `n1`) may be shared by several matrices."""
+    w = np.asarray(w, dtype=np.float64)
+    level = min(ctx.level(ct) for ct in cts)
+    cts = [ctx.mod_switch_to(ct, level) for ct in cts]
+    slots = ctx.params.slots
+    b = packing.token_blocks(slots, tokens)
+    outs = []
+    for d in range(-(-w.shape[0] // b)):
+        n1, diags = packed_diagonals(w, slots, tokens, d, n1)
+        if not diags:
+            raise InputError("A block row of the matrix is all zeros.")
+        if babies is None:
+            babies = packed_babies(ctx, cts, tokens, n1)
+        groups: dict[int, list[tuple[int, int]]] = {}
+        for c, g, s in diags:
+            groups.setdefault(g, []).append((c, s))
+        sums = {}
+        for g, terms in groups.items():
+            prods = []
+            for c, s in terms:
+                pt = ctx.encode_for_mul(diags.pop((c, g, s)), level)
+                prods.append(ctx.multiply_plain(babies[(c, s)], pt, rescale=False))
+            sums[g] = ctx.add_many(prods)
+        outs.append(_horner_giants(ctx, sums, n1 * tokens))
+    return outs
+
+
+def _horner_giants(ctx: CkksContext, sums: dict[int, Ciphertext], giant: int) -> Ciphertext:
+    """sum_g rot(S_g, g G) in Horner form (rotations by +-G only), then the rescale."""
+    parts = []
+    for sign in (1, -1):
+        gs = [g for g in sums if g * sign > 0]
+        if not gs:
+            continue
+        acc = None
+        for g in range(max(g * sign for g in gs), 0, -1):
+            term = sums.get(g * sign)
+            acc = term if acc is None else (acc if term is None else ctx.add(acc, term))
+            acc = ctx.rotate(acc, sign * giant) if acc is not None else None
+        parts.append(acc)
+    if 0 in sums:
+        parts.append(sums[0])
+    out = ctx.add_many(parts)
+    ctx.evaluator.rescale_to_next_inplace(out)
+    return out
+
+
+def streamed_n1(w_shape: tuple[int, int], slots: int, tokens: int, outputs: int = 1) -> int:
+    """Baby steps of `streamed_matmul`: a power of two near sqrt(band * out / in) for W's
+    diagonal band in one B x B block, so every giant rotation (n1 T) is one +-2^i key switch
+    and babies (per input ciphertext) and giants (per output, `outputs` matrices) balance."""
+    m, n = w_shape
+    b = packing.token_blocks(slots, tokens)
+    band = min(b, min(m, b) + min(n, b) - 1)
+    ratio = outputs * -(-m // b) / -(-n // b)
+    n1 = 1 << max(0, round(math.log2(math.sqrt(band * ratio))))
+    return min(n1, 1 << (band - 1).bit_length())
+
+
+def streamed_steps(w_shape: tuple[int, int], slots: int, tokens: int, n1: int = 0) -> set[int]:
+    """Rotation steps `streamed_matmul` may use (T and +-n1 T)."""
+    n1 = n1 or streamed_n1(w_shape, slots, tokens)
+    return {tokens, n1 * tokens % slots, -n1 * tokens % slots}

@@ -18,6 +18,7 @@ from privinfer.he import poly
 from privinfer.he.ckks import Ciphertext
 from privinfer.he.nonlinear import (
     EXP_HALF,
+    REL_TARGET,
     chebyshev_with_check,
     plan_activation,
     plan_inverse,
@@ -31,10 +32,16 @@ class NonlinearMixin:
 
     # ---- 1/x and 1/sqrt(x) with refreshes between the Newton steps -----------------------
     def _inverse_like(
-        self, x: Ciphertext, lo: float, hi: float, rsqrt: bool, check: np.ndarray | None
+        self,
+        x: Ciphertext,
+        lo: float,
+        hi: float,
+        rsqrt: bool,
+        check: np.ndarray | None,
+        target: float = REL_TARGET,
     ) -> Ciphertext:
         ctx = self.ctx
-        start, steps, _ = (plan_rsqrt if rsqrt else plan_inverse)(lo, hi)
+        start, steps, _ = plan_rsqrt(lo, hi) if rsqrt else plan_inverse(lo, hi, target)
         (x,) = self._ready([x], poly.chebyshev_depth(start.degree, lo, hi) + 1)
         xs = ctx.multiply_scalar_to(x, 0.5, ctx.scale) if rsqrt else x
         y = poly.evaluate(ctx, x, start)
@@ -59,6 +66,10 @@ class NonlinearMixin:
         ctx, t = self.ctx, x.tokens
         lo, hi = self.ranges.at(self.ranges.norm_var, index)
         cts = self._ready(x.cts, 4)
+        # 4 levels suffice (mean, square, row mask; the variance is refreshed for 1/sqrt) and
+        # leave the output 1 above the refresh level: fewer primes, cheaper rotations.
+        low = max(self.refresher.level, ctx.params.floor_level) + 4
+        cts = [ctx.mod_switch_to(c, min(ctx.level(c), low)) for c in cts]
         if centre:
             total = self._feature_sum(ctx.add_many(cts) if len(cts) > 1 else cts[0], t)
             means = [
@@ -143,6 +154,9 @@ class NonlinearMixin:
         qc, kc = self._ready([qc, kc], 3)
         factor = 1.0 / (math.sqrt(head_dim) * 2**rounds)
         active = [r for r in range(t) if masks[r].any()]  # causal: some diagonals are empty
+        if att.packed_fits(len(active), t, head_dim, ctx.params.slots):
+            return self._softmax_av_packed(qc, kc, vc, masks, inv_count, active, q, k, head_dim,
+                                           factor, rounds, causal)  # fmt: skip
         scores = att.scores(ctx, qc, kc, t, head_dim, factor=factor, diagonals=active)
         scores = self._ready(scores, poly.chebyshev_depth(EXP_HALF.degree, -2.0, 2.0) + 2)
         probs = []
@@ -173,6 +187,42 @@ class NonlinearMixin:
         level = min(ctx.level(x) for x in terms)
         return ctx.add_many([ctx.mod_switch_to(x, level) for x in terms])
 
+    def _softmax_av_packed(self, qc, kc, vc, masks, inv_count, active, q, k, head_dim: int,
+                           factor: float, rounds: int, causal: bool):  # fmt: skip
+        """The same softmax on ONE ciphertext: all diagonals packed (`attention.packed_*`)."""
+        ctx, t, slots = self.ctx, q.tokens, self.ctx.params.slots
+        j_of = (np.arange(slots) // t) % head_dim  # diagonal index held by each slot
+        keep = np.zeros(slots)
+        for j, r in enumerate(active):
+            keep = np.where(j_of == j, masks[r], keep)
+        count = np.where(j_of < len(active), inv_count, 0.0)
+        invalid = (count == 0).astype(np.float64)
+        low = max(self.refresher.level, ctx.params.floor_level)  # rotations cost ~ primes:
+        qc, kc = (ctx.mod_switch_to(c, min(ctx.level(c), low + 3)) for c in (qc, kc))  # drop
+        p = att.packed_scores(ctx, qc, kc, t, head_dim, factor, active)
+        (p,) = self._ready([p], poly.chebyshev_depth(EXP_HALF.degree, -2.0, 2.0) + 2)
+        e, tm2 = chebyshev_with_check(ctx, p, EXP_HALF)
+        p = ctx.multiply_values(e, keep)
+        self.checks.add(tm2, keep / max(keep.sum(), 1.0), overflow=True)
+        max_n = float(q.start + q.rows if causal else k.rows)
+        for j in range(rounds + 1):
+            if j:
+                (p,) = self._ready([p], 1)
+                p = ctx.multiply(p, p)
+            total = att.packed_row_sum(ctx, p, t, head_dim)
+            # p rides along: 2 levels (times 1/mean, next square) in the same round trip
+            total, p = self._ready_each([(total, 1), (p, 2)])
+            mean = ctx.add_plain(ctx.multiply_values(total, count), invalid)
+            lo, hi = (math.exp(-2) / 1.1, math.exp(2) * 1.1) if j == 0 else (0.9, max_n * 1.1)
+            target = REL_TARGET if j == rounds else 1e-2  # a row factor the last round removes
+            inv = self._inverse_like(mean, lo, hi, rsqrt=False, check=None, target=target)
+            p, inv = self._ready([p, inv], 1)
+            p = ctx.multiply(p, inv)
+        # 3 levels (not 2): A V lands one above the refresh level, so the next product (the
+        # output projection) needs no refresh; refreshing v here shares p's round.
+        p, vc = (ctx.mod_switch_to(c, min(ctx.level(c), low + 3)) for c in self._ready([p, vc], 3))
+        return att.packed_weighted_values(ctx, p, vc, t, head_dim, active, inv_count)
+
     def attention(
         self,
         q: Any,
@@ -193,7 +243,11 @@ class NonlinearMixin:
             if n_kv_heads != n_heads:
                 k, v = (self._expand_heads(x, n_heads, n_kv_heads, head_dim) for x in (k, v))
             slots, t = self.ctx.params.slots, q.tokens
-            self._steps(att.rotate_tokens_steps(t, slots) | att.head_sum_steps(t, head_dim, slots))
+            if att.packed_fits(t, t, head_dim, slots):  # every diagonal fits: packed path
+                self._steps(att.packed_steps(t, head_dim, slots))
+            else:
+                steps = att.rotate_tokens_steps(t, slots) | att.head_sum_steps(t, head_dim, slots)
+                self._steps(steps | att.packed_steps(t, head_dim, slots))
             bound = self.ranges.at(self.ranges.score_abs, self._call_index("attn"))
             outs = [
                 self._softmax_av(qc, kc, vc, q, k, head_dim, bound, causal)

@@ -35,6 +35,11 @@ from privinfer.models.ops import WeightKind
 
 __all__ = ["HeOps", "HeRanges", "HeTensor", "ClientRows"]
 CLIENT_SIDE_PREFIXES = ("embeddings.", "model.embed_tokens.")
+# Linear layers feeding a deep polynomial (refreshed first anyway): run at the lowest level.
+FEEDS_ACTIVATION = ("intermediate.dense.weight", "gate_proj.weight", "up_proj.weight")
+# Q/K/V at the lowest level too (refreshing q and k costs less than encoding W_q, W_k, W_v at
+# 3 more primes); other products keep the 4 levels a LayerNorm after the residual add needs.
+ATTENTION_HEADROOM, NORM_HEADROOM = 0, 4
 
 
 @dataclass
@@ -69,6 +74,25 @@ class _Weight:
         return self.name.startswith(CLIENT_SIDE_PREFIXES) and self.kind != "linear"
 
 
+def planned_steps(slots: int, tokens: int) -> set[int]:
+    """The Galois keys asked for in one batch before a forward pass (public: slots and T).
+
+    +2^i for every i (sums over slots and features, chained rotations) and -2^i T for
+    2^i <= 32 (negative giant steps of products, head broadcasts in attention); any other
+    step is composed from these (`packing.naf_steps`), or asked for later if it cannot be.
+    19 keys at N = 16384, T = 16, instead of all 25 +-2^i."""
+    pos = {1 << i for i in range(slots.bit_length() - 1)}
+    return pos | {(-(tokens << i)) % slots for i in range(6) if tokens << i < slots}
+
+
+@dataclass
+class _Babies:
+    """Baby-step rotations of one input, shared by several products (`HeOps.linears`)."""
+
+    n1: int
+    cts: dict[tuple[int, int], Ciphertext]
+
+
 class HeOps(DecoderMixin, NonlinearMixin):
     """`Ops` over CKKS; see the module docstring for the roles."""
 
@@ -101,7 +125,6 @@ class HeOps(DecoderMixin, NonlinearMixin):
         self._calls: dict[str, int] = {}
         self.key_bytes = 0
         self._init_decoder()
-        self._steps(packing.power_of_two_steps(self.ctx.params.slots))  # one batch, up front
 
     # ---- bookkeeping -------------------------------------------------------------------
     @contextmanager
@@ -140,15 +163,20 @@ class HeOps(DecoderMixin, NonlinearMixin):
 
     def _ready(self, cts: list[Ciphertext], depth: int) -> list[Ciphertext]:
         """Refresh (one round trip for the batch) whatever would run out of levels."""
-        low = [i for i, ct in enumerate(cts) if self.refresher.needs_refresh(ct, depth)]
+        return self._ready_each([(ct, depth) for ct in cts])
+
+    def _ready_each(self, pairs: list[tuple[Ciphertext, int]]) -> list[Ciphertext]:
+        """Like `_ready` with a depth per ciphertext: one round for all that need it."""
+        cts = [ct for ct, _ in pairs]
+        low = [i for i, (ct, d) in enumerate(pairs) if self.refresher.needs_refresh(ct, d)]
         if not low:
             return list(cts)
         fresh = self.refresher.refresh([cts[i] for i in low])
         out = list(cts)
         for i, ct in zip(low, fresh, strict=True):
             out[i] = ct
-        if self.refresher.needs_refresh(out[low[0]], depth):
-            raise InputError(f"An operation needs {depth} levels, more than one refresh gives.")
+        if any(self.refresher.needs_refresh(out[i], pairs[i][1]) for i in low):
+            raise InputError("An operation needs more levels than one refresh gives.")
         return out
 
     def _pack(self, rows: np.ndarray, tokens: int) -> list[np.ndarray]:
@@ -196,7 +224,9 @@ class HeOps(DecoderMixin, NonlinearMixin):
         self.checks.reset()
         self._upload_cols = table.value.shape[1]
         value = torch.as_tensor(table.value[ids], dtype=torch.float64)
-        return ClientRows(len(ids), self._next_start(len(ids)), value)
+        start = self._next_start(len(ids))
+        self._steps(planned_steps(self.ctx.params.slots, self._tokens_for(start + len(ids))))
+        return ClientRows(len(ids), start, value)
 
     def embed_public(self, table: _Weight, indices: Sequence[int]) -> Any:
         rows = torch.as_tensor(table.value[list(indices)], dtype=torch.float64)
@@ -219,40 +249,74 @@ class HeOps(DecoderMixin, NonlinearMixin):
         return x.uploaded
 
     # ---- linear algebra ----------------------------------------------------------------
-    def _matmul(self, x: HeTensor, w: np.ndarray, handle: _Weight | None = None) -> HeTensor:
+    def _matmul(
+        self,
+        x: HeTensor,
+        w: np.ndarray,
+        handle: _Weight | None = None,
+        babies: _Babies | None = None,
+        headroom: int | None = None,
+    ) -> HeTensor:
         cts = self._ready(x.cts, 1)
-        level = min(self.ctx.level(c) for c in cts)
+        level = self._linear_level(min(self.ctx.level(c) for c in cts), headroom)
         cts = [self.ctx.mod_switch_to(c, level) for c in cts]
-        b = self.ctx.params.slots // x.tokens
-        if not self.cache_weights and (w.shape[0] > b or w.shape[1] > b):
-            # One B x B block at a time: ~B plaintexts (0.7 GB at N=16384) alive, not all.
-            outs = []
-            for d in range(-(-w.shape[0] // b)):
-                parts = [
-                    self._matmul(HeTensor([ct], x.rows, b, x.tokens, x.start), blk).cts[0]
-                    for c, ct in enumerate(cts)
-                    if (blk := w[d * b : (d + 1) * b, c * b : (c + 1) * b]).any()
-                ]
-                outs.append(self.ctx.add_many(parts) if len(parts) > 1 else parts[0])
-            return HeTensor(outs, x.rows, w.shape[0], x.tokens, x.start)
+        if not self.cache_weights or handle is None:
+            # Streamed: each diagonal is encoded right before its product (few MB alive).
+            n1 = babies.n1 if babies else linear.streamed_n1(w.shape, self.ctx.params.slots, x.tokens)
+            self._steps(linear.streamed_steps(w.shape, self.ctx.params.slots, x.tokens, n1))
+            out = linear.streamed_matmul(self.ctx, w, cts, x.tokens, babies and babies.cts, n1)
+            return HeTensor(out, x.rows, w.shape[0], x.tokens, x.start)
         key = (id(handle), x.tokens, level)
-        mat = self._encoded.get(key) if handle is not None else None
+        mat = self._encoded.get(key)
         if mat is None:
             mat = linear.encode_packed_matrix(self.ctx, w, x.tokens, level)
-            if self.cache_weights and handle is not None:
-                self._encoded[key] = mat  # the model holds `handle`, so its id stays unique
+            self._encoded[key] = mat  # the model holds `handle`, so its id stays unique
         self._steps(mat.rotation_steps())
         out = linear.packed_matmul(self.ctx, mat, cts)
         return HeTensor(out, x.rows, w.shape[0], x.tokens, x.start)
 
+    def _linear_level(self, level: int, headroom: int | None) -> int:
+        """Level to run a product at: at most `headroom` levels above what the output needs
+        to stay refreshable. Encoding, products and rotations cost about one unit per prime,
+        so extra levels that the next operation would not use are dropped first (free)."""
+        if headroom is None:
+            return level
+        low = max(self.refresher.level, self.ctx.params.floor_level) + 1
+        return min(level, low + headroom)
+
+    @staticmethod
+    def _headroom(names: Sequence[str], default: int) -> int:
+        """Levels a linear output needs before its next refresh: 0 before a deep activation
+        (GELU / SiLU inputs are refreshed anyway), else `default` (see the constants above)."""
+        return 0 if names and all(n.endswith(FEEDS_ACTIVATION) for n in names) else default
+
     def linear(self, x: Any, w: _Weight, b: _Weight | None = None) -> HeTensor:
         with self._op("linear"):
             x = self._enc(x)
-            y = self._matmul(x, w.value, w)
+            y = self._matmul(x, w.value, w, headroom=self._headroom([w.name], NORM_HEADROOM))
             return y if b is None else self._add_public(y, b.value)
 
     def linears(self, x: Any, ws: Sequence[tuple[_Weight, _Weight | None]]) -> list[HeTensor]:
-        return [self.linear(x, w, b) for w, b in ws]
+        """Several products of one input: its baby-step rotations are computed once."""
+        shapes = {w.value.shape for w, _ in ws}
+        if self.cache_weights or len(ws) < 2 or len(shapes) > 1:
+            return [self.linear(x, w, b) for w, b in ws]
+        outs: list[HeTensor] = []
+        babies: _Babies | None = None
+        room = self._headroom([w.name for w, _ in ws], ATTENTION_HEADROOM)
+        for w, b in ws:
+            with self._op("linear"):  # one record per product; the first pays the rotations
+                if babies is None:
+                    x = self._enc(x)
+                    cts = self._ready(x.cts, 1)
+                    level = self._linear_level(min(self.ctx.level(c) for c in cts), room)
+                    cts = [self.ctx.mod_switch_to(c, level) for c in cts]
+                    x = HeTensor(cts, x.rows, x.cols, x.tokens, x.start)
+                    n1 = linear.streamed_n1(w.value.shape, self.ctx.params.slots, x.tokens, len(ws))
+                    babies = _Babies(n1, linear.packed_babies(self.ctx, cts, x.tokens, n1))
+                y = self._matmul(x, w.value, w, babies, room)
+                outs.append(y if b is None else self._add_public(y, b.value))
+        return outs
 
     def _add_public(self, x: HeTensor, row: np.ndarray) -> HeTensor:
         full = np.zeros((x.tokens, x.cols))

@@ -4,12 +4,18 @@ Security assumption: every coefficient, range and degree is public; only the slo
 secret. Accuracy holds only inside the stated input range: outside it a polynomial grows
 without bound, so callers must keep inputs in range (public calibration, pre-scaling).
 
-Depth: `evaluate_chebyshev` of degree d uses ceil(log2 d) levels for T_k (power tree:
+Depth: `evaluate_chebyshev` of degree d uses at most ceil(log2 d) levels for T_k (power tree:
 T_2k = 2 T_k^2 - 1, T_2k+1 = 2 T_k+1 T_k - T_1), one level for the coefficients and one for
 the range normalisation unless the range has half-width 1 (a free scale relabel instead
 would make the scales of T_k grow or shrink like h^k and ruin precision).
-`chebyshev_depth` states it. Scales are tracked exactly: constants are encoded
-at whatever scale lands each term on the context's scale, so no level is lost to aligning.
+`chebyshev_depth` states the bound. The sum runs in Paterson-Stockmeyer form (baby steps
+T_1..T_(b-1), giant steps T_b, T_2b, ..., Chebyshev division): degree 127 takes 24 ciphertext
+products instead of 126 at the same depth. Scales are tracked exactly: constants are encoded
+at whatever scale lands each term on the scale its parent needs, so no level is lost to aligning.
+CKKS error of the Paterson-Stockmeyer sum (scale 2^30, measured on 8192 uniform inputs, vs
+the polynomial): GELU fits on [-22.4, 29.8] deg 127 5.1e-4, [-17.7, 24.6] deg 63 5.5e-4,
+[-11.2, 7.4] deg 31 2.2e-4, [-24, 24] deg 63 3.3e-3 (power tree: 4.7e-4); exp on [-2, 2]
+deg 11 1.7e-4; i.e. ~1e-4 of the range's half-width.
 Coefficients are fitted at import time with numpy (Chebyshev least squares on 4d+1 Chebyshev
 nodes); the max errors quoted below were measured on a 20,001-point grid of the range, in
 float64, before encryption (CKKS adds ~1e-4 at scale 2^30).
@@ -51,10 +57,17 @@ class Approximation:
 def fit_chebyshev(
     name: str, fn: Callable[[np.ndarray], np.ndarray], lo: float, hi: float, degree: int
 ) -> Approximation:
-    """Least-squares Chebyshev fit on 4d+1 nodes; error measured on a 20,001-point grid."""
+    """Least-squares Chebyshev fit on 4d+1 nodes; error measured on a 20,001-point grid.
+
+    At Chebyshev nodes the T_j are discretely orthogonal, so the least-squares solution is
+    the projection c_j = (2 / M) sum_k f(x_k) T_j(x_k) (c_0 halved): the same coefficients as
+    `chebfit` (to 1e-13), without a dense solve (1.4 s for degree 127 on a loaded machine)."""
     k = np.arange(4 * degree + 1)
-    nodes = np.cos(np.pi * (k + 0.5) / k.size)
-    coeffs = cheb.chebfit(nodes, fn((nodes * (hi - lo) + lo + hi) / 2), degree)
+    theta = np.pi * (k + 0.5) / k.size
+    nodes = np.cos(theta)
+    values = fn((nodes * (hi - lo) + lo + hi) / 2)
+    coeffs = (2.0 / k.size) * np.cos(np.outer(np.arange(degree + 1), theta)) @ values
+    coeffs[0] /= 2
     grid = np.linspace(lo, hi, 20001)
     u = (2 * grid - lo - hi) / (hi - lo)
     err = float(np.abs(cheb.chebval(u, coeffs) - fn(grid)).max())
@@ -123,27 +136,99 @@ class _ChebyshevBasis:
         return out
 
 
+TINY = 1e-9  # coefficients below CKKS noise are dropped (a zero plaintext would be refused)
+
+
+def chebyshev_divide(c: np.ndarray, g: int) -> tuple[np.ndarray, np.ndarray]:
+    """p = q T_g + r in the Chebyshev basis (deg p < 2g): q_0 = c_g, q_j = 2 c_(g+j),
+    r_(g-j) = c_(g-j) - c_(g+j) (from T_g T_j = (T_(g+j) + T_(g-j)) / 2); exact, stable."""
+    n = len(c) - 1
+    q = np.concatenate([[c[g]], 2.0 * c[g + 1 :]])
+    r = c[:g].copy()
+    for j in range(1, n - g + 1):
+        r[g - j] -= c[g + j]
+    return q, r
+
+
+class _PatersonStockmeyer:
+    """sum_k c_k T_k(u) with baby steps T_1..T_(b-1) and giant steps T_b, T_2b, T_4b, ...:
+    ~2 sqrt(d) + log2(d) ciphertext products instead of d for the plain power tree, the same
+    depth (ceil(log2 d) + 1 after normalisation). Scales are exact: each leaf's scalars are
+    encoded so that every product with a giant lands on the scale its parent asks for."""
+
+    def __init__(self, ctx: CkksContext, basis: _ChebyshevBasis, degree: int) -> None:
+        self.ctx, self.basis = ctx, basis
+        self.b = 1 << max(1, math.ceil(math.log2(math.sqrt(degree + 1))))
+        self.babies = {k: basis.get(k) for k in range(1, min(self.b, degree + 1))}
+        self.baby_level = min(ctx.level(t) for t in self.babies.values())
+
+    def _giant(self, n: int) -> int:
+        return max(self.b, 1 << (n.bit_length() - 1))
+
+    def level_of(self, c: np.ndarray) -> int | None:
+        """Output level of `evaluate(c)`; None for a constant."""
+        n = len(c) - 1
+        if n < self.b:
+            return self.baby_level - 1 if np.any(np.abs(c[1:]) >= TINY) else None
+        g = self._giant(n)
+        q, r = chebyshev_divide(c, g)
+        lq, lr = self.level_of(q), self.level_of(r)
+        lg = self.ctx.level(self.basis.get(g))
+        prod = (lg if lq is None else min(lq, lg)) - 1
+        return prod if lr is None else min(prod, lr)
+
+    def evaluate(self, c: np.ndarray, scale: float) -> Ciphertext | float:
+        """The polynomial at exactly `scale` (a float when it is a constant)."""
+        ctx, n = self.ctx, len(c) - 1
+        if n < self.b:
+            ks = [k for k in range(1, n + 1) if abs(c[k]) >= TINY]
+            if not ks:
+                return float(c[0])
+            prime = float(ctx.primes(self.baby_level)[-1])
+            terms = []  # scalar products summed before ONE rescale (all at scale * prime)
+            for k in ks:
+                tk = ctx.mod_switch_to(self.babies[k], self.baby_level)
+                pt = ctx.encode(float(c[k]), self.baby_level, scale * prime / tk.scale)
+                terms.append(ctx.multiply_plain(tk, pt, rescale=False))
+                terms[-1].scale = scale * prime  # equal up to double rounding
+            out = ctx.add_many(terms)
+            ctx.evaluator.rescale_to_next_inplace(out)
+            out.scale = scale
+            return ctx.add_plain(out, float(c[0]))
+        g = self._giant(n)
+        q, r = chebyshev_divide(c, g)
+        tg = self.basis.get(g)
+        lq = self.level_of(q)
+        if lq is None:
+            prod = ctx.multiply_scalar_to(tg, float(q[0]), scale)
+        else:
+            prime = float(ctx.primes(min(lq, ctx.level(tg)))[-1])
+            a = self.evaluate(q, scale * prime / tg.scale)
+            prod = ctx.multiply(a, tg)
+            prod.scale = scale  # equal up to double rounding of the same product
+        rest = self.evaluate(r, scale)
+        return ctx.add_plain(prod, rest) if isinstance(rest, float) else ctx.add(prod, rest)
+
+
+def chebyshev_sum(ctx: CkksContext, basis: _ChebyshevBasis, coeffs) -> Ciphertext:
+    """sum_k c_k T_k(u) at the context's scale by Paterson-Stockmeyer (see above)."""
+    coeffs = np.asarray(coeffs, dtype=np.float64)
+    out = _PatersonStockmeyer(ctx, basis, len(coeffs) - 1).evaluate(coeffs, ctx.scale)
+    if isinstance(out, float):
+        raise InputError("A constant polynomial needs no ciphertext evaluation.")
+    return out
+
+
 def evaluate_chebyshev(
     ctx: CkksContext, ct: Ciphertext, coeffs, lo: float, hi: float
 ) -> Ciphertext:
-    """sum_k c_k T_k(u), u = (2x - lo - hi) / (hi - lo); depth `chebyshev_depth` (see module)."""
+    """sum_k c_k T_k(u), u = (2x - lo - hi) / (hi - lo); depth <= `chebyshev_depth`."""
     coeffs = np.asarray(coeffs, dtype=np.float64)
     degree = len(coeffs) - 1
     need = chebyshev_depth(degree, lo, hi)
     if ctx.level(ct) - need < ctx.params.floor_level:
         raise InputError(f"A degree-{degree} polynomial needs {need} levels; refresh first.")
-    basis = _ChebyshevBasis(ctx, _normalise(ctx, ct, lo, hi))
-    terms = []
-    for k in range(1, degree + 1):
-        if abs(coeffs[k]) < 1e-9:  # below CKKS noise; a zero plaintext would be refused
-            continue
-        tk = basis.get(k)
-        terms.append(ctx.multiply_scalar_to(tk, float(coeffs[k]), ctx.scale))
-    if not terms:
-        raise InputError("A constant polynomial needs no ciphertext evaluation.")
-    bottom = min(ctx.level(t) for t in terms)
-    out = ctx.add_many([ctx.mod_switch_to(t, bottom) for t in terms])
-    return ctx.add_plain(out, float(coeffs[0]))
+    return chebyshev_sum(ctx, _ChebyshevBasis(ctx, _normalise(ctx, ct, lo, hi)), coeffs)
 
 
 def evaluate(ctx: CkksContext, ct: Ciphertext, approx: Approximation) -> Ciphertext:
