@@ -118,6 +118,8 @@ def _commit() -> str | None:
     """The checkout's short commit id (with "+dirty" for local changes), when there is one."""
     import subprocess
 
+    if os.environ.get("PRIVINFER_COMMIT"):  # set by whoever runs from an exported tree
+        return os.environ["PRIVINFER_COMMIT"]
     here = Path(__file__).resolve().parent
     try:
         head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=here, capture_output=True,

@@ -62,8 +62,9 @@ def render(files: list[Path]) -> str:
     ]
     for f in sorted(files):
         res = json.loads(f.read_text())
+        emulated = (res.get("net") or {}).get("profile", "none") != "none"
         for key, maker in ROW_MAKERS.items():
-            if res.get(key):
+            if res.get(key) and not emulated:  # plain rows come from the un-emulated runs
                 lines += maker(res, f.name)
         parts = dict(res.get("modes", {}))
         parts.update({k: v for k, v in res.items() if isinstance(v, dict) and "rows" in v})
