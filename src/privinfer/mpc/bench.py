@@ -161,14 +161,27 @@ def gpt2_program(tokens: int = 8, seed: int = 0, frac_bits: int = DEFAULT_FRAC_B
 
 # -------------------------------------------------------------------------- smollm2 suite
 def smollm2_program(
-    prompt_tokens: int = 32, decode_tokens: int = 8, frac_bits: int = DEFAULT_FRAC_BITS
+    prompt_tokens: int = 32,
+    decode_tokens: int = 8,
+    frac_bits: int = DEFAULT_FRAC_BITS,
+    layers: int | None = None,
 ) -> Program:
     """Real SmolLM2-135M (private weights), a prompt of exactly `prompt_tokens` ids, then greedy
-    decode steps with the KV cache (argmax in MPC, the index opened)."""
+    decode steps with the KV cache (argmax in MPC, the index opened). `layers` keeps only the
+    first decoder layers (a cheaper, smaller-memory run for comparing protocol overheads)."""
+    import dataclasses
+
     import privinfer
     from privinfer.mpc.ops import MpcOps
 
     lm = privinfer.load("smollm2-135m")
+    if layers is not None:
+        lm.cfg = dataclasses.replace(lm.cfg, n_layers=layers)
+        lm.weights = {
+            k: v
+            for k, v in lm.weights.items()
+            if not k.startswith("model.layers.") or int(k.split(".")[2]) < layers
+        }
     text = "Explain in one short paragraph why the sky is blue and why sunsets are red. " * 4
     ids = lm.prompt_ids(text)[:prompt_tokens]
     built = {"parties": 0}
@@ -326,6 +339,8 @@ def summarise(suite: str, parties: list[dict[str, Any]]) -> dict[str, Any]:
         }
         if not separate:
             cpu["cpu_s_all_parties"] = round(max(r[key]["process_cpu_s"] for r in rows), 2)
+        else:  # the protocol thread alone (the rest: the links' I/O threads)
+            cpu["thread_cpu_s_per_party"] = [round(r[key]["cpu_s"], 2) for r in rows]
         return {
             "wall_s": max(r[key]["wall_s"] for r in rows),
             **cpu,

@@ -77,6 +77,8 @@ class MpcOps:
         self._concat: dict[tuple[int, ...], Weight] = {}
         self._prepared: dict[tuple[int, ...], tuple[str, Weight, torch.Tensor]] = {}
         self._rope_pending: RShare | None = None  # a rope output whose truncation is deferred
+        self._rope_key: tuple | None = None
+        self._rope_cs: tuple[torch.Tensor, torch.Tensor] = (torch.empty(0), torch.empty(0))
 
     # weights and inputs
     def prepare(self, name: str, weight: torch.Tensor, *, kind: WeightKind) -> Weight:
@@ -210,11 +212,7 @@ class MpcOps:
         the untruncated rotation (a correct share at f + 20 bits); the second (k) truncates both
         in the same 2 rounds and puts q's truncated components into q's object. `attention`
         truncates a q that is still pending."""
-        pos = torch.as_tensor(list(positions), dtype=torch.float64)
-        inv = 1.0 / (theta ** (torch.arange(0, head_dim, 2, dtype=torch.float64) / head_dim))
-        ang = torch.outer(pos, inv)
-        ang = torch.cat([ang, ang], dim=-1)[:, None, :]
-        cos, sin = encode(ang.cos(), ROPE_BITS), encode(ang.sin(), ROPE_BITS)
+        cos, sin = self._rope_tables(tuple(positions), head_dim, theta)
         t, half = x.shape[0], head_dim // 2
 
         def rot(a: torch.Tensor) -> torch.Tensor:
@@ -234,6 +232,21 @@ class MpcOps:
             q, k = trunc_mixed(self.party, [pending, raw], [ROPE_BITS, ROPE_BITS])
         pending.a, pending.b, pending.f = q.a, q.b, q.f
         return k
+
+    def _rope_tables(
+        self, positions: tuple[int, ...], head_dim: int, theta: float
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Public cos/sin at ROPE_BITS for these positions (the last layout is kept: every
+        layer of a forward step, q and k, uses the same)."""
+        key = (positions, head_dim, theta)
+        if self._rope_key != key:
+            pos = torch.as_tensor(list(positions), dtype=torch.float64)
+            inv = 1.0 / (theta ** (torch.arange(0, head_dim, 2, dtype=torch.float64) / head_dim))
+            ang = torch.outer(pos, inv)
+            ang = torch.cat([ang, ang], dim=-1)[:, None, :]
+            self._rope_key = key
+            self._rope_cs = (encode(ang.cos(), ROPE_BITS), encode(ang.sin(), ROPE_BITS))
+        return self._rope_cs
 
     def _flush_rope(self) -> None:
         pending, self._rope_pending = self._rope_pending, None

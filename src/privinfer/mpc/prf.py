@@ -35,6 +35,10 @@ class KeyStream:
         raw = enc.update(bytes(8 * n)) + enc.finalize()
         return torch.from_numpy(np.frombuffer(raw, dtype=np.int64).copy()).reshape(shape)
 
+    def draw_words(self, n: int) -> np.ndarray:
+        """`draw((n,))` as a flat uint64 numpy array (the same words)."""
+        return self.draw((n,)).numpy().view(np.uint64)
+
 
 class PairwiseRandomness:
     """A party's two key streams and the correlated values derived from them."""

@@ -56,7 +56,20 @@ def ring_matmul(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     ):
         bt = b.T  # row-major [out, in]
         return torch.stack([torch.mv(bt, row) for row in a])
+    if a.dim() == 2 and b.dim() == 2 and a.shape[0] == 1 and b.is_contiguous():
+        return ring_vecmat(a[0], b).unsqueeze(0)
     return torch.matmul(a, b)
+
+
+def ring_vecmat(v: torch.Tensor, b: torch.Tensor, acc: torch.Tensor | None = None) -> torch.Tensor:
+    """acc + v @ b for a vector `v` and a row-major matrix `b` ([in, out]), exact mod 2^64.
+
+    `torch.addmv` on the transposed view runs a faster int64 kernel than `torch.matmul` for one
+    row (SmolLM2 decode, one torch thread: 576 x 3072 0.8 ms instead of 1.5 ms, 576 x 960 0.21
+    instead of 0.35); with several rows matmul is faster."""
+    if acc is None:
+        acc = torch.zeros(b.shape[1], dtype=torch.int64)
+    return torch.addmv(acc, b.T, v)
 
 
 def msb(x: torch.Tensor) -> torch.Tensor:
@@ -73,10 +86,9 @@ def logical_rshift(x: torch.Tensor, s: int) -> torch.Tensor:
 
 def bits_to_bytes(x: torch.Tensor) -> bytes:
     """Serialise an int64 tensor (shape is agreed by the protocol, not sent)."""
-    return x.contiguous().numpy().tobytes()
+    return x.numpy().tobytes()  # C order, also for a strided view
 
 
 def bytes_to_ring(payload: bytes, shape: torch.Size | tuple[int, ...]) -> torch.Tensor:
     """Parse a payload written by `bits_to_bytes` back into an int64 tensor of `shape`."""
-    arr = np.frombuffer(payload, dtype=np.int64).copy()
-    return torch.from_numpy(arr).reshape(shape)
+    return torch.from_numpy(np.frombuffer(payload, dtype=np.int64).reshape(shape).copy())

@@ -8,11 +8,11 @@ label by `Party.op(label)`; nested labels count toward the outermost one only.
 
 from __future__ import annotations
 
+import math
 import os
 import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -85,23 +85,10 @@ class Party:
     def prev_id(self) -> int:
         return (self.pid - 1) % N_PARTIES
 
-    @contextmanager
-    def op(self, label: str) -> Iterator[None]:
-        """Attribute the rounds and bytes of the enclosed protocol calls to `label`."""
-        self._depth += 1
-        start = (self.link.stats.rounds, self.link.stats.bytes_sent, time.perf_counter())
-        try:
-            yield
-        finally:
-            self._depth -= 1
-            if self._depth == 0:
-                stats = self.link.stats
-                self.meter.add(
-                    label,
-                    stats.rounds - start[0],
-                    stats.bytes_sent - start[1],
-                    time.perf_counter() - start[2],
-                )
+    def op(self, label: str) -> _OpScope:
+        """Attribute the rounds and bytes of the enclosed protocol calls to `label` (a context
+        manager; only the outermost scope records)."""
+        return _OpScope(self, label)
 
     def exchange(
         self,
@@ -113,15 +100,20 @@ class Party:
         got = self.link.round(outgoing, sorted(recv_shapes))
         out = {}
         for peer, shape in recv_shapes.items():
-            n = 8 * int(torch.Size(shape).numel())
-            if len(got[peer]) != n:
+            if len(got[peer]) != 8 * math.prod(shape):
                 raise PeerError(peer, "payload has the wrong length")
             out[peer] = bytes_to_ring(got[peer], shape)
         return out
 
     def send_prev_recv_next(self, t: torch.Tensor) -> torch.Tensor:
-        """The resharing round: send `t` to party i-1, receive the same-shaped tensor from i+1."""
-        return self.exchange({self.prev_id: t}, {self.next_id: t.shape})[self.next_id]
+        """The resharing round: send `t` to party i-1, receive the same-shaped tensor from i+1
+        (`exchange`'s messages and checks, without its per-peer dictionaries: most rounds are
+        this one)."""
+        nxt = (self.pid + 1) % N_PARTIES
+        got = self.link.round({(self.pid - 1) % N_PARTIES: t.numpy().tobytes()}, [nxt])[nxt]
+        if len(got) != 8 * t.numel():
+            raise PeerError(nxt, "payload has the wrong length")
+        return bytes_to_ring(got, t.shape)
 
     def parallel(self, *programs: Callable[[Party], Any]) -> list[Any]:
         """Run independent sub-protocols with merged rounds: round r of every still-running
@@ -157,6 +149,35 @@ class Party:
         return results
 
 
+class _OpScope:
+    """`Party.op`'s context manager (a plain class: cheaper than a generator-based one, and
+    entered a few thousand times per decoded token)."""
+
+    __slots__ = ("party", "label", "start")
+
+    def __init__(self, party: Party, label: str) -> None:
+        self.party, self.label = party, label
+
+    def __enter__(self) -> None:
+        party = self.party
+        party._depth += 1
+        if party._depth == 1:
+            stats = party.link.stats
+            self.start = (stats.rounds, stats.bytes_sent, time.perf_counter())
+
+    def __exit__(self, *exc: object) -> None:
+        party = self.party
+        party._depth -= 1
+        if party._depth == 0:
+            stats, start = party.link.stats, self.start
+            party.meter.add(
+                self.label,
+                stats.rounds - start[0],
+                stats.bytes_sent - start[1],
+                time.perf_counter() - start[2],
+            )
+
+
 class BufferedKeyStream:
     """`prf.KeyStream`'s interface over one continuous AES-CTR stream read through a buffer
     (secure if AES is a PRF; the two holders of a key make the same sequence of draws, so they
@@ -171,23 +192,43 @@ class BufferedKeyStream:
             raise ValueError("PRF keys must be 16 or 32 bytes (AES-128 or AES-256)")
         nonce = ((1 << 64) - 16).to_bytes(8, "big") + bytes(8)
         self._enc = Cipher(algorithms.AES(key), modes.CTR(nonce)).encryptor()
-        self._buf = b""
+        self._arr = np.zeros(0, dtype=np.int64)
         self._off = 0
+        self._left = 0
         self._chunk = chunk_bytes
 
     def __repr__(self) -> str:  # never print the key
         return "BufferedKeyStream()"
 
     def draw(self, shape: tuple[int, ...] | torch.Size) -> torch.Tensor:
-        """Fresh uniform int64 tensor of `shape`."""
-        need = 8 * (int(np.prod(shape)) if len(shape) else 1)
-        if need > len(self._buf) - self._off:
-            rest = self._buf[self._off :]
-            self._buf = rest + self._enc.update(bytes(max(self._chunk, need - len(rest))))
-            self._off = 0
-        raw = self._buf[self._off : self._off + need]
-        self._off += need
-        return torch.from_numpy(np.frombuffer(raw, dtype=np.int64).copy()).reshape(shape)
+        """Fresh uniform int64 tensor of `shape` (a view of the stream's buffer: every draw
+        gets its own, never reused, words)."""
+        n = math.prod(shape)
+        if n > self._left:
+            rest = self._arr[self._off :]
+            if 8 * n > self._chunk:  # a big draw (a weight share): its own torch-owned tensor
+                raw = self._enc.update(bytes(8 * (n - rest.size)))
+                out = torch.empty(n, dtype=torch.int64)
+                out.numpy()[: rest.size] = rest
+                out.numpy()[rest.size :] = np.frombuffer(raw, dtype=np.int64)
+                self._arr, self._off, self._left = np.zeros(0, dtype=np.int64), 0, 0
+                return out.view(shape)
+            raw = self._enc.update(bytes(8 * max(self._chunk // 8, n - rest.size)))
+            fresh = np.frombuffer(raw, dtype=np.int64)
+            self._arr = np.concatenate((rest, fresh)) if rest.size else fresh.copy()
+            self._off, self._left = 0, self._arr.size
+        off = self._off
+        self._off, self._left = off + n, self._left - n
+        return torch.from_numpy(self._arr[off : off + n].reshape(shape))
+
+    def draw_words(self, n: int) -> np.ndarray:
+        """The next `n` words as a flat uint64 numpy array: the same words `draw((n,))` returns
+        (for protocol code that computes on numpy views)."""
+        if n > self._left:
+            return self.draw((n,)).numpy().view(np.uint64)
+        off = self._off
+        self._off, self._left = off + n, self._left - n
+        return self._arr[off : off + n].view(np.uint64)
 
 
 def _buffered_randomness(
@@ -217,6 +258,9 @@ class _ChildParty(Party):
         recv_shapes: dict[int, tuple[int, ...] | torch.Size],
     ) -> dict[int, torch.Tensor]:
         return self._merger.exchange(self._index, send, recv_shapes)
+
+    def send_prev_recv_next(self, t: torch.Tensor) -> torch.Tensor:
+        return self.exchange({self.prev_id: t}, {self.next_id: t.shape})[self.next_id]
 
 
 class _RoundMerger:

@@ -112,11 +112,11 @@ def eval_piecewise(party: Party, x: RShare, pw: Piecewise) -> RShare:
     cmax = float(coeffs.abs().max()) * (DEGREE + 1) + 1.0
     coef_bits = HEADROOM_BITS - WORK_BITS - math.ceil(math.log2(cmax))
     # centre(x) and C_j(x): sums of indicator * public constant (local, exact)
-    centre = _weighted(x, inds, encode(torch.tensor(pw.centers), f), f)
+    stacked = _stack(inds)
+    centre = _weighted(stacked, encode(torch.tensor(pw.centers), f), f)
     t = (x - centre).mul_ring(1 << shift).with_f(WORK_BITS)
-    coef = [
-        _weighted(x, inds, encode(coeffs[:, j], coef_bits), coef_bits) for j in range(DEGREE + 1)
-    ]
+    cols = _weighted(stacked, encode(coeffs, coef_bits), coef_bits)
+    coef = [cols.map(lambda c, j=j: c[..., j]) for j in range(DEGREE + 1)]
     for ind, (a, _) in ((left, pw.left), (right, pw.right)):
         coef[0] = coef[0] + ind.mul_ring(int(encode(a, coef_bits))).with_f(coef_bits)
     pw_t = powers(party, t, DEGREE)
@@ -148,7 +148,8 @@ def eval_relu_minus(party: Party, x: RShare, h: Piecewise) -> RShare:
     hw_log2 = int(math.log2(h.half_width))
     w = max(DOT_WORK_BITS, f + hw_log2)  # t = (|x| - centre) / half_width exactly at w bits
     coeffs = torch.as_tensor(h.coeffs, dtype=torch.float64)
-    centre = _weighted(x, inds, encode(torch.tensor(h.centers), f), f)
+    stacked = _stack(inds)
+    centre = _weighted(stacked, _table(h, "centre", f, (), 0), f)
     t = (x - sx.mul_ring(2) - centre).mul_ring(1 << (w - f - hw_log2)).with_f(w)
     if w > DOT_WORK_BITS:  # only for f > 20
         (t,) = trunc_many(party, [t], DOT_WORK_BITS)
@@ -156,24 +157,55 @@ def eval_relu_minus(party: Party, x: RShare, h: Piecewise) -> RShare:
     top = 2 * DOT_WORK_BITS
     cmax = float(coeffs.abs().max()) * (degree + 1) + 1.0
     coef_bits = HEADROOM_BITS - top - math.ceil(math.log2(cmax))
-    pairs = []  # every term C_j t^j at coef_bits + 2 * DOT_WORK_BITS
-    for j in range(1, degree + 1):
-        cb = coef_bits + top - pw_t[j - 1].f
-        pairs.append((_weighted(x, inds, encode(coeffs[:, j], cb), cb), pw_t[j - 1]))
+    # every term C_j t^j at coef_bits + 2 * DOT_WORK_BITS; column j - 1 holds C_j at cbs[j - 1],
+    # the last column the constant C_0 at coef_bits + top
+    cbs = tuple(coef_bits + top - pw_t[j - 1].f for j in range(1, degree + 1))
+    cols = _weighted(stacked, _table(h, "coeffs", coef_bits, cbs, top), 0)
+    pairs = [
+        (cols.map(lambda c, j=j: c[..., j - 1]).with_f(cbs[j - 1]), pw_t[j - 1])
+        for j in range(1, degree + 1)
+    ]
     (acc,) = raw_dot_many(party, [pairs])
-    acc = acc + _weighted(x, inds, encode(coeffs[:, 0] * 2.0**top, coef_bits), coef_bits + top)
+    acc = acc + cols.map(lambda c: c[..., degree]).with_f(coef_bits + top)
     (hx,) = trunc_many(party, [acc], f)
     return x - sx - hx
 
 
-def _weighted(x: RShare, inds: list[RShare], values: torch.Tensor, f: int) -> RShare:
-    """sum_k inds[k] * values[k] for public ring values (local)."""
-    acc = None
-    for ind, v in zip(inds, values, strict=True):
-        term = ind.mul_ring(int(v))
-        acc = term if acc is None else acc + term
-    assert acc is not None
-    return acc.with_f(f)
+def _stack(inds: list[RShare]) -> RShare:
+    """The indicators stacked on a new last dim (f=0)."""
+    return RShare(
+        torch.stack([i.a for i in inds], -1), torch.stack([i.b for i in inds], -1), inds[0].pid, 0
+    )
+
+
+def _weighted(stacked: RShare, values: torch.Tensor, f: int) -> RShare:
+    """sum_k stacked[..., k] * values[k] (one column per column of `values` if 2-D) for public
+    ring values, read with f fractional bits; local, exact mod 2^64 (int64 matmul wraps)."""
+    return RShare(stacked.a @ values, stacked.b @ values, stacked.pid, f)
+
+
+_TABLES: dict[tuple, tuple[Piecewise, torch.Tensor]] = {}
+
+
+def _table(h: Piecewise, kind: str, bits: int, cbs: tuple[int, ...], top: int) -> torch.Tensor:
+    """Public ring constants of `h`, encoded once per layout: "centre" (segment centres at
+    `bits`), or "coeffs" ([segments, degree + 1]: C_j at cbs[j - 1], then C_0 * 2^top at
+    `bits`)."""
+    key = (id(h), kind, bits, cbs, top)
+    got = _TABLES.get(key)
+    if got is not None and got[0] is h:
+        return got[1]
+    if kind == "centre":
+        table = encode(torch.tensor(h.centers), bits)
+    else:
+        coeffs = torch.as_tensor(h.coeffs, dtype=torch.float64)
+        cols = [encode(coeffs[:, j], cb) for j, cb in enumerate(cbs, start=1)]
+        cols.append(encode(coeffs[:, 0] * 2.0**top, bits))
+        table = torch.stack(cols, 1)
+    if len(_TABLES) > 64:
+        _TABLES.clear()
+    _TABLES[key] = (h, table)
+    return table
 
 
 def silu(party: Party, x: RShare) -> RShare:

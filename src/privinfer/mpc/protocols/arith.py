@@ -17,7 +17,7 @@ from collections.abc import Callable
 import torch
 
 from privinfer.mpc.protocols.trunc import trunc, trunc_mixed
-from privinfer.mpc.ring import encode, ring_matmul
+from privinfer.mpc.ring import encode, ring_matmul, ring_vecmat
 from privinfer.mpc.runtime import Party
 from privinfer.mpc.shares import RShare
 
@@ -33,6 +33,16 @@ def _cross_terms(
     """x_i y_i + x_i y_{i+1} + x_{i+1} y_i, with the component sum taken on the smaller operand
     (for a weight matrix y, (x_i + x_{i+1}) y_i + x_i y_{i+1} never adds the big halves)."""
     if x.a.numel() <= y.a.numel():
+        if (
+            local is ring_matmul
+            and x.a.dim() == 2
+            and x.a.shape[0] == 1
+            and y.a.dim() == 2
+            and y.a.is_contiguous()
+            and y.b.is_contiguous()
+        ):  # one row against a weight: two chained matrix-vector products, no extra sum
+            first = ring_vecmat((x.a + x.b)[0], y.a)
+            return ring_vecmat(x.a[0], y.b, first).unsqueeze(0)
         return local(x.a + x.b, y.a) + local(x.a, y.b)
     return local(x.a, y.a + y.b) + local(x.b, y.a)
 

@@ -12,6 +12,7 @@ masked halves (1 round): 8 bytes per bit from each party (was 16 from party 0).
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 from privinfer.mpc.runtime import N_PARTIES, Party
@@ -20,7 +21,13 @@ from privinfer.mpc.shares import BShare, RShare
 
 def and_many(party: Party, pairs: list[tuple[BShare, BShare]]) -> list[BShare]:
     """Bitwise AND of several pairs of boolean shares in one round."""
-    zs = [(x.a & y.a) ^ (x.a & y.b) ^ (x.b & y.a) for x, y in pairs]
+    # x_i y_i ^ x_i y_{i+1} ^ x_{i+1} y_i = x_i (y_i ^ y_{i+1}) ^ x_{i+1} y_i
+    if len(pairs) == 1:
+        x, y = pairs[0]
+        z = (x.a & (y.a ^ y.b)) ^ (x.b & y.a)
+        z = z ^ party.rand.zero_share_xor(z.shape)
+        return [BShare(z, party.send_prev_recv_next(z), party.pid)]
+    zs = [(x.a & (y.a ^ y.b)) ^ (x.b & y.a) for x, y in pairs]
     flat = torch.cat([z.reshape(-1) for z in zs])
     flat = flat ^ party.rand.zero_share_xor(flat.shape)
     got = party.send_prev_recv_next(flat)
@@ -29,8 +36,8 @@ def and_many(party: Party, pairs: list[tuple[BShare, BShare]]) -> list[BShare]:
         n = z.numel()
         out.append(
             BShare(
-                flat[start : start + n].reshape(z.shape),
-                got[start : start + n].reshape(z.shape),
+                flat[start : start + n].view(z.shape),
+                got[start : start + n].view(z.shape),
                 party.pid,
             )
         )
@@ -64,34 +71,67 @@ def _share_bits_from_party0(party: Party, word: torch.Tensor | None, shape: torc
     return BShare(torch.zeros(shape, dtype=torch.int64), c0, i)
 
 
+def _u64(t: torch.Tensor) -> np.ndarray:
+    """The words of an int64 tensor as a uint64 numpy view (no copy; logical shifts)."""
+    return t.numpy().view(np.uint64)
+
+
+def _t64(a: np.ndarray) -> torch.Tensor:
+    """uint64 words back to an int64 tensor (no copy)."""
+    return torch.from_numpy(np.ascontiguousarray(a).view(np.int64))
+
+
+def _and_round(
+    party: Party, xa: np.ndarray, xb: np.ndarray, ya: np.ndarray, yb: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """`and_many` for one pair of XOR shares held as uint64 arrays (same words, masks and message
+    as the torch version; numpy is several times cheaper per operation on the small arrays of a
+    decode step). Returns this party's two components of x & y."""
+    z = (xa & (ya ^ yb)) ^ (xb & ya)
+    n = z.size
+    mask = party.rand.next.draw_words(n) ^ party.rand.prev.draw_words(n)
+    z = z ^ mask.reshape(z.shape)
+    got = party.send_prev_recv_next(_t64(z))
+    return z, _u64(got)
+
+
 def a2b(party: Party, x: RShare) -> BShare:
-    """Boolean shares of the 64 bits of the ring value of `x` (8 rounds)."""
+    """Boolean shares of the 64 bits of the ring value of `x` (8 rounds).
+
+    The Kogge-Stone adder runs on uint64 numpy views of the words (bitwise operations and logical
+    shifts are the same bits as on int64 tensors); each prefix level is one round with the two
+    ANDs of a level stacked into one message."""
     i = party.pid
     shape = x.shape
     with party.op("a2b"):
         word = x.a + x.b if i == 0 else None
         a = _share_bits_from_party0(party, word, shape)
-        zero = torch.zeros(shape, dtype=torch.int64)
+        aa, ab = _u64(a.a), _u64(a.b)
+        zero = np.zeros(tuple(shape), dtype=np.uint64)
         if i == 0:
-            b = BShare(zero, zero.clone(), i)
+            ba, bb = zero, zero
         elif i == 1:
-            b = BShare(zero, x.b.clone(), i)  # component 2
+            ba, bb = zero, _u64(x.b)  # component 2
         else:
-            b = BShare(x.a.clone(), zero, i)  # component 2
-        p = a ^ b
-        (g,) = and_many(party, [(a, b)])
-        big_g, big_p = g, p
+            ba, bb = _u64(x.a), zero  # component 2
+        pa, pb = aa ^ ba, ab ^ bb
+        ga, gb = _and_round(party, aa, ab, ba, bb)
+        out_a, out_b = pa, pb  # p ^ (G << 1) at the end
         k = 1
         while k < 64:
-            if k < 32:
-                big_g_new, big_p = and_many(
-                    party, [(big_p, big_g.lshift(k)), (big_p, big_p.lshift(k))]
+            sk = np.uint64(k)
+            if k < 32:  # (P & (G << k), P & (P << k)) in one round
+                z, got = _and_round(
+                    party, pa, pb, np.stack((ga, pa)) << sk, np.stack((gb, pb)) << sk
                 )
+                ga, gb = ga ^ z[0], gb ^ got[0]  # generate and propagate-generate are disjoint
+                pa, pb = z[1], got[1]
             else:
-                (big_g_new,) = and_many(party, [(big_p, big_g.lshift(k))])
-            big_g = big_g ^ big_g_new  # generate and propagate-generate are disjoint
+                z, got = _and_round(party, pa, pb, ga << sk, gb << sk)
+                ga, gb = ga ^ z, gb ^ got
             k *= 2
-        return p ^ big_g.lshift(1)
+        one = np.uint64(1)
+        return BShare(_t64(out_a ^ (ga << one)), _t64(out_b ^ (gb << one)), i)
 
 
 def bits_to_arith(party: Party, bits: BShare, positions: list[int]) -> RShare:
@@ -104,7 +144,7 @@ def bits_to_arith(party: Party, bits: BShare, positions: list[int]) -> RShare:
     0's two keys; parties 1 and 2 swap u_1 - x_1 and u_2 - x_0, whose sum is x_2.
     """
     i = party.pid
-    pos = torch.tensor(positions, dtype=torch.int64)
+    pos = _positions(tuple(positions))
 
     def pick(t: torch.Tensor) -> torch.Tensor:
         return (t.unsqueeze(-1) >> pos) & 1
@@ -131,6 +171,19 @@ def bits_to_arith(party: Party, bits: BShare, positions: list[int]) -> RShare:
         part = 2 * r * c - r - x0  # u_2 - x_0
         got = party.exchange({1: part}, {1: shape})[1]
         return RShare(part + got, x0, i, 0)
+
+
+_POSITIONS: dict[tuple[int, ...], torch.Tensor] = {}
+
+
+def _positions(positions: tuple[int, ...]) -> torch.Tensor:
+    """Public bit positions as a tensor, built once per tuple."""
+    got = _POSITIONS.get(positions)
+    if got is None:
+        if len(_POSITIONS) > 256:
+            _POSITIONS.clear()
+        got = _POSITIONS[positions] = torch.tensor(positions, dtype=torch.int64)
+    return got
 
 
 def suffix_or(party: Party, bits: BShare) -> BShare:

@@ -132,10 +132,9 @@ def _tournament(party: Party, x: RShare, with_index: bool) -> tuple[RShare, RSha
 def _all_pairs(party: Party, x: RShare, idx: RShare | None) -> tuple[RShare, RShare | None]:
     """The exact max (and the index held in `idx`) of n <= 63 candidates from all pairs."""
     n = x.shape[-1]
-    ii, jj = torch.triu_indices(n, n, 1)
+    ii, jj, pos, fill = _pair_consts(n)
     sign = a2b(party, x.map(lambda t: t[..., ii] - t[..., jj])).rshift(63)  # [x_i < x_j], i < j
     beats = sign.xor_public(1)  # i beats a later j when x_i >= x_j; a later j beats i if x_j > x_i
-    pos = torch.arange(n, dtype=torch.int64)
 
     def words(s_t: torch.Tensor, b_t: torch.Tensor) -> torch.Tensor:
         grid = torch.zeros((*s_t.shape[:-1], n, n), dtype=torch.int64)
@@ -144,7 +143,7 @@ def _all_pairs(party: Party, x: RShare, idx: RShare | None) -> tuple[RShare, RSh
         return (grid << pos).sum(-1)
 
     word = BShare(words(sign.a, beats.a), words(sign.b, beats.b), party.pid)
-    word = word.xor_public((1 << pos) | ~((1 << n) - 1))  # self and unused bits are 1
+    word = word.xor_public(fill)  # self and unused bits are 1
     k = 1
     while k < n:  # AND of every bit down to bit 0
         (word,) = and_many(party, [(word, word.rshift(k))])
@@ -154,6 +153,20 @@ def _all_pairs(party: Party, x: RShare, idx: RShare | None) -> tuple[RShare, RSh
     prods = mul_bits(party, win, vals)
     sums = [p.map(lambda t: t.sum(-1)) for p in prods]
     return sums[0], None if idx is None else sums[1]
+
+
+_PAIR_CACHE: dict[int, tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]] = {}
+
+
+def _pair_consts(n: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Public constants of `_all_pairs` for n candidates (built once per n): the pair indices
+    i < j, the bit positions and the word with the self and unused bits set."""
+    got = _PAIR_CACHE.get(n)
+    if got is None:
+        ii, jj = torch.triu_indices(n, n, 1)
+        pos = torch.arange(n, dtype=torch.int64)
+        got = _PAIR_CACHE[n] = (ii, jj, pos, (1 << pos) | ~((1 << n) - 1))
+    return got
 
 
 def max_lastdim(party: Party, x: RShare) -> RShare:

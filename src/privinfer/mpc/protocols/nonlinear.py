@@ -34,6 +34,7 @@ rounds (were 37 and 40 with a degree-3 start and a Newton step); softmax's in-ra
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -154,8 +155,9 @@ def _leading_bit(
     pair = None  # X & (X << 1): bit i = X_i X_(i-1)
     k = 1
     while k < (hi - lo if in_range else 64):  # s_j = OR of bits j .. (window top or 63)
-        prods = and_many(party, [(s, s.rshift(k))] + ([(bits, bits.lshift(1))] if k == 1 else []))
-        s = s ^ s.rshift(k) ^ prods[0]
+        sr = s.rshift(k)
+        prods = and_many(party, [(s, sr)] + ([(bits, bits.lshift(1))] if k == 1 else []))
+        s = s ^ sr ^ prods[0]
         pair = prods[1] if k == 1 else pair
         k *= 2
     assert pair is not None
@@ -163,7 +165,8 @@ def _leading_bit(
     word = onehot
     if not in_range:  # flags: s_hi (X >= 2^hi, or negative) to bit hi, s_lo (X >= 2^lo) to 63
         word = onehot ^ s.and_public(1 << hi) ^ s.and_public(1 << lo).lshift(63 - lo)
-    ks = torch.arange(1, w + 1)  # onehot & (X << k) for k = 1..w, and onehot & (pair << 1)
+    c = _lead_consts(lo, hi, w)
+    ks = c.ks  # onehot & (X << k) for k = 1..w, and onehot & (pair << 1)
     rhs = BShare(
         torch.cat([bits.a.unsqueeze(-1) << ks, (pair.a << 1).unsqueeze(-1)], -1),
         torch.cat([bits.b.unsqueeze(-1) << ks, (pair.b << 1).unsqueeze(-1)], -1),
@@ -173,26 +176,21 @@ def _leading_bit(
         onehot.a.unsqueeze(-1).expand_as(rhs.a), onehot.b.unsqueeze(-1).expand_as(rhs.b), party.pid
     )
     (prod,) = and_many(party, [(lhs, rhs)])
-    slots = torch.arange(w + 1)  # bit k - 1: mantissa bit k; bit w: m_1 m_2
+    slots = c.slots  # bit k - 1: mantissa bit k; bit w: m_1 m_2
     mant = BShare((_parity(prod.a) << slots).sum(-1), (_parity(prod.b) << slots).sum(-1), party.pid)
-    positions = sorted(set(range(lo, hi)) | {hi, 63} | set(range(w + 1)))
+    positions, col = c.positions, c.col
     both = BShare(torch.stack([word.a, mant.a], -1), torch.stack([word.b, mant.b], -1), party.pid)
     inj = bits_to_arith(party, both, positions)
-    col = {p: i for i, p in enumerate(positions)}
-    h = inj.map(lambda t: t[..., 0, [col[j] for j in range(lo, hi)]])
-    m = inj.map(lambda t: t[..., 1, [col[k] for k in range(w)]])
-    # U = 1/2 + sum_k m_k 2^-(k+1), with the last bit rounding half up
-    u = m.mul_ring(torch.tensor([1 << (w - 2 - k) for k in range(w - 1)] + [1]))
-    u = u.map(lambda t: t.sum(-1)).add_ring(1 << (w - 1)).with_f(w)
+    h = inj.map(lambda t: t[..., 0, c.h_idx])
+    m = inj.map(lambda t: t[..., 1, c.m_idx])
+    # U = 1/2 + sum_k m_k 2^-(k+1), with the last bit rounding half up (a sum of int64
+    # products: the matrix-vector form wraps exactly like the elementwise one)
+    u = m.map(lambda t: t @ c.u_weights).add_ring(1 << (w - 1)).with_f(w)
     m1, m2, m12 = (inj.map(lambda t, c=col[c]: t[..., 1, c]) for c in (0, 1, w))
     if not in_range:
         over = inj.map(lambda t: t[..., 0, col[hi]])
         under = (-inj.map(lambda t: t[..., 0, col[63]])).add_ring(1)
-        n = hi - lo
-        e_top = torch.zeros(n, dtype=torch.int64)
-        e_top[-1] = 1
-        e_lo = torch.zeros(n, dtype=torch.int64)
-        e_lo[0] = 1
+        e_top, e_lo = c.e_top, c.e_lo
         h = (
             h
             + over.map(lambda t: t.unsqueeze(-1)).mul_ring(e_top)
@@ -205,15 +203,78 @@ def _leading_bit(
     return h, u, seg
 
 
+@dataclass(frozen=True)
+class _LeadConsts:
+    """Public constants of `_leading_bit` for one (lo, hi, w)."""
+
+    ks: torch.Tensor
+    slots: torch.Tensor
+    positions: list[int]
+    col: dict[int, int]
+    h_idx: torch.Tensor
+    m_idx: torch.Tensor
+    u_weights: torch.Tensor
+    e_top: torch.Tensor
+    e_lo: torch.Tensor
+
+
+_LEAD_CACHE: dict[tuple[int, int, int], _LeadConsts] = {}
+
+
+def _lead_consts(lo: int, hi: int, w: int) -> _LeadConsts:
+    got = _LEAD_CACHE.get((lo, hi, w))
+    if got is None:
+        positions = sorted(set(range(lo, hi)) | {hi, 63} | set(range(w + 1)))
+        col = {p: i for i, p in enumerate(positions)}
+        n = hi - lo
+        e_top = torch.zeros(n, dtype=torch.int64)
+        e_top[-1] = 1
+        e_lo = torch.zeros(n, dtype=torch.int64)
+        e_lo[0] = 1
+        got = _LeadConsts(
+            ks=torch.arange(1, w + 1),
+            slots=torch.arange(w + 1),
+            positions=positions,
+            col=col,
+            h_idx=torch.tensor([col[j] for j in range(lo, hi)]),
+            m_idx=torch.tensor([col[k] for k in range(w)]),
+            u_weights=torch.tensor([1 << (w - 2 - k) for k in range(w - 1)] + [1]),
+            e_top=e_top,
+            e_lo=e_lo,
+        )
+        if len(_LEAD_CACHE) > 64:
+            _LEAD_CACHE.clear()
+        _LEAD_CACHE[(lo, hi, w)] = got
+    return got
+
+
 Step = tuple[str, "RShare | torch.Tensor"]  # ("mul" | "matmul", shared) or ("public", real)
 
 
-def _segment_consts(seg: list[RShare], values: list[int], f: int) -> RShare:
-    """sum_s seg[s] * values[s] (public ring integers), read with f fractional bits; local."""
-    acc = seg[0].mul_ring(values[0])
-    for o, v in zip(seg[1:], values[1:], strict=True):
-        acc = acc + o.mul_ring(v)
-    return acc.with_f(f)
+def _segment_consts(seg: RShare, values: torch.Tensor, f: int) -> RShare:
+    """sum_s seg[..., s] * values[s] (public ring integers; a column per column of a 2-D
+    `values`), read with f fractional bits; local, exact mod 2^64 (int64 matmul wraps)."""
+    return RShare(seg.a @ values, seg.b @ values, seg.pid, f)
+
+
+_G_TABLES: dict[tuple[float, int, tuple[int, ...], int], torch.Tensor] = {}
+
+
+def _g_table(power: float, w: int, cbs: tuple[int, ...], total: int) -> torch.Tensor:
+    """[4, 6] public ring constants per quarter: the centre at w bits, C_1..C_4 at cbs, C_0 at
+    `total` bits (cached per layout)."""
+    key = (power, w, cbs, total)
+    got = _G_TABLES.get(key)
+    if got is None:
+        fits = INV_FITS[power]
+        cols = [[round((0.5 + (2 * s + 1) / 16) * 2.0**w) for s in range(4)]]
+        cols += [[round(c * 2.0**cb) for c in fits[:, k]] for k, cb in enumerate(cbs, start=1)]
+        cols.append([round(c * 2.0**total) for c in fits[:, 0]])
+        got = torch.tensor(cols, dtype=torch.int64).T.contiguous()
+        if len(_G_TABLES) > 64:
+            _G_TABLES.clear()
+        _G_TABLES[key] = got
+    return got
 
 
 def _g_and_operand(
@@ -236,8 +297,14 @@ def _g_and_operand(
     if len(steps) > 2:
         raise ValueError("at most two operand steps")
     w, total = u.f, 60
-    fits = INV_FITS[power]
-    centre = _segment_consts(seg, [round((0.5 + (2 * s + 1) / 16) * 2.0**w) for s in range(4)], w)
+    # t^k has f = w (k = 1, 2: truncated) or 2w (k = 3, 4: raw); C_k at total - f bits
+    cbs = (total - w, total - w, total - 2 * w, total - 2 * w)
+    table = _g_table(power, w, cbs, total)
+    segs = RShare(
+        torch.stack([s.a for s in seg], -1), torch.stack([s.b for s in seg], -1), u.pid, 0
+    )
+    consts = _segment_consts(segs, table, 0)  # [..., 6]: centre, C_1 .. C_4, C_0
+    centre = consts.map(lambda c: c[..., 0]).with_f(w)
     t = (u - centre).mul_ring(16)
     op = operand
 
@@ -264,10 +331,11 @@ def _g_and_operand(
     (t3, t4), op_raw = run(1, [(t2, t, "mul"), (t2, t2, "mul")])
     pairs = []
     for k, p in ((1, t), (2, t2), (3, t3), (4, t4)):
-        cb = total - p.f
-        pairs.append((_segment_consts(seg, [round(c * 2.0**cb) for c in fits[:, k]], cb), p))
+        if total - p.f != cbs[k - 1]:
+            raise AssertionError("unexpected power precision")
+        pairs.append((consts.map(lambda c, k=k: c[..., k]).with_f(cbs[k - 1]), p))
     (acc,) = raw_dot_many(party, [pairs])
-    acc = acc + _segment_consts(seg, [round(c * 2.0**total) for c in fits[:, 0]], total)
+    acc = acc + consts.map(lambda c: c[..., 5]).with_f(total)
     if len(steps) == 2:
         g, op = trunc_mixed(party, [acc, op_raw], [total - w, op_raw.f - steps[1][1]])
     else:

@@ -23,10 +23,11 @@ truncates several tensors by different public shifts in the same 2 rounds (per-e
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
+import numpy as np
 import torch
 
-from privinfer.mpc.ring import logical_rshift, msb
 from privinfer.mpc.runtime import Party
 from privinfer.mpc.shares import RShare
 
@@ -67,19 +68,22 @@ def trunc_mixed(party: Party, xs: list[RShare], shifts: list[int]) -> list[RShar
     2-round call: the shift is a public per-element tensor."""
     if any(not 0 < s < 62 for s in shifts):
         raise ValueError("truncation shift must lie in (0, 62)")
-    flat = RShare.cat([x.map(lambda t: t.reshape(-1)) for x in xs])
-    per = torch.cat(
-        [torch.full((x.a.numel(),), s, dtype=torch.int64) for x, s in zip(xs, shifts, strict=True)]
+    sizes = [x.a.numel() for x in xs]
+    flat = RShare(
+        torch.cat([x.a.reshape(-1) for x in xs]),
+        torch.cat([x.b.reshape(-1) for x in xs]),
+        party.pid,
+        xs[0].f,
     )
+    consts = _mixed_consts(tuple(zip(sizes, shifts, strict=True)))
     with party.op("trunc"):
-        out = _trunc(party, flat, per)
+        out = _trunc(party, flat, consts)
     res, off = [], 0
-    for x, s in zip(xs, shifts, strict=True):
-        n = x.a.numel()
+    for x, s, n in zip(xs, shifts, sizes, strict=True):
         res.append(
             RShare(
-                out.a[off : off + n].reshape(x.shape),
-                out.b[off : off + n].reshape(x.shape),
+                out.a[off : off + n].view(x.shape),
+                out.b[off : off + n].view(x.shape),
                 party.pid,
                 x.f - s,
             )
@@ -88,42 +92,97 @@ def trunc_mixed(party: Party, xs: list[RShare], shifts: list[int]) -> list[RShar
     return res
 
 
-def _rshift(a: torch.Tensor, s: int | torch.Tensor) -> torch.Tensor:
-    """Logical right shift by an int or a per-element tensor of shifts in (0, 64)."""
-    if isinstance(s, int):
-        return logical_rshift(a, s)
-    return (a >> s) & ((torch.ones_like(s) << (64 - s)) - 1)
+@dataclass(frozen=True)
+class _Consts:
+    """Public constants of one truncation layout, as uint64 (a scalar, or one per element of a
+    mixed layout): the shift s, the offset 2^62 + 2^s added before shifting, the wrap weight
+    2^(64-s) and the offset's image 2^(62-s) removed after."""
+
+    s: np.uint64 | np.ndarray
+    offset: np.uint64 | np.ndarray
+    hi: np.uint64 | np.ndarray
+    low: np.uint64 | np.ndarray
 
 
-def _trunc(party: Party, x: RShare, s: int | torch.Tensor) -> RShare:
+_CACHE_MAX = 128
+_CACHE_MAX_ELEMENTS = 1 << 14
+_mixed_cache: dict[tuple[tuple[int, int], ...], _Consts] = {}
+_ONE = np.uint64(1)
+
+
+def _consts(s: np.uint64 | np.ndarray) -> _Consts:
+    return _Consts(
+        s,
+        (_ONE << np.uint64(HEADROOM_BITS)) + (_ONE << s),
+        _ONE << (np.uint64(64) - s),
+        _ONE << (np.uint64(HEADROOM_BITS) - s),
+    )
+
+
+def _mixed_consts(layout: tuple[tuple[int, int], ...]) -> _Consts:
+    """The per-element constants for (size, shift) blocks; public, cached per layout while
+    small (decode-sized: a big layout's constants cost little next to its truncation, and
+    caching them would hold memory)."""
+    got = _mixed_cache.get(layout)
+    if got is None:
+        got = _consts(np.concatenate([np.full(n, k, dtype=np.uint64) for n, k in layout]))
+        if sum(n for n, _ in layout) <= _CACHE_MAX_ELEMENTS:
+            if len(_mixed_cache) >= _CACHE_MAX:
+                _mixed_cache.clear()
+            _mixed_cache[layout] = got
+    return got
+
+
+def _int_consts(s: int) -> _Consts:
+    return _consts(np.uint64(s))
+
+
+def _u64(t: torch.Tensor) -> np.ndarray:
+    """The words of a flat int64 tensor as a uint64 numpy view: + - * wrap mod 2^64 exactly as
+    int64 does (same bits), and >> is the logical shift."""
+    return t.numpy().view(np.uint64)
+
+
+def _t64(a: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(a.view(np.int64))
+
+
+def _trunc(party: Party, x: RShare, c: int | _Consts) -> RShare:
+    """The protocol on flat uint64 numpy views (numpy is several times cheaper per operation than
+    torch on the small tensors of a decode step; the values are the same ring elements)."""
     i = party.pid
     shape = x.shape
-    one = 1 if isinstance(s, int) else torch.ones_like(s)
-    offset = (one << HEADROOM_BITS) + (one << s)
-    hi = one << (64 - s)
+    n = x.a.numel()
+    flat = (n,)
+    k = c if isinstance(c, _Consts) else _int_consts(c)
+    s, hi, sixty_three = k.s, k.hi, np.uint64(63)
     # Beaver round: party 2 deals a triple for msb(a) * msb(b) between parties 0 and 1.
     if i == 0:
-        a = x.a + x.b + offset
-        u = msb(a)
-        a0, c0 = party.rand.prev.draw((2, *shape))  # key shared with party 2
+        a = _u64(x.a.reshape(-1)) + _u64(x.b.reshape(-1)) + k.offset
+        u = a >> sixty_three
+        ac = party.rand.prev.draw_words(2 * n)  # key shared with party 2
+        a0, c0 = ac[:n], ac[n:]
         e = u - a0
-        fv = party.exchange({1: e}, {1: shape})[1]
-        w0 = e * fv + a0 * fv + c0
-        y = _rshift(a, s) - (u - w0) * hi - (one << (HEADROOM_BITS - s))
+        fv = _u64(party.exchange({1: _t64(e)}, {1: flat})[1])
+        w0 = u * fv + c0  # e fv + a0 fv + c0, with e + a0 = u
+        y = (a >> s) - (u - w0) * hi - k.low
     elif i == 1:
-        b = x.b
-        v = msb(b)
-        b1 = party.rand.next.draw(shape)  # key shared with party 2
+        b = _u64(x.b.reshape(-1))
+        v = b >> sixty_three
+        b1 = party.rand.next.draw_words(n)  # key shared with party 2
         fv = v - b1
-        got = party.exchange({0: fv}, {0: shape, 2: shape})
-        w1 = got[0] * b1 + got[2]
-        y = _rshift(b, s) - (v - w1) * hi
+        got = party.exchange({0: _t64(fv)}, {0: flat, 2: flat})
+        w1 = _u64(got[0]) * b1 + _u64(got[2])
+        y = (b >> s) - (v - w1) * hi
     else:
-        b1 = party.rand.prev.draw(shape)  # key shared with party 1
-        a0, c0 = party.rand.next.draw((2, *shape))  # key shared with party 0
-        party.exchange({1: a0 * b1 - c0}, {})
-        y = torch.zeros(shape, dtype=torch.int64)
-    # Reshare the 2-out-of-2 result into replicated form.
-    t = y + party.rand.zero_share(shape)
+        b1 = party.rand.prev.draw_words(n)  # key shared with party 1
+        ac = party.rand.next.draw_words(2 * n)  # key shared with party 0
+        party.exchange({1: _t64(ac[:n] * b1 - ac[n:])}, {})
+        y = None
+    # Reshare the 2-out-of-2 result into replicated form (zero share: next draw - prev draw).
+    zn = party.rand.next.draw_words(n)
+    zero = zn - party.rand.prev.draw_words(n)
+    t = _t64(zero if y is None else y + zero)
     t_next = party.send_prev_recv_next(t)
-    return RShare(t, t_next, i, x.f - s if isinstance(s, int) else x.f)
+    f = x.f - int(s) if isinstance(c, int) else x.f
+    return RShare(t.view(shape), t_next.view(shape), i, f)
