@@ -183,8 +183,9 @@ def run_he(
     r = bench_minilm(tokens=16, two_process=True)
     m = plain["minilm"]
     how = (
-        f"N=16384, {r['rounds']} refresh rounds, {_mb(r['bytes_to_server'])} to server "
-        f"(keys {_mb(r.get('galois_key_bytes', 0))}), {_mb(r['bytes_to_client'])} back, "
+        f"N=16384, {r['rounds']} refresh rounds, {_mb(r['bytes_to_server'])} to server"
+        + (f" (keys {_mb(r['galois_key_bytes'])})" if r.get("galois_key_bytes") else "")
+        + f", {_mb(r['bytes_to_client'])} back, "
         f"cosine to plain {r['cosine_to_plain']:.6f}"
     )
     return {
