@@ -16,7 +16,6 @@ peer; a dead peer (EOF/reset) is reported at once.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import hmac
 import logging
@@ -31,12 +30,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from privinfer.net.cluster import (
-    ClusterConfig,
-    ClusterConfigError,
-    party_id_from_name,
-    party_name,
-)
+from privinfer.net.cluster import ClusterConfig, ClusterConfigError, party_name
 from privinfer.net.framing import (
     DEFAULT_MAX_CONTROL,
     DEFAULT_MAX_FRAME,
@@ -46,98 +40,13 @@ from privinfer.net.framing import (
 from privinfer.net.peer import LinkStats, PeerError
 from privinfer.net.tlschannel import TlsChannel as _Channel
 from privinfer.net.tlschannel import tls_reason as _tls_reason
+from privinfer.net.tlscontext import bio_handshake, cert_party_id, client_context, server_context
 
 __all__ = ["TlsPeerLink", "connect_parties", "server_context", "client_context"]
 
 log = logging.getLogger(__name__)
 
 _HELLO = struct.Struct("!HH16s32s32s")  # party id, n parties, cluster id, nonce, X25519 public
-
-
-# --------------------------------------------------------------------------- TLS contexts
-
-
-def _base_context(cluster: ClusterConfig, party_id: int, server: bool) -> ssl.SSLContext:
-    me = cluster.party(party_id)
-    for f, what in ((me.cert, "certificate"), (me.key, "key")):
-        if not f.is_file():
-            raise ClusterConfigError(f"party {party_id} {what} file {f} does not exist.")
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER if server else ssl.PROTOCOL_TLS_CLIENT)
-    ctx.minimum_version = ssl.TLSVersion.TLSv1_3
-    ctx.maximum_version = ssl.TLSVersion.TLSv1_3
-    try:
-        ctx.load_cert_chain(me.cert, me.key)
-        ctx.load_verify_locations(cafile=str(cluster.ca_cert))
-    except (ssl.SSLError, OSError) as exc:
-        raise ClusterConfigError(
-            f"party {party_id} TLS identity or CA could not be loaded ({type(exc).__name__})."
-        ) from None
-    ctx.verify_mode = ssl.CERT_REQUIRED
-    return ctx
-
-
-def server_context(cluster: ClusterConfig, party_id: int) -> ssl.SSLContext:
-    """TLS 1.3 server context for `party_id`: requires a client certificate from the cluster CA."""
-    ctx = _base_context(cluster, party_id, server=True)
-    ctx.num_tickets = 0
-    return ctx
-
-
-def client_context(cluster: ClusterConfig, party_id: int) -> ssl.SSLContext:
-    """TLS 1.3 client context for `party_id`: verifies the server's name against the expected party."""
-    ctx = _base_context(cluster, party_id, server=False)
-    ctx.check_hostname = True
-    return ctx
-
-
-def _cert_party_id(sslobj: ssl.SSLObject) -> int | None:
-    """The single party id a verified peer certificate names (SAN DNS and CN agree), else None."""
-    cert = sslobj.getpeercert()
-    if not cert:
-        return None
-    sans = {v for k, v in cert.get("subjectAltName", ()) if k == "DNS"}
-    cns = {v for rdn in cert.get("subject", ()) for k, v in rdn if k == "commonName"}
-    ids = {party_id_from_name(n) for n in sans}
-    if len(ids) != 1 or None in ids:
-        return None
-    (pid,) = ids
-    if cns and cns != {party_name(pid)}:  # type: ignore[arg-type]
-        return None
-    return pid
-
-
-def _flush_bio(sock: socket.socket, out: ssl.MemoryBIO) -> None:
-    data = out.read()
-    if data:
-        sock.sendall(data)
-
-
-def _bio_handshake(
-    sock: socket.socket,
-    sslobj: ssl.SSLObject,
-    inc: ssl.MemoryBIO,
-    out: ssl.MemoryBIO,
-    deadline: float,
-) -> None:
-    while True:
-        try:
-            sslobj.do_handshake()
-            _flush_bio(sock, out)
-            return
-        except ssl.SSLWantReadError:
-            _flush_bio(sock, out)
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise TimeoutError("TLS handshake timed out") from None
-            sock.settimeout(remaining)
-            data = sock.recv(65536)
-            if not data:
-                raise ConnectionError("connection closed during the TLS handshake") from None
-            inc.write(data)
-        except ssl.SSLError:
-            with contextlib.suppress(OSError):
-                _flush_bio(sock, out)  # deliver our alert so the peer learns why
-            raise
 
 
 # --------------------------------------------------------------------------- the link
@@ -297,8 +206,8 @@ def _dial(
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             inc, out = ssl.MemoryBIO(), ssl.MemoryBIO()
             sslobj = ctx.wrap_bio(inc, out, server_side=False, server_hostname=party_name(peer))
-            _bio_handshake(sock, sslobj, inc, out, deadline)
-            if _cert_party_id(sslobj) != peer:
+            bio_handshake(sock, sslobj, inc, out, deadline)
+            if cert_party_id(sslobj) != peer:
                 raise PeerError(peer, "certificate does not name the expected party")
             return sock, sslobj, inc, out
         except (PeerError, ssl.SSLError) as exc:
@@ -340,15 +249,13 @@ def _accept(
             inc, out = ssl.MemoryBIO(), ssl.MemoryBIO()
             sslobj = ctx.wrap_bio(inc, out, server_side=True)
             try:
-                _bio_handshake(
-                    sock, sslobj, inc, out, min(deadline, time.monotonic() + handshake_s)
-                )
+                bio_handshake(sock, sslobj, inc, out, min(deadline, time.monotonic() + handshake_s))
             except (OSError, ssl.SSLError) as exc:
                 refused.append(_tls_reason(exc))
                 log.warning("refused a connection: %s", refused[-1])
                 sock.close()
                 continue
-            pid = _cert_party_id(sslobj)
+            pid = cert_party_id(sslobj)
             if pid is None or pid not in expected or pid in got:
                 refused.append(
                     "certificate names no party"
