@@ -56,3 +56,14 @@ def test_out_of_range_inputs_are_detected(ops):
     ops.embed(ops.prepare("t", torch.zeros(4, 8), kind="embedding"), [0])
     with pytest.raises(SecurityError, match="calibrated range"):
         _run(ops, vals)
+
+
+def test_unplannable_norm_range_fails_when_the_session_starts():
+    """SmolLM2's calibrated RMSNorm range at layer 13 spans [10, 2.1e6]: no start polynomial
+    converges there, and the error must come before any ciphertext work, not 12 layers in."""
+    from privinfer.errors import InputError
+    from privinfer.he.ops import HeOps
+    from privinfer.he.ranges import HeRanges
+
+    with pytest.raises(InputError, match="No 1/x or 1/sqrt plan"):
+        HeOps(ranges=HeRanges(norm_var=((1.0, 16.0), (10.1253, 2.11302e6))))

@@ -70,7 +70,10 @@ def _plan(lo, hi, fn, newton, step_levels, target=REL_TARGET):
                     best = (levels, start, steps, err)
                 break
     if best is None:
-        raise InputError(f"No 1/x or 1/sqrt plan reaches 1e-5 on [{lo:g}, {hi:g}]; narrow it.")
+        raise InputError(
+            f"No 1/x or 1/sqrt plan reaches 1e-5 on [{lo:g}, {hi:g}]: the model's calibrated "
+            "normalisation range is too wide for HE mode in this version."
+        )
     return best[1], best[2], best[3]
 
 

@@ -25,7 +25,7 @@ from privinfer.errors import InputError
 from privinfer.he import linear, packing, wire
 from privinfer.he.ckks import PARAMS_16384, Ciphertext, CkksContext, CkksParams
 from privinfer.he.decoder import DecoderMixin
-from privinfer.he.nonlinear import CheckAccumulator
+from privinfer.he.nonlinear import CheckAccumulator, plan_rsqrt
 from privinfer.he.norms import NonlinearMixin
 from privinfer.he.ranges import HeRanges
 from privinfer.he.refresh import Refresher
@@ -116,6 +116,8 @@ class HeOps(DecoderMixin, NonlinearMixin):
         self.ctx.pin_scale = True
         self.refresher = Refresher(self.ctx, self.keyholder, value_bound=value_bound)
         self.ranges = ranges or HeRanges()
+        for lo, hi in self.ranges.norm_var:  # fail at session start, not layers into the pass
+            plan_rsqrt(lo, hi)
         self.context_tokens = context_tokens
         self.progress = progress
         self.checks = CheckAccumulator(self.ctx)
