@@ -233,20 +233,18 @@ def _ranking(he_m: torch.Tensor, pl_m: torch.Tensor) -> dict:
     Kendall's tau, the discordant comparisons and the largest plaintext gap among them (how
     close to a tie a swapped comparison was), and nearest-neighbour agreement per sentence."""
     n = he_m.shape[0]
+    sim_he, sim_pl = ((m @ m.T).double() for m in (he_m, pl_m))
     iu = torch.triu_indices(n, n, 1)
-    s_he = (he_m @ he_m.T)[iu[0], iu[1]].double()
-    s_pl = (pl_m @ pl_m.T)[iu[0], iu[1]].double()
+    s_he, s_pl = sim_he[iu[0], iu[1]], sim_pl[iu[0], iu[1]]
     d_he = torch.sign(s_he[:, None] - s_he[None, :])
     d_pl = s_pl[:, None] - s_pl[None, :]
     upper = torch.triu(torch.ones_like(d_pl, dtype=torch.bool), 1)
     disc = (d_he != torch.sign(d_pl)) & upper
     m = int(upper.sum())
-    sim_he = (he_m @ he_m.T).fill_diagonal_(-2)
-    sim_pl = (pl_m @ pl_m.T).fill_diagonal_(-2)
+    sim_he.fill_diagonal_(-2)  # a sentence is not its own neighbour
+    sim_pl.fill_diagonal_(-2)
     nn_he, nn_pl = sim_he.argmax(1), sim_pl.argmax(1)
-    rows_equal = sum(
-        torch.equal(torch.argsort(sim_he[i]), torch.argsort(sim_pl[i])) for i in range(n)
-    )
+    rows_equal = (torch.argsort(sim_he, dim=1) == torch.argsort(sim_pl, dim=1)).all(1).sum()
     return {
         "pairs": int(s_pl.numel()),
         "pair_ranking_equal": bool(torch.equal(torch.argsort(s_he), torch.argsort(s_pl))),
