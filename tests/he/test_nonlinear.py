@@ -67,3 +67,42 @@ def test_unplannable_norm_range_fails_when_the_session_starts():
 
     with pytest.raises(InputError, match="No 1/x or 1/sqrt plan"):
         HeOps(ranges=HeRanges(norm_var=((1.0, 16.0), (10.1253, 2.11302e6))))
+
+
+def test_norm_plan_maps_position_zero_onto_the_other_rows_range():
+    r = HeRanges(norm_var=((8.0, 190.0),), norm_first=((3.2e5, 2.6e6),))
+    lo, hi, s = r.norm_plan(0)
+    assert (lo, hi) == (8.0, 190.0)  # the mapped row-0 range [14, 110] sits inside
+    assert 3.2e5 * s >= lo and 2.6e6 * s <= hi
+    assert HeRanges(norm_var=((8.0, 190.0),)).norm_plan(3) == (8.0, 190.0, 1.0)
+
+
+def test_calibration_records_position_zero_apart():
+    from privinfer.he.calibrate import RecordingOps
+
+    rec = RecordingOps()
+    x = torch.ones(3, 4)
+    x[0, 1] = 1000.0
+    w = torch.ones(4)
+    rec.reset_pass(first_row=True)
+    rec.rms_norm(x, w, 0.0)
+    rec.reset_pass(first_row=False)  # a decode step: its row is not position 0
+    rec.rms_norm(x[1:2] * 2, w, 0.0)
+    assert rec.norm_first.pairs() == [(250000.75, 250000.75)]
+    assert rec.norm_var.pairs() == [(1.0, 4.0)]
+
+
+def test_massive_activation_at_position_zero_normalises_under_he():
+    """SmolLM2 keeps |x| ~ 2.4e4 in a few channels of position 0 (mean square ~1e6) while
+    other rows stay near 10..1e3: with the position-0 range apart, RMSNorm matches plaintext."""
+    ops = HeOps(ranges=HeRanges(norm_var=((8.0, 190.0),), norm_first=((3.2e5, 2.6e6),)))
+    rng = np.random.default_rng(0)
+    vals = rng.normal(0, 4.0, (3, 64))
+    vals[0, 3] = 11000.0  # mean square 1.9e6
+    vals[2, 5] = 40.0
+    ops.embed(ops.prepare("t", torch.zeros(4, 64), kind="embedding"), [0])
+    x = ClientRows(3, 0, torch.as_tensor(vals))
+    w = ops.prepare("w", torch.ones(64), kind="norm")
+    got = ops.reveal(ops.rms_norm(ops._enc(x), w, 1e-5)).double()
+    want = torch.as_tensor(vals) / torch.sqrt(torch.as_tensor((vals**2).mean(1, keepdims=True)))
+    assert float((got - want).abs().max()) < 3e-3

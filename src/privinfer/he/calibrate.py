@@ -62,20 +62,33 @@ class CallRanges:
 class RecordingOps(PlainOps):
     """PlainOps that records, per call index, the inputs every HE approximation depends on:
     norm variances (mean square for RMSNorm), |attention score| maxima, GELU/SiLU inputs and
-    the pooled squared norm. `reset_pass()` starts a new forward pass (call indices restart)."""
+    the pooled squared norm. `reset_pass(first_row)` starts a new forward pass (call indices
+    restart); with first_row=True the pass's row 0 is position 0, whose norm variance is
+    recorded apart (`norm_first`, see `HeRanges`)."""
 
     name = "plain-recording"
 
     def __init__(self) -> None:
         super().__init__()
         self.norm_var = CallRanges()
+        self.norm_first = CallRanges()
+        self.first_row = False
         self.score_abs = CallRanges()
         self.act_in = CallRanges()
         self.pooled_norm_sq = CallRanges()
         self._idx: dict[str, int] = {}
 
-    def reset_pass(self) -> None:
+    def reset_pass(self, first_row: bool = False) -> None:
         self._idx = {}
+        self.first_row = first_row
+
+    def _record_norm(self, var: torch.Tensor) -> None:
+        i = self._next("norm")
+        if self.first_row:
+            self.norm_first.record(i, float(var[0]), float(var[0]))
+            var = var[1:]
+        if len(var):
+            self.norm_var.record(i, float(var.min()), float(var.max()))
 
     def _next(self, what: str) -> int:
         i = self._idx.get(what, 0)
@@ -83,13 +96,11 @@ class RecordingOps(PlainOps):
         return i
 
     def layer_norm(self, x, w, b, eps):
-        var = x.double().var(dim=-1, unbiased=False) + eps
-        self.norm_var.record(self._next("norm"), float(var.min()), float(var.max()))
+        self._record_norm(x.double().var(dim=-1, unbiased=False) + eps)
         return super().layer_norm(x, w, b, eps)
 
     def rms_norm(self, x, w, eps):
-        ms = x.double().pow(2).mean(dim=-1) + eps
-        self.norm_var.record(self._next("norm"), float(ms.min()), float(ms.max()))
+        self._record_norm(x.double().pow(2).mean(dim=-1) + eps)
         return super().rms_norm(x, w, eps)
 
     def gelu(self, x):
@@ -134,7 +145,7 @@ def calibrate_encoder(model, id_lists: Iterable[Sequence[int]]) -> RecordingOps:
     bert = model.build(ops)
     with torch.inference_mode():
         for ids in id_lists:
-            ops.reset_pass()
+            ops.reset_pass(first_row=True)
             bert.encode(list(ids))
     return ops
 
@@ -148,7 +159,7 @@ def calibrate_decoder(
     with torch.inference_mode():
         for ids in id_lists:
             cache = llama.new_cache()
-            ops.reset_pass()
+            ops.reset_pass(first_row=True)
             logits = llama.forward(list(ids), cache, 0)
             pos = len(ids)
             for _ in range(new_tokens):

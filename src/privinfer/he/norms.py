@@ -64,12 +64,19 @@ class NonlinearMixin:
         index = self._call_index("norm")
         x = self._enc(x)
         ctx, t = self.ctx, x.tokens
-        lo, hi = self.ranges.at(self.ranges.norm_var, index)
-        cts = self._ready(x.cts, 4)
-        # 4 levels suffice (mean, square, row mask; the variance is refreshed for 1/sqrt) and
-        # leave the output 1 above the refresh level: fewer primes, cheaper rotations.
-        low = max(self.refresher.level, ctx.params.floor_level) + 4
+        lo, hi, first = self.ranges.norm_plan(index)
+        first = first if x.start == 0 and first != 1.0 else 1.0  # is position 0 a valid row?
+        extra = int(centre and first != 1.0)
+        cts = self._ready(x.cts, 4 + extra)
+        # 4 levels suffice (mean or row-0 scaling, square, row mask; the variance is refreshed
+        # for 1/sqrt) and leave the output 1 above the refresh level: fewer primes, cheaper
+        # rotations.
+        low = max(self.refresher.level, ctx.params.floor_level) + 4 + extra
         cts = [ctx.mod_switch_to(c, min(ctx.level(c), low)) for c in cts]
+        if first != 1.0:  # row 0 times sqrt(first): its mean square lands in [lo, hi], and
+            # (row sqrt(first)) / sqrt(first ms) is the row's norm: no other change (ranges.py)
+            row0 = np.where(np.arange(ctx.params.slots) % t == 0, math.sqrt(first), 1.0)
+            cts = [ctx.multiply_values(v, row0) for v in cts]
         if centre:
             total = self._feature_sum(ctx.add_many(cts) if len(cts) > 1 else cts[0], t)
             means = [

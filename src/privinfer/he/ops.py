@@ -116,7 +116,7 @@ class HeOps(DecoderMixin, NonlinearMixin):
         self.ctx.pin_scale = True
         self.refresher = Refresher(self.ctx, self.keyholder, value_bound=value_bound)
         self.ranges = ranges or HeRanges()
-        for lo, hi in self.ranges.norm_var:  # fail at session start, not layers into the pass
+        for lo, hi, _ in self.ranges.norm_plans():  # fail at session start, not layers later
             plan_rsqrt(lo, hi)
         self.context_tokens = context_tokens
         self.progress = progress

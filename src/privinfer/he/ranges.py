@@ -7,6 +7,7 @@ they are public parameters of the protocol. Inputs beyond them are caught by the
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 Pair = tuple[float, float]
@@ -16,18 +17,42 @@ Pair = tuple[float, float]
 class HeRanges:
     """Per-call ranges (index i of a forward pass; the last entry repeats for later calls).
 
-    norm_var: LayerNorm variance / RMSNorm mean square (+eps); score_abs: max |attention score|;
-    act: GELU / SiLU input range; pooled_norm_sq: squared norm of the mean-pooled vector.
+    norm_var: LayerNorm variance / RMSNorm mean square (+eps) of every row but position 0;
+    norm_first: the same for the row at position 0, where it differs (empty: as norm_var);
+    score_abs: max |attention score|; act: GELU / SiLU input range; pooled_norm_sq: squared
+    norm of the mean-pooled vector.
+
+    Why position 0 apart: decoders park "massive activations" (attention sinks) on the first
+    token. SmolLM2-135M's RMSNorm mean square at position 0 is 6e5..1.3e6 from layer 12 on,
+    at every other position 17..1,500: one range over both spans 1e5, which no 1/sqrt plan
+    covers; two ranges, each a few hundred wide, are mapped onto one (`norm_plan`).
     """
 
     norm_var: tuple[Pair, ...] = ((1.0 / 64, 16.0),)
     score_abs: tuple[float, ...] = (8.0,)
     act: tuple[Pair, ...] = ((-8.0, 8.0),)
     pooled_norm_sq: Pair = (1.0 / 16, 64.0)
+    norm_first: tuple[Pair, ...] = ()
 
     @staticmethod
     def at(seq: tuple, index: int):
         return seq[min(index, len(seq) - 1)]
+
+    def norm_plan(self, index: int) -> tuple[float, float, float]:
+        """(lo, hi, first_scale) for norm call `index`: the position-0 row's mean square is
+        multiplied by the public `first_scale`, which maps its range onto the geometric centre
+        of the other rows' range; [lo, hi] covers both. 1/sqrt of the scaled value times the
+        row scaled by sqrt(first_scale) is the row's norm (`NonlinearMixin._norm`)."""
+        lo, hi = self.at(self.norm_var, index)
+        if not self.norm_first:
+            return lo, hi, 1.0
+        flo, fhi = self.at(self.norm_first, index)
+        s = math.sqrt(lo * hi / (flo * fhi))
+        return min(lo, flo * s), max(hi, fhi * s), s
+
+    def norm_plans(self) -> list[tuple[float, float, float]]:
+        """Every norm call's plan (planned when a session starts)."""
+        return [self.norm_plan(i) for i in range(max(len(self.norm_var), len(self.norm_first)))]
 
     @classmethod
     def from_calibration(
@@ -49,11 +74,12 @@ class HeRanges:
             tuple((lo / norm_margin, hi * norm_margin) for lo, hi in rec.norm_var.pairs())
             or cls.norm_var
         )
+        first = tuple((lo / norm_margin, hi * norm_margin) for lo, hi in rec.norm_first.pairs())
         scores = tuple(hi * score_margin for _, hi in rec.score_abs.pairs()) or cls.score_abs
         acts = tuple(widen(lo, hi) for lo, hi in rec.act_in.pairs()) or cls.act
         pooled = rec.pooled_norm_sq.pairs()
         pool = (pooled[0][0] / norm_margin, pooled[0][1] * norm_margin) if pooled else (1 / 16, 64)
-        return cls(norms, scores, acts, pool)
+        return cls(norms, scores, acts, pool, first)
 
 
 # MiniLM-L6 (all-MiniLM-L6-v2) on the 20 sentences of `he.calibrate.SENTENCES` (9-14 tokens),
@@ -77,7 +103,9 @@ def minilm_ranges() -> HeRanges:
     from privinfer.he.calibrate import CallRanges, RecordingOps
 
     rec = RecordingOps.__new__(RecordingOps)
-    rec.norm_var, rec.score_abs, rec.act_in, rec.pooled_norm_sq = (CallRanges() for _ in range(4))
+    rec.norm_var, rec.score_abs, rec.act_in, rec.pooled_norm_sq, rec.norm_first = (
+        CallRanges() for _ in range(5)
+    )  # MiniLM's norm ranges cover every row (no position-0 split)
     for i, (lo, hi) in enumerate(_MINILM_NORM):
         rec.norm_var.record(i, lo, hi)
     for i, (lo, hi) in enumerate(_MINILM_ACT):

@@ -7,6 +7,11 @@ sigma = 40 (default). Protocol, one round trip for any batch of ciphertexts:
    zero (re-randomises c1, which otherwise carries the weights) and an integer polynomial R
    with coefficients uniform in [-2^k, 2^k), k = b + sigma + ceil(log2 N), where 2^b bounds
    every coefficient of m + e (b = log2 scale + log2 value_bound + 1, a public bound).
+   The bound is on coefficients, which the slot values z_j (N/2 of them) bound through
+   |m_k| <= scale (2/N) sum_j |z_j|: value_bound bounds the MEAN |slot| of a refreshed
+   ciphertext (a bound on every |z_j| implies it). A few slots far above it, such as
+   SmolLM2's massive activations (|x| ~ 2.5e4 in 2-4 slots of position 0), raise the mean
+   by a few units and stay well inside it (tests/he/test_refresh.py).
    The client decrypts m + e + R: each coefficient is within statistical distance
    2^(b - k - 1) of uniform, so the whole polynomial within N 2^(b - k - 1) <= 2^(-sigma - 1)
    (union bound): it learns nothing about the data or the noise (R floods e too).
