@@ -226,3 +226,39 @@ def test_log_has_one_line_per_session_start_and_end_and_no_data(server, model, d
         assert blob.hex() not in text and base64.b64encode(blob).decode()[:24] not in text
     values = [f"{v:.5f}" for v in rows.flatten()[:64].tolist() if abs(v) > 0.01]
     assert values and not any(v in text for v in values)  # the plaintext input rows
+
+
+def test_client_refusing_a_refresh_tells_the_server_why(server, model):
+    """A refresh whose masked values leave the window makes the client stop: it sends ERR with
+    a fixed reason (no value), raises locally, and the server logs the stop as the client's."""
+    from privinfer.errors import SecurityError
+    from privinfer.he.refresh import OUT_OF_BOUND
+
+    client = HeClient.create(PARAMS_16384)
+
+    def refuse(payload):
+        raise SecurityError(OUT_OF_BOUND)
+
+    client.refresh = refuse
+    deadline = time.monotonic() + 120
+    while True:
+        conn = connect(server.cluster, "127.0.0.1", server.port)
+        try:
+            run_client_session(
+                conn, client, {"task": "embed", "rows": 4}, client_rows(model, IDS_A)
+            )
+        except ServerBusy:  # an earlier test's worker may still hold a slot
+            assert time.monotonic() < deadline
+            time.sleep(0.5)
+            continue
+        except SecurityError as exc:
+            assert str(exc) == OUT_OF_BOUND
+            break
+        finally:
+            conn.close()
+    for _ in range(100):
+        if "stopped by client (SecurityError)" in server.log_text():
+            break
+        time.sleep(0.1)
+    assert re.search(r"session \d+ end: stopped by client \(SecurityError\), task embed",
+                     server.log_text())  # fmt: skip

@@ -22,11 +22,19 @@ from typing import Any
 
 import torch
 
-from privinfer.errors import InputError
+from privinfer.errors import InputError, SecurityError
 from privinfer.he.ckks import PARAMS_16384
 from privinfer.he.server import pack_bundle
 from privinfer.he.session import HeClient, client_rows
-from privinfer.he.transport import Connection, connect, default_cert_dir, ensure_identities
+from privinfer.he.transport import (
+    STOP_CODE,
+    Connection,
+    ServerBusy,
+    TransportError,
+    connect,
+    default_cert_dir,
+    ensure_identities,
+)
 from privinfer.net.cluster import load_cluster, parse_hostport
 
 
@@ -40,6 +48,24 @@ def run_client_session(
 ) -> dict[str, Any]:
     """Answer the server's requests until DONE; returns the server's closing stats."""
     conn.send("HELO", task, pack_bundle(client.public_bundle()))
+    try:
+        return _answer(conn, client, first_rows, next_rows, on_token)
+    except (SecurityError, InputError) as exc:
+        if not isinstance(exc, ServerBusy) and "HE peer reported" not in str(exc):
+            try:  # tell the server why it stops here (a fixed reason, never a value)
+                conn.send("ERR", {"code": STOP_CODE, "reason": type(exc).__name__})
+            except TransportError:
+                pass
+        raise
+
+
+def _answer(
+    conn: Connection,
+    client: HeClient,
+    first_rows: torch.Tensor,
+    next_rows: Callable[[int], torch.Tensor] | None,
+    on_token: Callable[[int], None] | None,
+) -> dict[str, Any]:
     pending: torch.Tensor | None = first_rows
     while True:
         kind, meta, payload = conn.recv()

@@ -37,7 +37,14 @@ from privinfer.he.ckks import CkksParams
 from privinfer.he.ops import HeOps
 from privinfer.he.ranges import HeRanges, minilm_ranges
 from privinfer.he.session import pack_meta, unpack_meta
-from privinfer.he.transport import BUSY_CODE, Connection, TransportError, handshake, listen
+from privinfer.he.transport import (
+    BUSY_CODE,
+    Connection,
+    PeerStopped,
+    TransportError,
+    handshake,
+    listen,
+)
 
 MAX_EMBED_TOKENS = 32  # T <= 32 keeps a BERT-base-width head block in one ciphertext
 DEFAULT_MAX_SESSIONS = 2  # a MiniLM session peaks at 5-10 GB
@@ -196,6 +203,8 @@ def handle_session(
         out.outcome = "done"
     except TransportError:
         out.outcome = "dropped"
+    except PeerStopped as exc:  # the client already left: log why (a fixed reason), no reply
+        out.outcome = f"stopped by client ({exc.reason})"
     except PrivinferError as exc:
         out.outcome = f"refused ({type(exc).__name__})"
         _refuse(conn, str(exc))

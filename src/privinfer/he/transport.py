@@ -37,6 +37,19 @@ class ServerBusy(InputError):
 
 
 BUSY_CODE = "busy"
+STOP_CODE = "client-stopped"
+
+
+class PeerStopped(InputError):
+    """The client ended the session with ERR (it refused a request, e.g. a refresh whose masked
+    values left the window); raised on the server, which then only logs the outcome. `reason`
+    is one of a fixed set (the client's string never reaches the log)."""
+
+    REASONS = ("SecurityError", "InputError")
+
+    def __init__(self, reason: Any) -> None:
+        self.reason = reason if reason in self.REASONS else "other"
+        super().__init__(f"The HE client stopped the session ({self.reason}).")
 
 
 def default_cert_dir() -> Path:
@@ -97,6 +110,8 @@ class Connection:
         if kind == "ERR" and expect != "ERR":
             if isinstance(meta, dict) and meta.get("code") == BUSY_CODE:
                 raise ServerBusy("The HE server is busy with other sessions; try again later.")
+            if isinstance(meta, dict) and meta.get("code") == STOP_CODE:
+                raise PeerStopped(meta.get("reason"))
             raise InputError(f"HE peer reported: {meta.get('message', 'error')}")
         if expect is not None and kind != expect:
             raise TransportError(f"HE protocol error: expected {expect}, got {kind}.")
