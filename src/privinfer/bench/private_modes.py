@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from privinfer.bench.fidelity import WORKLOADS as FIDELITY_WORKLOADS
+from privinfer.bench.he_generate import WORKLOADS as HE_GENERATE_WORKLOADS
 
 Say = Callable[[str], None]
 PEERS_GPT2 = (
@@ -174,7 +175,7 @@ def workload_gpt2_shape(args: argparse.Namespace, say: Say) -> dict[str, Any]:
 def run_he(
     args: argparse.Namespace, runs: int, steps: int, say: Say, plain: dict[str, Any]
 ) -> dict[str, Any]:
-    """HE next to plain on MiniLM (SmolLM2 under HE is ~30 min/token: see `he-smollm2`)."""
+    """HE next to plain on MiniLM (SmolLM2 under HE takes tens of minutes: `he-smollm2`)."""
     from privinfer.he.bench import bench_minilm
 
     if args.net != "none":
@@ -241,4 +242,5 @@ WORKLOADS: dict[str, Callable[[argparse.Namespace, Say], dict[str, Any]]] = {
     "mpc-gpt2-shape": workload_gpt2_shape,
     "he-ops": workload_he_ops,
     **FIDELITY_WORKLOADS,
+    **HE_GENERATE_WORKLOADS,
 }

@@ -186,7 +186,8 @@ def add_arguments(b: argparse.ArgumentParser, modes: tuple[str, ...]) -> None:
         "workload",
         nargs="?",
         default="generate",
-        help="generate (default), mpc-ops, mpc-gpt2-shape, mpc-fidelity, he-ops, he-fidelity",
+        help="generate (default), mpc-ops, mpc-gpt2-shape, mpc-fidelity, he-ops, he-fidelity, "
+        "he-smollm2",
     )
     b.add_argument(
         "--mode",
