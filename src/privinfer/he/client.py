@@ -29,7 +29,7 @@ from privinfer.he.session import HeClient, client_rows
 from privinfer.he.transport import (
     STOP_CODE,
     Connection,
-    ServerBusy,
+    PeerError,
     TransportError,
     connect,
     default_cert_dir,
@@ -50,12 +50,13 @@ def run_client_session(
     conn.send("HELO", task, pack_bundle(client.public_bundle()))
     try:
         return _answer(conn, client, first_rows, next_rows, on_token)
+    except PeerError:
+        raise  # the server ended the session: nothing to tell it
     except (SecurityError, InputError) as exc:
-        if not isinstance(exc, ServerBusy) and "HE peer reported" not in str(exc):
-            try:  # tell the server why it stops here (a fixed reason, never a value)
-                conn.send("ERR", {"code": STOP_CODE, "reason": type(exc).__name__})
-            except TransportError:
-                pass
+        try:  # tell the server why it stops here (a fixed reason, never a value)
+            conn.send("ERR", {"code": STOP_CODE, "reason": type(exc).__name__})
+        except TransportError:
+            pass
         raise
 
 

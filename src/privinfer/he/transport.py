@@ -32,7 +32,11 @@ class TransportError(PrivinferError):
     """The peer went away, misbehaved or failed authentication."""
 
 
-class ServerBusy(InputError):
+class PeerError(InputError):
+    """The peer ended the session with ERR (its one-sentence reason is in the message)."""
+
+
+class ServerBusy(PeerError):
     """The HE server already runs its maximum number of sessions; the client may retry later."""
 
 
@@ -40,7 +44,7 @@ BUSY_CODE = "busy"
 STOP_CODE = "client-stopped"
 
 
-class PeerStopped(InputError):
+class PeerStopped(PeerError):
     """The client ended the session with ERR (it refused a request, e.g. a refresh whose masked
     values left the window); raised on the server, which then only logs the outcome. `reason`
     is one of a fixed set (the client's string never reaches the log)."""
@@ -112,7 +116,7 @@ class Connection:
                 raise ServerBusy("The HE server is busy with other sessions; try again later.")
             if isinstance(meta, dict) and meta.get("code") == STOP_CODE:
                 raise PeerStopped(meta.get("reason"))
-            raise InputError(f"HE peer reported: {meta.get('message', 'error')}")
+            raise PeerError(f"HE peer reported: {meta.get('message', 'error')}")
         if expect is not None and kind != expect:
             raise TransportError(f"HE protocol error: expected {expect}, got {kind}.")
         if not isinstance(meta, dict):
