@@ -16,8 +16,9 @@ Approximations (float64 errors measured by `plan_*` on 20,001-point geometric gr
 * Softmax by normalised squaring: p = exp(s / 2^k) on [-2, 2] (degree 11, abs. error 4.9e-9),
   then k times p <- p^2 / mean(p^2). Every sum it divides by lies in a range fixed by
   construction ([e^-2, e^2] first, then [1, n]); the only calibrated bound is |s| <= 2^(k+1).
-* GELU / SiLU on a calibrated [lo, hi]: the smallest degree in (31, 63, 127) with abs. error
-  <= 1e-5 (GELU) or 1e-3 * max(1, half-width / 8) (SiLU); see `plan_activation`.
+* GELU / SiLU on a calibrated [lo, hi]: the smallest degree of a ladder (GELU 31..127 by 8/16,
+  SiLU 31, 63, 127) with abs. error <= 1e-5 (GELU) or 1e-3 * max(1, half-width / 8) (SiLU);
+  see `plan_activation`.
 """
 
 from __future__ import annotations
