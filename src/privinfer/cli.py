@@ -92,7 +92,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
             sys.stdout.flush()
     assert stream.result is not None
     if args.json:
-        out = stream.result.to_json()
+        out = stream.result.to_dict()
         out["threads"] = set_threads(None)
         out["load_s"] = round(getattr(lm, "load_s", 0.0), 3)
         print(json.dumps(out))
@@ -111,7 +111,8 @@ def cmd_embed(args: argparse.Namespace) -> int:
     opts: dict[str, Any] = {"server": args.server} if args.server else {}
     if args.cluster:
         opts["cluster"] = args.cluster
-    vecs = em.embed(args.texts, mode=args.mode, **opts)
+    result = em.embed_with_stats(args.texts, mode=args.mode, **opts)
+    vecs = result.vectors
     elapsed = time.perf_counter() - t0
     out: dict[str, Any] = {
         "mode": args.mode,
@@ -122,10 +123,9 @@ def cmd_embed(args: argparse.Namespace) -> int:
         "threads": set_threads(None),
         "peak_rss_mb": round(peak_rss_mb(), 1),
     }
-    if args.mode == "he":  # cosine to plain, refresh rounds and bytes each way of this call
-        from privinfer.modes_he import last_stats
-
-        out["he"] = dict(last_stats)
+    out.update(result.details)  # the mode's figures: he's refresh rounds, mpc's per-party costs
+    if result.costs.by_op:
+        out["costs"] = result.costs.to_dict()
     if len(args.texts) >= 2:
         out["cosine"] = round(
             float((vecs[0] * vecs[1]).sum() / (vecs[0].norm() * vecs[1].norm())), 6
@@ -182,7 +182,9 @@ def _common(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from privinfer.modes import KNOWN_MODES
+    from privinfer.modes import names
+
+    KNOWN_MODES = names()
 
     parser = argparse.ArgumentParser(prog="privinfer", description="Private LLM inference.")
     sub = parser.add_subparsers(dest="command", required=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from collections import defaultdict
 from collections.abc import Iterator
@@ -85,5 +86,8 @@ class CostReport:
             )
         return r
 
-    def to_json(self) -> dict[str, dict[str, float]]:
+    def to_dict(self) -> dict[str, dict[str, float]]:
         return {k: dict(c.__dict__) for k, c in sorted(self.by_op.items())}
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict())

@@ -213,7 +213,7 @@ def smollm2_fidelity(
         "plain_top2_gap": (top2[0] - top2[1]).item(),
         "same_argmax": int(got.argmax()) == int(ref.argmax()),
         "wall_s": wall_s,
-        "costs": costs.to_json(),  # type: ignore[attr-defined]
+        "costs": costs.to_dict(),  # type: ignore[attr-defined]
     }
 
 
