@@ -88,7 +88,7 @@ def cmd_party(args: argparse.Namespace) -> int:
 
 def register(sub: Any, common: Callable[[argparse.ArgumentParser], None]) -> None:
     """Add `privinfer mpc` and its subcommands to the top-level parser."""
-    from privinfer.mpc.check import register_check
+    from privinfer.bench.mpc_check import register_check
     from privinfer.mpc.party_main import add_party_args
     from privinfer.mpc.ring import DEFAULT_FRAC_BITS
 

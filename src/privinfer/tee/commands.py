@@ -93,7 +93,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from privinfer.tee.demo import run_demo
+    from privinfer.bench.tee_demo import run_demo
 
     return run_demo(args.prompt, max_new_tokens=args.max_tokens, threads=args.threads)
 

@@ -3,10 +3,10 @@ three in-process parties or three OS processes over mutually authenticated TLS l
 only: the benchmark client derives its input masks from a public seed, so it hides nothing).
 
 Each suite is one party program; `run_suite` runs it in-process (`net="memory"`) or spawns
-`python -m privinfer.mpc.bench --party i ...` per party over a cluster (`net="loopback"`: a fresh
+`python -m privinfer.bench.mpc_bench --party i ...` per party over a cluster (`net="loopback"`: a fresh
 temporary 127.0.0.1 cluster; or pass `cluster=` a cluster folder, e.g. one behind the LAN/WAN
 emulation). Results are per party: wall and CPU seconds, rounds and bytes sent.
-    python -m privinfer.mpc.bench {rounds,ops,gpt2,smollm2} [--net memory|loopback] [--json]
+    python -m privinfer.bench.mpc_bench {rounds,ops,gpt2,smollm2} [--net memory|loopback] [--json]
 """
 
 from __future__ import annotations
@@ -279,7 +279,7 @@ def run_suite(
             cluster = Path(tmp) / "cluster"
         procs = []
         for i in range(N_PARTIES):
-            cmd = [sys.executable, "-m", "privinfer.mpc.bench", suite, "--party", str(i)]
+            cmd = [sys.executable, "-m", "privinfer.bench.mpc_bench", suite, "--party", str(i)]
             cmd += ["--cluster", str(cluster), "--out", str(Path(tmp) / f"p{i}.json")]
             cmd += ["--params", json.dumps(params)]
             procs.append(spawn(i, cmd) if spawn else subprocess.Popen(cmd))

@@ -4,7 +4,7 @@ all parties share one process).
 
 The dry run executes exactly the production arithmetic (encoding, truncation, approximations)
 over the in-process MemoryNetwork, so its errors are the engine's errors. Run:
-    python -m privinfer.mpc.dryrun --frac-bits 14 16 18 20
+    python -m privinfer.bench.mpc_dryrun --frac-bits 14 16 18 20
 """
 
 from __future__ import annotations

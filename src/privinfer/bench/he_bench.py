@@ -290,11 +290,11 @@ def bench_fidelity(count: int = 20, say=None) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """python -m privinfer.he.bench {matvec,packed,minilm,smollm2,fidelity} [--json]"""
+    """python -m privinfer.bench.he_bench {matvec,packed,minilm,smollm2,fidelity} [--json]"""
     import argparse
     import json
 
-    p = argparse.ArgumentParser(prog="python -m privinfer.he.bench")
+    p = argparse.ArgumentParser(prog="python -m privinfer.bench.he_bench")
     p.add_argument("which", choices=["matvec", "packed", "minilm", "smollm2", "fidelity"])
     p.add_argument("--json", action="store_true")
     p.add_argument("--tokens", type=int, default=16)
