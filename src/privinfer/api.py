@@ -11,7 +11,6 @@
 
 from __future__ import annotations
 
-import resource
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -23,6 +22,7 @@ import torch
 from privinfer.errors import InputError, ModelLoadError
 from privinfer.models.bert import Bert
 from privinfer.models.config import BertConfig, LlamaConfig
+from privinfer.models.costs import peak_rss_mb
 from privinfer.models.generate import GenerationStats, generate_ids
 from privinfer.models.llama import Llama
 from privinfer.models.ops import Sampler
@@ -39,10 +39,6 @@ def set_threads(n: int | None) -> int:
             raise InputError("--threads must be at least 1")
         torch.set_num_threads(n)
     return torch.get_num_threads()
-
-
-def peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
 @dataclass

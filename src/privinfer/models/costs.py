@@ -1,12 +1,19 @@
-"""Cost accounting shared by every engine: wall/CPU seconds, rounds, bytes, refreshes, per op class."""
+"""Cost accounting shared by every engine: wall/CPU seconds, rounds, bytes, refreshes, per op
+class; and the process's peak memory."""
 
 from __future__ import annotations
 
+import resource
 import time
 from collections import defaultdict
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident set size in MiB so far (Linux reports ru_maxrss in KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
 @dataclass

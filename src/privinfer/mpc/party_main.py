@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import sys
 import time
 from pathlib import Path
@@ -22,6 +21,7 @@ import torch
 
 from privinfer.errors import PrivinferError
 from privinfer.models.bert import Bert
+from privinfer.models.costs import peak_rss_mb
 from privinfer.models.llama import Llama
 from privinfer.models.ops import Sampler
 from privinfer.mpc.ops import MpcOps
@@ -39,10 +39,6 @@ from privinfer.mpc.store import PartyStore
 from privinfer.net.cluster import ClusterConfig, load_cluster
 from privinfer.net.peer import PeerError
 from privinfer.net.tls import connect_parties
-
-
-def peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
 def log(pid: int, msg: str) -> None:
