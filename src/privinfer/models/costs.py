@@ -8,7 +8,7 @@ import time
 from collections import defaultdict
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 
 def peak_rss_mb() -> float:
@@ -18,6 +18,8 @@ def peak_rss_mb() -> float:
 
 @dataclass
 class OpCost:
+    """Totals for one op class (as seen by one process or party)."""
+
     calls: int = 0
     wall_s: float = 0.0
     rounds: int = 0
@@ -71,6 +73,13 @@ class CostReport:
         for c in self.by_op.values():
             t.add(c)
         return t
+
+    def totals(self) -> dict[str, OpCost]:
+        """A copy of the per-op-class totals, holding only the op classes recorded so far."""
+        return {k: replace(c) for k, c in self.by_op.items()}
+
+    def reset(self) -> None:
+        self.by_op.clear()
 
     def snapshot(self) -> CostReport:
         r = CostReport()

@@ -13,13 +13,13 @@ import os
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
+from privinfer.models.costs import CostReport
 from privinfer.mpc.prf import PairwiseRandomness
 from privinfer.mpc.ring import DEFAULT_FRAC_BITS, bits_to_bytes, bytes_to_ring
 from privinfer.net.memory import MemoryNetwork, run_threads
@@ -27,37 +27,6 @@ from privinfer.net.peer import PeerError, PeerLink
 
 N_PARTIES = 3
 CHILD_CHUNK_BYTES = 1 << 12  # a `Party.parallel` sub-protocol draws little: small AES buffer
-
-
-@dataclass
-class OpCost:
-    """Totals for one op class, as seen by one party."""
-
-    calls: int = 0
-    rounds: int = 0
-    bytes_sent: int = 0
-    wall_s: float = 0.0
-
-
-class CostMeter:
-    """Per-op-class rounds, bytes sent and wall time of one party."""
-
-    def __init__(self) -> None:
-        self.by_op: dict[str, OpCost] = {}
-
-    def add(self, label: str, rounds: int, bytes_sent: int, wall_s: float) -> None:
-        cost = self.by_op.setdefault(label, OpCost())
-        cost.calls += 1
-        cost.rounds += rounds
-        cost.bytes_sent += bytes_sent
-        cost.wall_s += wall_s
-
-    def totals(self) -> dict[str, OpCost]:
-        """A copy of the per-op-class totals."""
-        return {k: OpCost(v.calls, v.rounds, v.bytes_sent, v.wall_s) for k, v in self.by_op.items()}
-
-    def reset(self) -> None:
-        self.by_op.clear()
 
 
 class Party:
@@ -74,7 +43,7 @@ class Party:
         self.pid = link.party_id
         self.f = frac_bits
         self.rand = _buffered_randomness(key_prev, key_next)
-        self.meter = CostMeter()
+        self.meter = CostReport()
         self._depth = 0
 
     @property
@@ -170,11 +139,11 @@ class _OpScope:
         party._depth -= 1
         if party._depth == 0:
             stats, start = party.link.stats, self.start
-            party.meter.add(
+            party.meter.record(
                 self.label,
-                stats.rounds - start[0],
-                stats.bytes_sent - start[1],
-                time.perf_counter() - start[2],
+                rounds=stats.rounds - start[0],
+                bytes_sent=stats.bytes_sent - start[1],
+                wall_s=time.perf_counter() - start[2],
             )
 
 
@@ -248,7 +217,7 @@ class _ChildParty(Party):
         key_prev = parent.rand.prev.draw((2,)).numpy().tobytes()
         key_next = parent.rand.next.draw((2,)).numpy().tobytes()
         self.rand = _buffered_randomness(key_prev, key_next, CHILD_CHUNK_BYTES)
-        self.meter = CostMeter()
+        self.meter = CostReport()
         self._depth = 1  # costs are recorded by the parent's enclosing op
         self._merger, self._index = merger, index
 
