@@ -25,6 +25,7 @@ from privinfer.models.costs import peak_rss_mb
 from privinfer.models.llama import Llama
 from privinfer.models.ops import Sampler
 from privinfer.mpc.ops import MpcOps
+from privinfer.mpc.prf import PairwiseRandomness
 from privinfer.mpc.runtime import N_PARTIES, Party
 from privinfer.mpc.session import (
     CLIENT_ID,
@@ -127,7 +128,8 @@ def run_session(link: Any, store: PartyStore, pid: int) -> dict[str, Any]:
     view, port = PartyView(link), RemotePort(link)
     sid = link.session_id
     prev, nxt = (pid - 1) % N_PARTIES, (pid + 1) % N_PARTIES
-    party = Party(view, prf_key(link, prev, sid), prf_key(link, nxt, sid), store.frac_bits)
+    rand = PairwiseRandomness.buffered(prf_key(link, prev, sid), prf_key(link, nxt, sid))
+    party = Party(view, rand, store.frac_bits)
     req = port.recv_json()
     local_err = _check_request(req, store, pid)
     agreed = _agree(view, store, local_err is None)  # always: peers wait for this round
