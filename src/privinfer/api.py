@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import math
-import resource
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -26,7 +25,7 @@ import torch
 from privinfer.errors import InputError, ModelLoadError
 from privinfer.models.bert import Bert
 from privinfer.models.config import BertConfig, LlamaConfig
-from privinfer.models.costs import CostReport
+from privinfer.models.costs import CostReport, peak_rss_mb
 from privinfer.models.generate import GenerationStats
 from privinfer.models.llama import Llama
 from privinfer.models.ops import Sampler
@@ -43,10 +42,6 @@ def set_threads(n: int | None) -> int:
             raise InputError("--threads must be at least 1")
         torch.set_num_threads(n)
     return torch.get_num_threads()
-
-
-def peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
 SEED_MAX = 2**63 - 1

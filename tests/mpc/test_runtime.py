@@ -52,7 +52,7 @@ def test_failing_party_stops_the_others_quickly():
 
 
 def test_prf_streams_agree_pairwise_and_zero_shares_sum_to_zero():
-    rands = [PairwiseRandomness(KEYS[(i - 1) % 3], KEYS[i]) for i in range(3)]
+    rands = [PairwiseRandomness(KeyStream(KEYS[(i - 1) % 3]), KeyStream(KEYS[i])) for i in range(3)]
     zs = [r.zero_share((1000,)) for r in rands]
     assert torch.equal(zs[0] + zs[1] + zs[2], torch.zeros(1000, dtype=torch.int64))
     xs = [r.zero_share_xor((1000,)) for r in rands]

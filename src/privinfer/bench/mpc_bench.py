@@ -15,7 +15,6 @@ import argparse
 import gc
 import json
 import os
-import resource
 import statistics
 import subprocess
 import sys
@@ -29,6 +28,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from privinfer.models.costs import peak_rss_mb
+from privinfer.mpc.prf import PairwiseRandomness
 from privinfer.mpc.protocols import activations, arith, compare, nonlinear, norms, softmax
 from privinfer.mpc.ring import DEFAULT_FRAC_BITS, bits_to_bytes
 from privinfer.mpc.runtime import N_PARTIES, Party, run_local
@@ -212,7 +213,7 @@ def smollm2_program(
             cost["by_op"] = {n: vars(v) for n, v in p.meter.totals().items()}
             steps.append(cost)
             toks.append(tok)
-        rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+        rss = peak_rss_mb()
         return {
             "prepare": prep,
             "prefill": pre,
@@ -299,7 +300,9 @@ def _party_main(suite: str, party_id: int, cluster_dir: str, out: str, params: d
     cluster = load_cluster(path / "cluster.toml" if path.is_dir() else path)
     with connect_parties(cluster, party_id, timeout_s=600.0) as link:
         prev, nxt = (party_id - 1) % N_PARTIES, (party_id + 1) % N_PARTIES
-        party = Party(link, link.pairwise_key(prev), link.pairwise_key(nxt))
+        party = Party(
+            link, PairwiseRandomness.buffered(link.pairwise_key(prev), link.pairwise_key(nxt))
+        )
         t0, c0 = time.perf_counter(), time.process_time()
         res = program(party)
         res["total_wall_s"] = time.perf_counter() - t0

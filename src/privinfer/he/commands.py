@@ -13,7 +13,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-DEFAULT_MAX_SESSIONS = 2  # = he.server.DEFAULT_MAX_SESSIONS (not imported: keeps the CLI light)
+from privinfer.he.limits import DEFAULT_MAX_SESSIONS
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
