@@ -50,13 +50,18 @@ def gateway(server):
         stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
     )  # fmt: skip
     url = f"http://127.0.0.1:{port}/v1"
-    for _ in range(300):
+    # a deadline, not 300 polls (30 s when refused at once, and then the tests ran against a
+    # gateway that was not up); the gateway's start takes longer on a busy machine
+    deadline = time.monotonic() + 180
+    while True:
         assert proc.poll() is None, proc.stderr.read().decode() if proc.stderr else ""
         try:
-            if httpx.get(url + "/models", timeout=1).status_code == 200:
+            if httpx.get(url + "/models", timeout=5).status_code == 200:
                 break
         except httpx.HTTPError:
-            time.sleep(0.1)
+            pass
+        assert time.monotonic() < deadline, "the gateway did not come up"
+        time.sleep(0.1)
     yield url
     proc.terminate()
     proc.wait(15)
