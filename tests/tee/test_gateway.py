@@ -31,14 +31,8 @@ def plain_text(lm, n: int) -> str:
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory):
-    d = tmp_path_factory.mktemp("tee-gateway")
-    srv = LocalServer(
-        platform_dir=d / "platform", data_dir=d / "data", root=d / "root.pem", threads=1
-    )
-    srv.start()
-    yield srv
-    srv.stop()
+def server(shared_tee_server: LocalServer) -> LocalServer:
+    return shared_tee_server  # tests/tee/conftest.py: the end-to-end tests' server too
 
 
 @pytest.fixture(scope="module")
