@@ -90,6 +90,7 @@ def test_launcher_streams_and_cleans_up(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1200)  # three SmolLM2 party processes (~3.3 GB each): slow when loaded
 def test_real_smollm2_greedy_equals_plain(smollm):
     """Real weights, real processes: 4 greedy tokens equal plain (a raw 5-token prompt whose
     plain top-2 logit gaps are >= 1.2 keeps the test short; the 37-token chat prompt is the

@@ -10,6 +10,7 @@ from privinfer.mpc.fidelity import PROMPTS, run_fidelity, summary_line
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1500)  # three parties as threads of this process, ~10 GB: slow when loaded
 def test_chat_prompts_greedy_tokens_equal_plain(smollm):
     # Two chat prompts: the second shows each prompt gets a fresh KV cache over the once-shared
     # weights; 4 greedy tokens are 3 decode steps over a growing cache. The session's SmolLM2
