@@ -61,8 +61,7 @@ def test_ping_pong_rtt_is_twice_the_delay(delay: float) -> None:
     try:
         with DelayRelay(("127.0.0.1", 0), srv.getsockname(), delay) as relay:
             rtts = _rtts(relay.address)
-        # each ping is held `delay` there and `delay` back: no ping beats 2 x delay, ever (the
-        # old window on rtt - a separately measured base broke when load moved the base)
+        # each ping is held `delay` there and `delay` back: no ping beats 2 x delay, ever
         assert min(rtts) >= 2 * delay - 1e-4, rtts
         assert statistics.median(rtts) <= 2 * delay + HANG_S, rtts
     finally:

@@ -44,8 +44,7 @@ def gateway(server):
         stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
     )  # fmt: skip
     url = f"http://127.0.0.1:{port}/v1"
-    # a deadline, not 300 polls (30 s when refused at once, and then the tests ran against a
-    # gateway that was not up); the gateway's start takes longer on a busy machine
+    # the gateway's start takes longer on a busy machine: wait with a deadline, then fail
     deadline = time.monotonic() + 180
     while True:
         assert proc.poll() is None, proc.stderr.read().decode() if proc.stderr else ""

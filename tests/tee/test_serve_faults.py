@@ -234,7 +234,7 @@ def test_zz_enclave_killed_gives_503_quickly(server, client):
     enclaves = [p for p in host.children() if "privinfer.tee.enclave" in " ".join(p.cmdline())]
     assert len(enclaves) == 1
     enclaves[0].kill()
-    deadline = time.monotonic() + 30  # a deadline, not a fixed count of polls, on a busy machine
+    deadline = time.monotonic() + 30  # a deadline, however busy the machine
     while True:  # the host reaps it on its next request; until then it is a zombie
         try:
             if enclaves[0].status() == psutil.STATUS_ZOMBIE:
