@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -31,7 +32,8 @@ def test_bench_quick_plain_and_tee(tmp_path):
         capture_output=True,
         text=True,
         timeout=900,  # a hang bound that a machine loaded to 7 does not reach
-        env={"PATH": "/usr/bin:/bin", "TQDM_DISABLE": "1"},
+        env={"PATH": "/usr/bin:/bin", "TQDM_DISABLE": "1"}
+        | ({"PYTHONPATH": os.environ["PYTHONPATH"]} if "PYTHONPATH" in os.environ else {}),
     )
     assert r.returncode == 0, r.stderr[-2000:]
     out = json.loads(r.stdout)
