@@ -84,7 +84,7 @@ def test_launcher_streams_and_cleans_up(tmp_path):
     )
     assert "".join(pieces) == s.result.text
     assert any("party 2 ready" in n for n in notes)
-    js = s.result.to_json()
+    js = s.result.to_dict()
     assert set(js["mpc"]["parties"]) == {"0", "1", "2"}
     assert set(Path(tempfile.gettempdir()).glob("privinfer-mpc-*")) <= before  # stores deleted
 
