@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import pytest
+from tests.cli.helpers import env
 
 
 def run(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
@@ -15,7 +16,7 @@ def run(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
         capture_output=True,
         text=True,
         timeout=timeout,
-        env={"TQDM_DISABLE": "1", "PATH": "/usr/bin:/bin"},
+        env=env(),
     )
 
 

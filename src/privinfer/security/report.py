@@ -1,14 +1,13 @@
-"""`privinfer security`: the report for a mode's actual configuration, every figure derived from
+"""The security report for a mode's actual configuration, every figure derived from
 the parameters in use (none typed in by hand), plus the threat matrix and a leakage list."""
 
 from __future__ import annotations
 
 import argparse
-import json
 from collections.abc import Callable
 from typing import Any
 
-from privinfer.security.matrix import MATRIX, matrix_json, render_markdown
+from privinfer.security.matrix import MATRIX, matrix_json
 
 LEAKAGE: dict[str, list[str]] = {
     "plain": ["everything: prompt, output, weights and timing are in the clear"],
@@ -210,50 +209,6 @@ def build_report(mode: str, args: argparse.Namespace) -> dict[str, Any]:
         "leakage": LEAKAGE[mode],
         "threat_matrix": matrix_json(mode),
     }
-
-
-def _print_value(key: str, value: Any, indent: int = 0) -> None:
-    pad = "  " * indent
-    if isinstance(value, dict):
-        print(f"{pad}{key}:")
-        for k, v in value.items():
-            _print_value(k, v, indent + 1)
-    elif isinstance(value, list):
-        print(f"{pad}{key}:")
-        for v in value:
-            print(f"{pad}  - {v}")
-    else:
-        print(f"{pad}{key}: {value}")
-
-
-def cmd_security(args: argparse.Namespace) -> int:
-    report = build_report(args.mode, args)
-    if args.json:
-        print(json.dumps(report, indent=2, default=str))
-        return 0
-    print(f"privinfer security report: mode {args.mode}\n")
-    for k, v in report["parameters"].items():
-        _print_value(k, v)
-    print("\nleaks by design:")
-    for item in report["leakage"]:
-        print(f"  - {item}")
-    print("\nthreat matrix:\n")
-    print(render_markdown(args.mode))
-    return 0
-
-
-def register(sub: Any, common: Callable[[argparse.ArgumentParser], None]) -> None:
-    from privinfer.modes import KNOWN_MODES
-
-    p = sub.add_parser("security", help="threat model and security report for a mode's parameters")
-    p.add_argument("--mode", required=True, choices=KNOWN_MODES)
-    p.add_argument("--model", default="smollm2-135m", help="mpc: model whose op counts are used")
-    p.add_argument(
-        "--prompt", default="What is the capital of France?", help="mpc: prompt for op counts"
-    )
-    p.add_argument("--frac-bits", type=int, default=None, help="mpc: fixed-point fraction bits")
-    common(p)
-    p.set_defaults(func=cmd_security)
 
 
 assert set(MATRIX) == set(LEAKAGE)

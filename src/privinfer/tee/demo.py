@@ -14,8 +14,7 @@ import time
 import httpx
 
 from privinfer.errors import PrivinferError
-from privinfer.tee.client import TeeClient, claims_summary
-from privinfer.tee.client_cli import run_generation
+from privinfer.tee.client import TeeClient, claims_summary, run_generation
 from privinfer.tee.local import LocalServer
 
 DEFAULT_PROMPT = "What is the capital of France?"
@@ -66,7 +65,7 @@ def run_demo(
 
 
 def main() -> int:
-    from privinfer.cli import main as cli_main
+    from privinfer.cli.main import main as cli_main
 
     return cli_main(["tee", "demo", *sys.argv[1:]])
 
