@@ -100,6 +100,15 @@ def check_mode_options(mode: str, task: str, given: dict[str, Any]) -> dict[str,
     return {**{o.name: o.default for o in takes}, **given}
 
 
+def security_needs_model(mode: str) -> bool:
+    """Whether the security report of `mode` needs the loaded model (mpc: op counts)."""
+    from privinfer import modes
+
+    if hasattr(modes, "get"):
+        return bool(modes.get(mode).security_needs_model)
+    return mode == "mpc"
+
+
 def modes_taking(name: str, task: str) -> list[str]:
     """The modes that take option `name` for `task`."""
     from privinfer import modes

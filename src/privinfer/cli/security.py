@@ -37,6 +37,8 @@ def cmd_security(args: argparse.Namespace) -> int:
     if args.frac_bits is not None:
         options.check_positive("--frac-bits", args.frac_bits)
     options.check_text(args.prompt, "--prompt")
+    if options.security_needs_model(args.mode):
+        options.check_model(args.model)
     report = _report(args)
     if args.json:
         print(json.dumps(report, indent=2, default=str))
