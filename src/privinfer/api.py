@@ -6,12 +6,14 @@
         print(piece, end="")
     emb = privinfer.load("minilm-l6").embed(["a sentence", "another"])
 
-`mode="plain"` runs locally; private modes (tee, mpc, he) plug in through `privinfer.modes`.
+`mode="plain"` runs locally; every mode, plain included, is a plug-in of `privinfer.modes`, whose
+options are checked (one error type, the CLI's flag names) before anything runs.
 """
 
 from __future__ import annotations
 
-import resource
+import json
+import math
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -23,7 +25,8 @@ import torch
 from privinfer.errors import InputError, ModelLoadError
 from privinfer.models.bert import Bert
 from privinfer.models.config import BertConfig, LlamaConfig
-from privinfer.models.generate import GenerationStats, generate_ids
+from privinfer.models.costs import CostReport, peak_rss_mb
+from privinfer.models.generate import GenerationStats
 from privinfer.models.llama import Llama
 from privinfer.models.ops import Sampler
 from privinfer.models.registry import resolve
@@ -41,29 +44,57 @@ def set_threads(n: int | None) -> int:
     return torch.get_num_threads()
 
 
-def peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+SEED_MAX = 2**63 - 1
+
+
+def _mode(name: str) -> Any:
+    # Imported here, not at the top: the enclave measures every privinfer module it loads, and
+    # it builds a LanguageModel without ever running a mode.
+    from privinfer.modes import get
+
+    return get(name)
+
+
+def check_sampling(temperature: float, top_p: float, seed: int | None) -> None:
+    """Refuse sampling settings no mode can use, in the CLI's flag names."""
+    if not math.isfinite(temperature) or temperature < 0:
+        raise InputError("--temperature must be a finite number >= 0")
+    if not math.isfinite(top_p) or not 0 < top_p <= 1:
+        raise InputError("--top-p must be in (0, 1]")
+    if seed is not None and not 0 <= seed <= SEED_MAX:
+        raise InputError(f"--seed must be between 0 and {SEED_MAX}")
 
 
 @dataclass
 class Generation:
-    """A finished generation: text, ids and timings (and engine costs where a mode has them)."""
+    """A finished generation: text, ids and its statistics (timings, engine costs, mode figures)."""
 
     text: str
     token_ids: list[int]
     stats: GenerationStats
     mode: str
-    extra: dict[str, Any] = field(default_factory=dict)
 
-    def to_json(self) -> dict[str, Any]:
+    def to_dict(self) -> dict[str, Any]:
         return {
             "mode": self.mode,
             "text": self.text,
             "token_ids": self.token_ids,
-            **self.stats.to_json(),
+            **self.stats.to_dict(),
             "peak_rss_mb": round(peak_rss_mb(), 1),
-            **self.extra,
         }
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict())
+
+
+@dataclass
+class Embeddings:
+    """Embeddings [n, dim] with the engine's costs and the mode's own figures."""
+
+    vectors: torch.Tensor
+    mode: str
+    costs: CostReport = field(default_factory=CostReport)
+    details: dict[str, Any] = field(default_factory=dict)
 
 
 class TextStream:
@@ -153,35 +184,21 @@ class LanguageModel(_LoadedModel):
         seed: int | None = None,
         **mode_options: Any,
     ) -> TextStream:
-        """Stream the answer to `prompt` as text deltas; see `TextStream.result` afterwards."""
-        if temperature < 0 or not 0 < top_p <= 1:
-            raise InputError("temperature must be >= 0 and top_p in (0, 1]")
+        """Stream the answer to `prompt` as text deltas; see `TextStream.result` afterwards.
+
+        `mode_options` are the mode's own (`privinfer.modes.get(mode).options`); an option the
+        mode does not take is refused before anything runs."""
+        plugin = _mode(mode)
+        options = plugin.check_options("generate", mode_options)
+        check_sampling(temperature, top_p, seed)
+        if max_new_tokens < 1:
+            raise InputError("--max-tokens must be at least 1")
         ids = self.prompt_ids(prompt, chat=chat)
         sampler = Sampler(temperature=temperature, top_p=top_p, seed=seed)
         stats = GenerationStats()
-        if mode == "plain":
-            if mode_options:
-                raise InputError(f"mode plain takes no options ({', '.join(mode_options)})")
-            gen = generate_ids(
-                self.plain(),
-                ids,
-                sampler=sampler,
-                max_new_tokens=max_new_tokens,
-                stop_ids=self.tokenizer.eos_ids,
-                stats=stats,
-            )
-        else:
-            from privinfer.modes import run_generation
-
-            gen = run_generation(
-                mode,
-                self,
-                ids,
-                sampler=sampler,
-                max_new_tokens=max_new_tokens,
-                stats=stats,
-                **mode_options,
-            )
+        gen = plugin.generate(
+            self, ids, sampler=sampler, max_new_tokens=max_new_tokens, stats=stats, **options
+        )
         return TextStream(gen, self.tokenizer, stats, mode)
 
     def generate(self, prompt: str | Sequence[dict[str, str]], **kwargs: Any) -> Generation:
@@ -223,17 +240,21 @@ class EmbeddingModel(_LoadedModel):
         self, texts: str | Sequence[str], *, mode: str = "plain", **mode_options: Any
     ) -> torch.Tensor:
         """Embeddings of `texts` as a [n, dim] float tensor (L2-normalised for sentence models)."""
+        return self.embed_with_stats(texts, mode=mode, **mode_options).vectors
+
+    def embed_with_stats(
+        self, texts: str | Sequence[str], *, mode: str = "plain", **mode_options: Any
+    ) -> Embeddings:
+        """Embeddings with the engine's costs and the mode's figures (rounds, bytes, fidelity)."""
+        plugin = _mode(mode)
+        options = plugin.check_options("embed", mode_options)
         texts = [texts] if isinstance(texts, str) else list(texts)
         if not texts:
             raise InputError("no texts to embed")
         ids = [self.token_ids(t) for t in texts]
-        if mode == "plain":
-            m = self.plain()
-            with torch.inference_mode():
-                return torch.cat([m.ops.reveal(m.encode(i)) for i in ids])
-        from privinfer.modes import run_embedding
-
-        return run_embedding(mode, self, ids, **mode_options)
+        out = Embeddings(torch.empty(0), mode)
+        out.vectors = plugin.embed(self, ids, costs=out.costs, details=out.details, **options)
+        return out
 
 
 def load(

@@ -19,7 +19,7 @@ def test_mpc_fidelity_row_reports_counts(monkeypatch, tmp_path):
     import json
 
     import privinfer
-    import privinfer.mpc.fidelity as mf
+    import privinfer.bench.mpc_fidelity as mf
 
     seen = {}
 

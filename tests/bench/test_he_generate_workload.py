@@ -21,10 +21,10 @@ class FakeLM:
     def generate(self, prompt, *, max_new_tokens, chat, mode="plain"):
         self.calls.append((mode, max_new_tokens, chat))
         if mode == "he":
-            from privinfer import modes_he
-
-            modes_he.last_stats.update(rounds=900, bytes_to_server=3e9, bytes_to_client=4e8)
-            stats = SimpleNamespace(prompt_tokens=5, prefill_s=800.0, token_s=[700.0, 720.0])
+            he = {"rounds": 900, "bytes_to_server": 3e9, "bytes_to_client": 4e8}
+            stats = SimpleNamespace(
+                prompt_tokens=5, prefill_s=800.0, token_s=[700.0, 720.0], details={"he": he}
+            )
             return SimpleNamespace(token_ids=self.he_ids, stats=stats)
         stats = SimpleNamespace(prompt_tokens=5, prefill_s=0.05, token_s=[0.035, 0.036])
         return SimpleNamespace(token_ids=[7042, 30, 198], stats=stats)
@@ -38,9 +38,6 @@ def test_rows_compare_he_tokens_with_plain(monkeypatch, tmp_path, he_ids, word):
     monkeypatch.setattr(privinfer, "load", lambda name: lm)
     args = argparse.Namespace(net="none", quick=False, steps=None)
     out = he_generate.workload_he_smollm2(args, lambda m: None)["he-smollm2"]
-    from privinfer import modes_he
-
-    modes_he.last_stats.clear()
     assert lm.calls == [("plain", 3, False), ("he", 3, False)]
     assert out["decode_s_per_token"] == 710.0 and out["rounds"] == 900
     assert out["identical_to_plain"] is (word == "identical")

@@ -7,13 +7,15 @@ import subprocess
 import sys
 import time
 
-# Runs main() in a fresh interpreter, then says whether the model API (and so torch) was ever
-# imported: an argument error must be refused before any of it.
+# Runs main() in a fresh interpreter, then says whether the model API or a model loader was
+# ever imported (no model can load without them) and whether torch was.
 _PROBE = (
     "import sys\n"
     "from privinfer.cli.main import main\n"
     "rc = main(sys.argv[1:])\n"
-    "print('API-IMPORTED' if 'privinfer.api' in sys.modules or 'torch' in sys.modules else 'NO-API')\n"
+    "loaders = ('privinfer.api', 'privinfer.models.gguf_loader', 'privinfer.models.hf_loader')\n"
+    "print('API-IMPORTED' if any(m in sys.modules for m in loaders) else 'NO-API')\n"
+    "print('TORCH' if 'torch' in sys.modules else 'NO-TORCH')\n"
     "sys.exit(rc)\n"
 )
 

@@ -17,9 +17,9 @@ def test_generate_he_with_server_subprocess_matches_plain(tmp_path):
     he = lm.generate("Hi", chat=False, max_new_tokens=1, mode="he")
     assert he.token_ids == plain.token_ids
     assert he.stats.new_tokens == 1 and he.stats.prefill_s > 0
-    from privinfer import modes_he
-
-    assert modes_he.last_stats["rounds"] > 0 and modes_he.last_stats["bytes_to_server"] > 1e8
+    figures = he.stats.details["he"]
+    assert figures["rounds"] > 0 and figures["bytes_to_server"] > 1e8
+    assert he.stats.costs.by_op["refresh"].rounds == figures["rounds"]
 
 
 def test_serve_takes_a_session_cap():

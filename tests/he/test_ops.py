@@ -54,7 +54,7 @@ def test_he_bert_matches_plain_engine():
     assert torch.abs(got - plain).max() < 5e-3
     cos = torch.nn.functional.cosine_similarity(got, plain).item()
     assert cos > 0.999
-    costs = ops.costs().to_json()
+    costs = ops.costs().to_dict()
     assert costs["attention"]["refreshes"] >= 1 and costs["linear"]["calls"] == 6
     assert ops.refresher.stats.rounds == ops.costs().total().rounds
 

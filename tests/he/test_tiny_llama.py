@@ -48,6 +48,6 @@ def test_tiny_llama_greedy_tokens_match_plain_under_he():
         pass
     assert client.chosen == plain
     assert ops.refresher.stats.rounds > 0 and client.check_total is not None
-    costs = ops.costs().to_json()
+    costs = ops.costs().to_dict()
     assert costs["rope"]["calls"] >= 4 and costs["cache"]["calls"] >= 4
     assert not ops.ctx.has_secret_key and torch.is_tensor(torch.zeros(1))

@@ -70,7 +70,7 @@ def test_empty_prompt(tiny_lm):
 
 
 def test_bad_sampling_parameters(tiny_lm):
-    with pytest.raises(InputError, match="top_p"):
+    with pytest.raises(InputError, match="--top-p"):
         tiny_lm.generate("hi", top_p=0)
 
 

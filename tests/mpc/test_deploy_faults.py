@@ -14,7 +14,7 @@ import pytest
 from privinfer.errors import InputError
 from privinfer.models.generate import GenerationStats
 from privinfer.models.ops import Sampler
-from privinfer.modes_mpc import mpc_generate
+from privinfer.modes.mpc import MODE as MPC
 from privinfer.mpc.remote_client import MpcClient
 from privinfer.mpc.session import MpcSessionError
 from privinfer.mpc.store import PartyStore, ShareStoreError, share_model
@@ -49,7 +49,7 @@ def test_prompt_longer_than_context_is_refused_before_any_party_starts(tmp_path)
         cfg = tiny_llama_config()
         name = "tiny"
 
-    gen = mpc_generate(
+    gen = MPC.generate(
         Model(), [1] * 300, sampler=Sampler(), max_new_tokens=4, stats=GenerationStats()
     )
     with pytest.raises(InputError, match="more than the model's context"):

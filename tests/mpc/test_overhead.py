@@ -8,9 +8,10 @@ import torch
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from tests.mpc.helpers import KEYS
 
+from privinfer.mpc.prf import BufferedKeyStream
 from privinfer.mpc.protocols import boolean, trunc
 from privinfer.mpc.ring import ring_matmul
-from privinfer.mpc.runtime import BufferedKeyStream, run_local
+from privinfer.mpc.runtime import run_local
 from privinfer.mpc.shares import RShare, reveal_bits, reveal_ring, share_from
 
 

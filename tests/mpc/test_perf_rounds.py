@@ -102,7 +102,7 @@ def test_activation_costs(gen):
 
 
 def test_buffered_key_stream_agrees_across_holders():
-    from privinfer.mpc.runtime import BufferedKeyStream
+    from privinfer.mpc.prf import BufferedKeyStream
 
     a, b = BufferedKeyStream(b"k" * 16), BufferedKeyStream(b"k" * 16)
     sizes = [1, 7, 40_000, 3, 70_000, 2]

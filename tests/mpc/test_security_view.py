@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import torch
 
+from privinfer.mpc.prf import PairwiseRandomness
 from privinfer.mpc.protocols import arith, compare, nonlinear
 from privinfer.mpc.runtime import Party
 from privinfer.mpc.shares import accept_client_share, client_make_shares
@@ -57,7 +58,7 @@ def _views(secret: float, seed: int) -> list[list[bytes]]:
 
     def make(i: int):  # type: ignore[no-untyped-def]
         def body() -> None:
-            p = Party(links[i], keys[(i - 1) % 3], keys[i], 16)
+            p = Party(links[i], PairwiseRandomness.buffered(keys[(i - 1) % 3], keys[i]), 16)
             x = accept_client_share(p, payloads[i], (N,))
             sq = arith.square(p, x)
             compare.ltz(p, x)

@@ -8,7 +8,8 @@ import sys
 
 import pytest
 
-from privinfer.security.matrix import ADVERSARIES, ASSETS, MATRIX
+from privinfer import modes
+from privinfer.security.matrix import ADVERSARIES, ASSETS
 
 
 def run(*args: str) -> subprocess.CompletedProcess[str]:
@@ -20,10 +21,12 @@ def run(*args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-@pytest.mark.parametrize("mode", sorted(MATRIX))
+@pytest.mark.parametrize("mode", modes.names())
 def test_matrix_is_complete(mode):
-    assert set(MATRIX[mode]) == set(ADVERSARIES)
-    for row in MATRIX[mode].values():
+    threat = modes.get(mode).threat
+    assert set(threat) == set(ADVERSARIES)
+    assert modes.get(mode).leakage
+    for row in threat.values():
         assert set(row) == set(ASSETS)
         assert all(c.protected in ("yes", "no", "partly", "n/a") for c in row.values())
 
@@ -89,9 +92,9 @@ def test_he_report_computes_security_level_from_parameters():
 def test_threat_model_doc_is_current():
     from pathlib import Path
 
-    from privinfer.security.docs import render
+    from privinfer.modes.threat_doc import render
 
     doc = Path(__file__).parents[2] / "docs" / "threat-model.md"
     assert doc.read_text() == render(), (
-        "run: python -m privinfer.security.docs > docs/threat-model.md"
+        "run: python -m privinfer.modes.threat_doc > docs/threat-model.md"
     )

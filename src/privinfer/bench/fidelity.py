@@ -1,9 +1,9 @@
 """Fidelity workloads of `privinfer bench`: do the private modes give the plain model's answers?
 
 * `mpc-fidelity`: SmolLM2 greedy tokens under MPC against plain on 20 chat prompts, 16 tokens
-  each (`privinfer.mpc.fidelity`; --quick: 3 prompts, 8 tokens).
+  each (`privinfer.bench.mpc_fidelity`; --quick: 3 prompts, 8 tokens).
 * `he-fidelity`: MiniLM-L6 embeddings under CKKS against plain on 20 sentences (ten paraphrase
-  pairs), cosine per sentence and the pair ranking (`privinfer.he.bench.bench_fidelity`;
+  pairs), cosine per sentence and the pair ranking (`privinfer.bench.he_bench.bench_fidelity`;
   --quick: 4 sentences).
 """
 
@@ -18,7 +18,7 @@ Say = Callable[[str], None]
 
 def workload_mpc_fidelity(args: argparse.Namespace, say: Say) -> dict[str, Any]:
     import privinfer
-    from privinfer.mpc.fidelity import PROMPTS, run_fidelity, summary_line
+    from privinfer.bench.mpc_fidelity import PROMPTS, run_fidelity, summary_line
 
     if args.net != "none":
         raise_net_unsupported()
@@ -46,7 +46,7 @@ def workload_mpc_fidelity(args: argparse.Namespace, say: Say) -> dict[str, Any]:
 
 
 def workload_he_fidelity(args: argparse.Namespace, say: Say) -> dict[str, Any]:
-    from privinfer.he.bench import bench_fidelity
+    from privinfer.bench.he_bench import bench_fidelity
 
     if args.net != "none":
         raise_net_unsupported()

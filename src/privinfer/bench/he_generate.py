@@ -21,7 +21,6 @@ PROMPT = "The capital of France is"
 
 def workload_he_smollm2(args: argparse.Namespace, say: Say) -> dict[str, Any]:
     import privinfer
-    from privinfer import modes_he
 
     if args.net != "none":
         from privinfer.bench.fidelity import raise_net_unsupported
@@ -40,7 +39,7 @@ def workload_he_smollm2(args: argparse.Namespace, say: Say) -> dict[str, Any]:
     wall = time.perf_counter() - t0
     st = he.stats
     decode = statistics.median(st.token_s) if st.token_s else None
-    cost = dict(modes_he.last_stats)
+    cost = dict(st.details.get("he", {}))
     r = {
         "prompt_tokens": st.prompt_tokens,
         "new_tokens": len(he.token_ids),

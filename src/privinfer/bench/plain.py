@@ -29,12 +29,14 @@ def _median_s(fn: Callable[[], Any], runs: int) -> float:
     return statistics.median(times)
 
 
-def _prompt_ids(lm: Any, n: int) -> list[int]:
+def prompt_ids(lm: Any, n: int) -> list[int]:
+    """The first `n` token ids of the fixed benchmark text (raw, no chat template)."""
     ids = lm.tokenizer.encode(PROMPT_32 * 4)
     return ids[:n]
 
 
-def _ours_decode(lm: Any, ids: list[int], steps: int) -> tuple[float, float]:
+def ours_decode(lm: Any, ids: list[int], steps: int) -> tuple[float, float]:
+    """Greedy decode of `steps` tokens on the plain engine: (prefill seconds, median s per token)."""
     m = lm.plain()
     with torch.inference_mode():
         cache = m.new_cache()
@@ -83,7 +85,7 @@ def bench_plain(
     }
     say("loading smollm2-135m")
     lm = privinfer.load("smollm2-135m")
-    ids = _prompt_ids(lm, 32)
+    ids = prompt_ids(lm, 32)
     ref = None
     if with_reference:
         try:
@@ -101,12 +103,12 @@ def bench_plain(
         except ImportError:
             res["reference"] = "transformers not installed"
     ours_p, ours_d, hf_p, hf_d = [], [], [], []
-    _ours_decode(lm, ids, 2)  # warm-up
+    ours_decode(lm, ids, 2)  # warm-up
     if ref is not None:
         _hf_decode(ref, ids, 2)
     for r in range(runs):
         say(f"smollm2 run {r + 1}/{runs}")
-        p, d = _ours_decode(lm, ids, decode_steps)
+        p, d = ours_decode(lm, ids, decode_steps)
         ours_p.append(p)
         ours_d.append(d)
         if ref is not None:

@@ -50,7 +50,7 @@ def _mb(x: float) -> str:
 def run_mpc(
     args: argparse.Namespace, runs: int, steps: int, say: Say, plain: dict[str, Any]
 ) -> dict[str, Any]:
-    from privinfer.mpc.bench import bench_smollm2
+    from privinfer.bench.mpc_bench import bench_smollm2
 
     with _mpc_network(args, say) as net:
         say("mpc: SmolLM2 prefill + decode, 3 party processes over TLS (private weights)")
@@ -98,7 +98,7 @@ def run_mpc(
 
 
 def workload_mpc_ops(args: argparse.Namespace, say: Say) -> dict[str, Any]:
-    from privinfer.mpc.bench import bench_mpc_ops
+    from privinfer.bench.mpc_bench import bench_mpc_ops
 
     with _mpc_network(args, say) as net:
         say("mpc-ops: protocol micro-benchmarks, 3 party processes over TLS")
@@ -126,9 +126,9 @@ def workload_gpt2_shape(args: argparse.Namespace, say: Say) -> dict[str, Any]:
 
     import torch
 
+    from privinfer.bench.mpc_bench import bench_gpt2_shape
     from privinfer.engines.plain import PlainOps
     from privinfer.models import gpt2
-    from privinfer.mpc.bench import bench_gpt2_shape
 
     say("mpc-gpt2-shape: plain float baseline")
     cfg = gpt2.GPT2Config()
@@ -176,7 +176,7 @@ def run_he(
     args: argparse.Namespace, runs: int, steps: int, say: Say, plain: dict[str, Any]
 ) -> dict[str, Any]:
     """HE next to plain on MiniLM (SmolLM2 under HE takes tens of minutes: `he-smollm2`)."""
-    from privinfer.he.bench import bench_minilm
+    from privinfer.bench.he_bench import bench_minilm
 
     if args.net != "none":
         raise_net_unsupported("he")
@@ -211,7 +211,7 @@ def raise_net_unsupported(mode: str) -> None:
 
 
 def workload_he_ops(args: argparse.Namespace, say: Say) -> dict[str, Any]:
-    from privinfer.he.bench import bench_matvec, bench_packed
+    from privinfer.bench.he_bench import bench_matvec, bench_packed
 
     say("he-ops: 576x576 matvec on one ciphertext (N=8192), single thread")
     mv = bench_matvec(n=576)

@@ -45,7 +45,7 @@ def _say(args: argparse.Namespace) -> Say:
 def _tee(
     args: argparse.Namespace, runs: int, steps: int, say: Say, plain: dict[str, Any]
 ) -> dict[str, Any]:
-    from privinfer.tee.bench import bench_tee
+    from privinfer.bench.tee_bench import bench_tee
 
     r = bench_tee(runs=runs, decode_steps=steps, progress=say)
     how = f"{r['threads']} thr, median of {runs}, software platform, loopback HTTP"

@@ -73,11 +73,6 @@ def _remote_tee(mode: str, opts: dict[str, Any]) -> bool:
     return mode == "tee" and bool(opts.get("server"))
 
 
-def _result_json(result: Any) -> dict[str, Any]:
-    to_dict = getattr(result, "to_dict", None)
-    return dict(to_dict() if to_dict is not None else result.to_json())
-
-
 def cmd_generate(args: argparse.Namespace) -> int:
     opts = check_generate(args)
     if _remote_tee(args.mode, opts):
@@ -106,7 +101,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
             sys.stdout.flush()
     assert stream.result is not None
     if args.json:
-        out = _result_json(stream.result)
+        out = stream.result.to_dict()
         out["threads"] = set_threads(None)
         out["load_s"] = round(getattr(lm, "load_s", 0.0), 3)
         print(json.dumps(out))
@@ -126,19 +121,6 @@ def check_embed(args: argparse.Namespace) -> dict[str, Any]:
     return opts
 
 
-def _embed(em: Any, texts: list[str], mode: str, opts: dict[str, Any]) -> tuple[Any, dict]:
-    """(vectors [n, dim], the mode's costs of this call: e.g. HE rounds and bytes each way)."""
-    if hasattr(em, "embed_with_stats"):
-        res = em.embed_with_stats(texts, mode=mode, **opts)
-        return res.vectors, dict(res.costs or {})
-    vecs = em.embed(texts, mode=mode, **opts)
-    if mode == "he":
-        from privinfer.modes_he import last_stats  # the API before Embeddings.costs
-
-        return vecs, dict(last_stats)
-    return vecs, {}
-
-
 def cmd_embed(args: argparse.Namespace) -> int:
     opts = check_embed(args)
     from privinfer.api import EmbeddingModel, peak_rss_mb, set_threads
@@ -148,7 +130,8 @@ def cmd_embed(args: argparse.Namespace) -> int:
         raise InputError(f"{args.model} is a decoder; use `privinfer generate`")
     given = {k: v for k, v in opts.items() if v is not None}
     t0 = time.perf_counter()
-    vecs, costs = _embed(em, args.texts, args.mode, given)
+    result = em.embed_with_stats(args.texts, mode=args.mode, **given)
+    vecs = result.vectors
     elapsed = time.perf_counter() - t0
     out: dict[str, Any] = {
         "mode": args.mode,
@@ -159,8 +142,9 @@ def cmd_embed(args: argparse.Namespace) -> int:
         "threads": set_threads(None),
         "peak_rss_mb": round(peak_rss_mb(), 1),
     }
-    if costs:  # e.g. he: cosine to plain, refresh rounds and bytes each way of this call
-        out[args.mode] = costs
+    out.update(result.details)  # the mode's figures: he's refresh rounds, mpc's per-party costs
+    if result.costs.by_op:
+        out["costs"] = result.costs.to_dict()
     if len(args.texts) >= 2:
         out["cosine"] = round(
             float((vecs[0] * vecs[1]).sum() / (vecs[0].norm() * vecs[1].norm())), 6

@@ -16,8 +16,7 @@ from typing import Any
 from privinfer.cli import options
 from privinfer.cli.main import add_common
 from privinfer.errors import InputError
-
-DEFAULT_MAX_SESSIONS = 2  # = he.server.DEFAULT_MAX_SESSIONS (not imported: keeps the CLI light)
+from privinfer.he.limits import DEFAULT_MAX_SESSIONS
 
 
 def cmd_serve(args: argparse.Namespace) -> int:

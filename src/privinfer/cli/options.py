@@ -18,107 +18,72 @@ from privinfer.errors import InputError
 
 SEED_MAX = 2**63 - 1
 # mode options that name a file which must exist before anything starts
-PATH_OPTIONS = ("cluster", "root")
+PATH_OPTIONS = ("cluster", "root_cert")
 
 
-# --- the mode plug-in API (privinfer.modes); call sites stay behind these functions ---------
+# --- the mode plug-ins (privinfer.modes) ---------------------------------------------------
 @dataclass(frozen=True)
-class _Option:
-    """Stand-in for modes.Option until privinfer.modes provides it."""
+class ModeOption:
+    """One CLI flag for a mode option that several modes may share: the tasks are the union
+    over the modes that take it, the help names each mode where their texts differ."""
 
     name: str
+    flag: str
     type: Callable[[str], Any]
     default: Any
     help: str
     tasks: frozenset[str]
 
-    @property
-    def flag(self) -> str:
-        return "--" + self.name.replace("_", "-")
-
-
-_GEN, _BOTH = frozenset({"generate"}), frozenset({"generate", "embed"})
-_FALLBACK: dict[str, tuple[_Option, ...]] = {
-    "plain": (),
-    "tee": (
-        _Option("server", str, None, "address of a running private server", _GEN),
-        _Option("root", str, None, "PEM of the pinned platform root", _GEN),
-        _Option("measurement", str, None, "expected enclave measurement (hex)", _GEN),
-    ),
-    "mpc": (_Option("cluster", str, None, "cluster file of running MPC parties", _BOTH),),
-    "he": (
-        _Option("server", str, None, "address of a running private server", _BOTH),
-        _Option(
-            "in_process", bool, False, "run the HE server in this process", frozenset({"embed"})
-        ),
-    ),
-}
-
 
 def mode_names() -> tuple[str, ...]:
-    """Every mode name, in the order `--mode` lists them."""
+    """Every mode name, in the order `--mode` lists them (no plug-in is imported)."""
     from privinfer import modes
 
-    if hasattr(modes, "names"):
-        return tuple(modes.names())
-    return tuple(modes.KNOWN_MODES)
+    return modes.names()
 
 
-def all_options() -> list[Any]:
-    """One Option per name over every mode (name, type, default, help, tasks, flag)."""
+def all_options() -> list[ModeOption]:
+    """One ModeOption per CLI option name over every mode."""
     from privinfer import modes
 
-    if hasattr(modes, "all_options"):
-        return list(modes.all_options())
-    seen: dict[str, _Option] = {}
-    for opts in _FALLBACK.values():
-        for o in opts:
-            if o.name in seen:
-                seen[o.name] = _Option(
-                    o.name, o.type, o.default, seen[o.name].help, seen[o.name].tasks | o.tasks
-                )
-            else:
-                seen[o.name] = o
-    return list(seen.values())
+    by_name: dict[str, list[tuple[str, Any]]] = {}
+    for mode in modes.names():
+        for opt in modes.get(mode).options:
+            if opt.cli:
+                by_name.setdefault(opt.name, []).append((mode, opt))
+    out = []
+    for name, pairs in by_name.items():
+        first = pairs[0][1]
+        texts = {o.help for _, o in pairs}
+        help_text = first.help if len(texts) == 1 else "; ".join(f"{m}: {o.help}" for m, o in pairs)
+        tasks = frozenset().union(*(o.tasks for _, o in pairs))
+        out.append(ModeOption(name, first.flag, first.type, first.default, help_text, tasks))
+    return out
 
 
 def check_mode_options(mode: str, task: str, given: dict[str, Any]) -> dict[str, Any]:
     """The options `mode` runs `task` with (given + defaults); InputError naming the flags."""
     from privinfer import modes
 
-    if hasattr(modes, "get"):
-        return dict(modes.get(mode).check_options(task, given))
-    if mode not in _FALLBACK:
-        raise InputError(f"unknown mode {mode!r}: use one of {', '.join(_FALLBACK)}")
-    takes = [o for o in _FALLBACK[mode] if task in o.tasks]
-    names = {o.name for o in takes}
-    for name in given:
-        if name not in names:
-            flag = "--" + name.replace("_", "-")
-            also = f" (it takes {', '.join(o.flag for o in takes)})" if takes else ""
-            raise InputError(f"mode {mode} does not take {flag}{also}")
-    return {**{o.name: o.default for o in takes}, **given}
+    return dict(modes.get(mode).check_options(task, given))
 
 
 def security_needs_model(mode: str) -> bool:
     """Whether the security report of `mode` needs the loaded model (mpc: op counts)."""
     from privinfer import modes
 
-    if hasattr(modes, "get"):
-        return bool(modes.get(mode).security_needs_model)
-    return mode == "mpc"
+    return bool(modes.get(mode).security_needs_model)
 
 
 def modes_taking(name: str, task: str) -> list[str]:
-    """The modes that take option `name` for `task`."""
+    """The modes that take option `name` for `task` on the command line."""
     from privinfer import modes
 
-    out = []
-    for mode in mode_names():
-        opts = modes.get(mode).options if hasattr(modes, "get") else _FALLBACK[mode]
-        if any(o.name == name and task in o.tasks for o in opts):
-            out.append(mode)
-    return out
+    return [
+        m
+        for m in modes.names()
+        if any(o.name == name and o.cli for o in modes.get(m).options_for(task))
+    ]
 
 
 # --- flags ------------------------------------------------------------------------------------
@@ -131,18 +96,19 @@ def add_mode_arguments(p: argparse.ArgumentParser, task: str) -> None:
     for opt in all_options():
         if task not in opt.tasks:
             continue
-        where = f"mode {', '.join(modes_taking(opt.name, task))}"
+        where = "mode " + ", ".join(modes_taking(opt.name, task))
         if opt.type is bool:
-            help_text = f"{opt.help} ({where}; default: off)"
+            shown = "" if "default" in opt.help else "; default: off"
+            help_text = f"{opt.help} ({where}{shown})"
             p.add_argument(opt.flag, dest=opt.name, action="store_true", help=help_text)
             continue
-        default = "none" if opt.default is None else opt.default
+        shown = "" if "default" in opt.help else f"; default: {opt.default}"
         p.add_argument(
             opt.flag,
             dest=opt.name,
             default=None,
-            metavar=opt.name.upper(),
-            help=f"{opt.help} ({where}; default: {default})",
+            metavar=opt.flag.lstrip("-").upper().replace("-", "_"),
+            help=f"{opt.help} ({where}{shown})",
         )
 
 
@@ -172,10 +138,11 @@ def mode_options(args: argparse.Namespace, task: str) -> dict[str, Any]:
     """The chosen mode's options for `task`: the flags given, checked by the mode, then the
     files they name checked to exist."""
     opts = check_mode_options(args.mode, task, given_mode_options(args, task))
+    flags = {o.name: o.flag for o in all_options()}
     for name in PATH_OPTIONS:
         value = opts.get(name)
         if value is not None and not os.path.exists(str(value)):
-            raise InputError(f"--{name.replace('_', '-')} {value}: no such file")
+            raise InputError(f"{flags.get(name, name)} {value}: no such file")
     return opts
 
 

@@ -24,14 +24,10 @@ def _print_value(key: str, value: Any, indent: int = 0) -> None:
         print(f"{pad}{key}: {value}")
 
 
-def _report(args: argparse.Namespace) -> dict[str, Any]:
-    from privinfer.security.report import build_report
-
-    return build_report(args.mode, args)
-
-
 def cmd_security(args: argparse.Namespace) -> int:
+    from privinfer import modes
     from privinfer.security.matrix import render_markdown
+    from privinfer.security.report import build_report
 
     options.check_threads(args)
     if args.frac_bits is not None:
@@ -39,7 +35,15 @@ def cmd_security(args: argparse.Namespace) -> int:
     options.check_text(args.prompt, "--prompt")
     if options.security_needs_model(args.mode):
         options.check_model(args.model)
-    report = _report(args)
+    mode = modes.get(args.mode)
+    model = None
+    if mode.security_needs_model:
+        import privinfer
+
+        model = privinfer.load(args.model, threads=args.threads)
+    report = build_report(
+        mode, model, model_name=args.model, prompt=args.prompt, frac_bits=args.frac_bits
+    )
     if args.json:
         print(json.dumps(report, indent=2, default=str))
         return 0
@@ -50,7 +54,7 @@ def cmd_security(args: argparse.Namespace) -> int:
     for item in report["leakage"]:
         print(f"  - {item}")
     print("\nthreat matrix:\n")
-    print(render_markdown(args.mode))
+    print(render_markdown(mode.threat))
     return 0
 
 

@@ -86,7 +86,7 @@ def generate_remote(args: argparse.Namespace, opts: dict[str, Any]) -> int:
         "seed": args.seed,
     }
     server = opts["server"]
-    root = opts.get("root") or opts.get("root_cert")
+    root = opts.get("root_cert")
     with _client(server, root, opts.get("measurement"), args.model) as client:
         with reachable(server):
             session = client.attest()

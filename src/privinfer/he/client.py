@@ -29,13 +29,13 @@ from privinfer.he.session import HeClient, client_rows
 from privinfer.he.transport import (
     STOP_CODE,
     Connection,
-    PeerError,
     TransportError,
     connect,
     default_cert_dir,
     ensure_identities,
 )
 from privinfer.net.cluster import load_cluster, parse_hostport
+from privinfer.net.peer import PeerError
 
 
 def run_client_session(

@@ -34,6 +34,7 @@ import torch
 
 from privinfer.errors import InputError, PrivinferError
 from privinfer.he.ckks import CkksParams
+from privinfer.he.limits import DEFAULT_MAX_SESSIONS
 from privinfer.he.ops import HeOps
 from privinfer.he.ranges import HeRanges, minilm_ranges
 from privinfer.he.session import pack_meta, unpack_meta
@@ -47,7 +48,6 @@ from privinfer.he.transport import (
 )
 
 MAX_EMBED_TOKENS = 32  # T <= 32 keeps a BERT-base-width head block in one ciphertext
-DEFAULT_MAX_SESSIONS = 2  # a MiniLM session peaks at 5-10 GB
 MAX_BUSY_RESPONDERS = 4  # beyond these, extra clients are disconnected without a message
 
 

@@ -20,6 +20,7 @@ from typing import Any
 
 from privinfer.errors import InputError, PrivinferError
 from privinfer.net.cluster import ClusterConfig, init_cluster, load_cluster, party_name
+from privinfer.net.peer import PeerError
 from privinfer.net.tls import client_context, server_context
 
 _HEAD = struct.Struct("!4sIQ")
@@ -32,19 +33,30 @@ class TransportError(PrivinferError):
     """The peer went away, misbehaved or failed authentication."""
 
 
-class PeerError(InputError):
-    """The peer ended the session with ERR (its one-sentence reason is in the message)."""
+class PeerRefused(PeerError, InputError):
+    """The peer ended the session with ERR, refusing the request; `reason` is the peer's
+    one-sentence explanation. An InputError, as a refusal of this side's request is."""
+
+    def __init__(self, peer: int, reason: str, message: str | None = None) -> None:
+        super().__init__(
+            peer, reason, f"HE peer reported: {reason}" if message is None else message
+        )
 
 
-class ServerBusy(PeerError):
+class ServerBusy(PeerRefused):
     """The HE server already runs its maximum number of sessions; the client may retry later."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            SERVER_ID, "busy", "The HE server is busy with other sessions; try again later."
+        )
 
 
 BUSY_CODE = "busy"
 STOP_CODE = "client-stopped"
 
 
-class PeerStopped(PeerError):
+class PeerStopped(PeerRefused):
     """The client ended the session with ERR (it refused a request, e.g. a refresh whose masked
     values left the window); raised on the server, which then only logs the outcome. `reason`
     is one of a fixed set (the client's string never reaches the log)."""
@@ -52,8 +64,8 @@ class PeerStopped(PeerError):
     REASONS = ("SecurityError", "InputError")
 
     def __init__(self, reason: Any) -> None:
-        self.reason = reason if reason in self.REASONS else "other"
-        super().__init__(f"The HE client stopped the session ({self.reason}).")
+        reason = reason if reason in self.REASONS else "other"
+        super().__init__(CLIENT_ID, reason, f"The HE client stopped the session ({reason}).")
 
 
 def default_cert_dir() -> Path:
@@ -69,10 +81,12 @@ def ensure_identities(folder: Path, port: int) -> ClusterConfig:
 
 
 class Connection:
-    """One authenticated TLS connection; counts bytes each way."""
+    """One authenticated TLS connection to party `peer` (SERVER_ID or CLIENT_ID); counts bytes
+    each way."""
 
-    def __init__(self, sock: ssl.SSLSocket) -> None:
+    def __init__(self, sock: ssl.SSLSocket, peer: int) -> None:
         self.sock = sock
+        self.peer = peer
         self.bytes_sent = 0
         self.bytes_received = 0
 
@@ -113,10 +127,11 @@ class Connection:
         self.bytes_received += _HEAD.size + n_meta + n_payload
         if kind == "ERR" and expect != "ERR":
             if isinstance(meta, dict) and meta.get("code") == BUSY_CODE:
-                raise ServerBusy("The HE server is busy with other sessions; try again later.")
+                raise ServerBusy()
             if isinstance(meta, dict) and meta.get("code") == STOP_CODE:
                 raise PeerStopped(meta.get("reason"))
-            raise PeerError(f"HE peer reported: {meta.get('message', 'error')}")
+            why = meta.get("message", "error") if isinstance(meta, dict) else "error"
+            raise PeerRefused(self.peer, str(why))
         if expect is not None and kind != expect:
             raise TransportError(f"HE protocol error: expected {expect}, got {kind}.")
         if not isinstance(meta, dict):
@@ -158,7 +173,7 @@ def handshake(raw: socket.socket, ctx: ssl.SSLContext, timeout_s: float = 30.0) 
         tls.close()
         raise TransportError("An HE client presented a certificate that is not a client's.")
     tls.settimeout(600.0)
-    return Connection(tls)
+    return Connection(tls, CLIENT_ID)
 
 
 def connect(cluster: ClusterConfig, host: str, port: int, timeout_s: float = 30.0) -> Connection:
@@ -172,4 +187,4 @@ def connect(cluster: ClusterConfig, host: str, port: int, timeout_s: float = 30.
             f"Could not reach the HE server at {host}:{port} ({type(exc).__name__})."
         ) from None
     tls.settimeout(600.0)
-    return Connection(tls)
+    return Connection(tls, SERVER_ID)

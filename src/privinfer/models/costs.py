@@ -1,16 +1,26 @@
-"""Cost accounting shared by every engine: wall/CPU seconds, rounds, bytes, refreshes, per op class."""
+"""Cost accounting shared by every engine: wall/CPU seconds, rounds, bytes, refreshes, per op
+class; and the process's peak memory."""
 
 from __future__ import annotations
 
+import json
+import resource
 import time
 from collections import defaultdict
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident set size in MiB so far (Linux reports ru_maxrss in KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
 @dataclass
 class OpCost:
+    """Totals for one op class (as seen by one process or party)."""
+
     calls: int = 0
     wall_s: float = 0.0
     rounds: int = 0
@@ -65,6 +75,13 @@ class CostReport:
             t.add(c)
         return t
 
+    def totals(self) -> dict[str, OpCost]:
+        """A copy of the per-op-class totals, holding only the op classes recorded so far."""
+        return {k: replace(c) for k, c in self.by_op.items()}
+
+    def reset(self) -> None:
+        self.by_op.clear()
+
     def snapshot(self) -> CostReport:
         r = CostReport()
         for k, c in self.by_op.items():
@@ -85,5 +102,8 @@ class CostReport:
             )
         return r
 
-    def to_json(self) -> dict[str, dict[str, float]]:
+    def to_dict(self) -> dict[str, dict[str, float]]:
         return {k: dict(c.__dict__) for k, c in sorted(self.by_op.items())}
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict())

@@ -2,24 +2,32 @@
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from privinfer.errors import InputError
+from privinfer.models.costs import CostReport
 from privinfer.models.llama import Llama
 from privinfer.models.ops import Sampler
 
 
 @dataclass
 class GenerationStats:
-    """Timings of one generation; per-token times exclude the prefill step."""
+    """Everything measured about one generation, in one place: timings (per-token times exclude
+    the prefill step), the engine's costs by op class (`costs`: rounds, bytes, refreshes, wall
+    and CPU seconds, as far as the engine knows them) and the mode's own structured figures
+    (`details`, e.g. mpc's per-party rounds, he's refresh rounds), filled by the mode that ran."""
 
     prompt_tokens: int = 0
     new_tokens: int = 0
     prefill_s: float = 0.0
     token_s: list[float] = field(default_factory=list)
     stop_reason: str = ""
+    costs: CostReport = field(default_factory=CostReport)
+    details: dict[str, Any] = field(default_factory=dict)
 
     @property
     def decode_s(self) -> float:
@@ -29,9 +37,9 @@ class GenerationStats:
     def tokens_per_s(self) -> float:
         return len(self.token_s) / self.decode_s if self.token_s and self.decode_s > 0 else 0.0
 
-    def to_json(self) -> dict[str, object]:
+    def to_dict(self) -> dict[str, Any]:
         med = sorted(self.token_s)[len(self.token_s) // 2] if self.token_s else None
-        return {
+        out: dict[str, Any] = {
             "prompt_tokens": self.prompt_tokens,
             "new_tokens": self.new_tokens,
             "prefill_s": round(self.prefill_s, 6),
@@ -41,7 +49,15 @@ class GenerationStats:
             else None,
             "tokens_per_s": round(self.tokens_per_s, 3),
             "stop_reason": self.stop_reason,
+            "per_token_s": [round(t, 6) for t in self.token_s],
         }
+        if self.costs.by_op:
+            out["costs"] = self.costs.to_dict()
+        out.update(self.details)
+        return out
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict())
 
 
 def check_budget(n_prompt: int, max_new_tokens: int, max_context: int) -> int:
@@ -86,6 +102,25 @@ def decode_loop(
         stats.token_s.append(time.perf_counter() - t0)
         pos += 1
     stats.stop_reason = "length"
+
+
+def timed_stream(
+    ids: Iterator[int], stats: GenerationStats, *, prompt_tokens: int
+) -> Iterator[int]:
+    """Time token ids chosen elsewhere (an enclave, MPC parties, an HE session) as they arrive:
+    the first one closes the prefill, each later one is a decode step. Its caller sets
+    `stats.stop_reason` when the source ends."""
+    stats.prompt_tokens = prompt_tokens
+    t0 = time.perf_counter()
+    for tok in ids:
+        now = time.perf_counter()
+        if stats.new_tokens == 0:
+            stats.prefill_s = now - t0
+        else:
+            stats.token_s.append(now - t0)
+        t0 = now
+        stats.new_tokens += 1
+        yield tok
 
 
 def generate_ids(

@@ -348,10 +348,4 @@ class MpcOps:
         return torch.empty(0) if got is None else got.float()
 
     def costs(self) -> CostReport:
-        report = CostReport()
-        for label, c in self.party.meter.totals().items():
-            report.by_op[label].calls += c.calls
-            report.by_op[label].wall_s += c.wall_s
-            report.by_op[label].rounds += c.rounds
-            report.by_op[label].bytes_sent += c.bytes_sent
-        return report
+        return self.party.meter.snapshot()

@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import sys
 import time
 from pathlib import Path
@@ -22,9 +21,11 @@ import torch
 
 from privinfer.errors import PrivinferError
 from privinfer.models.bert import Bert
+from privinfer.models.costs import peak_rss_mb
 from privinfer.models.llama import Llama
 from privinfer.models.ops import Sampler
 from privinfer.mpc.ops import MpcOps
+from privinfer.mpc.prf import PairwiseRandomness
 from privinfer.mpc.runtime import N_PARTIES, Party
 from privinfer.mpc.session import (
     CLIENT_ID,
@@ -39,10 +40,6 @@ from privinfer.mpc.store import PartyStore
 from privinfer.net.cluster import ClusterConfig, load_cluster
 from privinfer.net.peer import PeerError
 from privinfer.net.tls import connect_parties
-
-
-def peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
 def log(pid: int, msg: str) -> None:
@@ -131,7 +128,8 @@ def run_session(link: Any, store: PartyStore, pid: int) -> dict[str, Any]:
     view, port = PartyView(link), RemotePort(link)
     sid = link.session_id
     prev, nxt = (pid - 1) % N_PARTIES, (pid + 1) % N_PARTIES
-    party = Party(view, prf_key(link, prev, sid), prf_key(link, nxt, sid), store.frac_bits)
+    rand = PairwiseRandomness.buffered(prf_key(link, prev, sid), prf_key(link, nxt, sid))
+    party = Party(view, rand, store.frac_bits)
     req = port.recv_json()
     local_err = _check_request(req, store, pid)
     agreed = _agree(view, store, local_err is None)  # always: peers wait for this round

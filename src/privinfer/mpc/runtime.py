@@ -1,5 +1,6 @@
-"""A compute party's context: its PeerLink, pairwise PRF keys and cost meter (semi-honest,
-honest majority of three parties; keys must be fresh per session and known to one pair each).
+"""A compute party's context: its PeerLink, correlated-randomness provider (`prf`, over pairwise
+PRF keys) and cost meter (semi-honest, honest majority of three parties; keys must be fresh per
+session and known to one pair each).
 
 Protocol code receives a `Party` and talks to peers only through `Party.exchange`, which sends
 all tensors of one round in a single `PeerLink.round` call. Costs are recorded per op-class
@@ -13,13 +14,11 @@ import os
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 import torch
-from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
+from privinfer.models.costs import CostReport
 from privinfer.mpc.prf import PairwiseRandomness
 from privinfer.mpc.ring import DEFAULT_FRAC_BITS, bits_to_bytes, bytes_to_ring
 from privinfer.net.memory import MemoryNetwork, run_threads
@@ -29,42 +28,12 @@ N_PARTIES = 3
 CHILD_CHUNK_BYTES = 1 << 12  # a `Party.parallel` sub-protocol draws little: small AES buffer
 
 
-@dataclass
-class OpCost:
-    """Totals for one op class, as seen by one party."""
-
-    calls: int = 0
-    rounds: int = 0
-    bytes_sent: int = 0
-    wall_s: float = 0.0
-
-
-class CostMeter:
-    """Per-op-class rounds, bytes sent and wall time of one party."""
-
-    def __init__(self) -> None:
-        self.by_op: dict[str, OpCost] = {}
-
-    def add(self, label: str, rounds: int, bytes_sent: int, wall_s: float) -> None:
-        cost = self.by_op.setdefault(label, OpCost())
-        cost.calls += 1
-        cost.rounds += rounds
-        cost.bytes_sent += bytes_sent
-        cost.wall_s += wall_s
-
-    def totals(self) -> dict[str, OpCost]:
-        """A copy of the per-op-class totals."""
-        return {k: OpCost(v.calls, v.rounds, v.bytes_sent, v.wall_s) for k, v in self.by_op.items()}
-
-    def reset(self) -> None:
-        self.by_op.clear()
-
-
 class Party:
-    """Party `pid` of three: holds the link, the PRF streams and the fixed-point precision."""
+    """Party `pid` of three: holds the link, its correlated-randomness provider `rand` (the two
+    pairwise key streams, see `prf`) and the fixed-point precision."""
 
     def __init__(
-        self, link: PeerLink, key_prev: bytes, key_next: bytes, frac_bits: int = DEFAULT_FRAC_BITS
+        self, link: PeerLink, rand: PairwiseRandomness, frac_bits: int = DEFAULT_FRAC_BITS
     ) -> None:
         if link.n_parties != N_PARTIES:
             raise ValueError("the replicated-sharing engine needs exactly three parties")
@@ -73,8 +42,8 @@ class Party:
         self.link = link
         self.pid = link.party_id
         self.f = frac_bits
-        self.rand = _buffered_randomness(key_prev, key_next)
-        self.meter = CostMeter()
+        self.rand = rand
+        self.meter = CostReport()
         self._depth = 0
 
     @property
@@ -170,74 +139,12 @@ class _OpScope:
         party._depth -= 1
         if party._depth == 0:
             stats, start = party.link.stats, self.start
-            party.meter.add(
+            party.meter.record(
                 self.label,
-                stats.rounds - start[0],
-                stats.bytes_sent - start[1],
-                time.perf_counter() - start[2],
+                rounds=stats.rounds - start[0],
+                bytes_sent=stats.bytes_sent - start[1],
+                wall_s=time.perf_counter() - start[2],
             )
-
-
-class BufferedKeyStream:
-    """`prf.KeyStream`'s interface over one continuous AES-CTR stream read through a buffer
-    (secure if AES is a PRF; the two holders of a key make the same sequence of draws, so they
-    read the same bytes). A fresh cipher per draw cost ~16 us, a few times per round per party;
-    a draw from the buffer costs ~3 us. Counter blocks start at (2^64 - 16) * 2^64, disjoint
-    from `KeyStream`'s blocks for the same key."""
-
-    CHUNK_BYTES = 1 << 18
-
-    def __init__(self, key: bytes, chunk_bytes: int = CHUNK_BYTES) -> None:
-        if len(key) not in (16, 32):
-            raise ValueError("PRF keys must be 16 or 32 bytes (AES-128 or AES-256)")
-        nonce = ((1 << 64) - 16).to_bytes(8, "big") + bytes(8)
-        self._enc = Cipher(algorithms.AES(key), modes.CTR(nonce)).encryptor()
-        self._arr = np.zeros(0, dtype=np.int64)
-        self._off = 0
-        self._left = 0
-        self._chunk = chunk_bytes
-
-    def __repr__(self) -> str:  # never print the key
-        return "BufferedKeyStream()"
-
-    def draw(self, shape: tuple[int, ...] | torch.Size) -> torch.Tensor:
-        """Fresh uniform int64 tensor of `shape` (a view of the stream's buffer: every draw
-        gets its own, never reused, words)."""
-        n = math.prod(shape)
-        if n > self._left:
-            rest = self._arr[self._off :]
-            if 8 * n > self._chunk:  # a big draw (a weight share): its own torch-owned tensor
-                raw = self._enc.update(bytes(8 * (n - rest.size)))
-                out = torch.empty(n, dtype=torch.int64)
-                out.numpy()[: rest.size] = rest
-                out.numpy()[rest.size :] = np.frombuffer(raw, dtype=np.int64)
-                self._arr, self._off, self._left = np.zeros(0, dtype=np.int64), 0, 0
-                return out.view(shape)
-            raw = self._enc.update(bytes(8 * max(self._chunk // 8, n - rest.size)))
-            fresh = np.frombuffer(raw, dtype=np.int64)
-            self._arr = np.concatenate((rest, fresh)) if rest.size else fresh.copy()
-            self._off, self._left = 0, self._arr.size
-        off = self._off
-        self._off, self._left = off + n, self._left - n
-        return torch.from_numpy(self._arr[off : off + n].reshape(shape))
-
-    def draw_words(self, n: int) -> np.ndarray:
-        """The next `n` words as a flat uint64 numpy array: the same words `draw((n,))` returns
-        (for protocol code that computes on numpy views)."""
-        if n > self._left:
-            return self.draw((n,)).numpy().view(np.uint64)
-        off = self._off
-        self._off, self._left = off + n, self._left - n
-        return self._arr[off : off + n].view(np.uint64)
-
-
-def _buffered_randomness(
-    key_prev: bytes, key_next: bytes, chunk_bytes: int = BufferedKeyStream.CHUNK_BYTES
-) -> PairwiseRandomness:
-    rand = PairwiseRandomness(key_prev, key_next)
-    rand.prev = BufferedKeyStream(key_prev, chunk_bytes)  # type: ignore[assignment]
-    rand.next = BufferedKeyStream(key_next, chunk_bytes)  # type: ignore[assignment]
-    return rand
 
 
 class _ChildParty(Party):
@@ -245,10 +152,8 @@ class _ChildParty(Party):
 
     def __init__(self, parent: Party, merger: _RoundMerger, index: int) -> None:
         self.link, self.pid, self.f = parent.link, parent.pid, parent.f
-        key_prev = parent.rand.prev.draw((2,)).numpy().tobytes()
-        key_next = parent.rand.next.draw((2,)).numpy().tobytes()
-        self.rand = _buffered_randomness(key_prev, key_next, CHILD_CHUNK_BYTES)
-        self.meter = CostMeter()
+        self.rand = parent.rand.child(CHILD_CHUNK_BYTES)
+        self.meter = CostReport()
         self._depth = 1  # costs are recorded by the parent's enclosing op
         self._merger, self._index = merger, index
 
@@ -342,7 +247,8 @@ def run_local(
 
     def make(i: int) -> Callable[[], Any]:
         def body() -> Any:
-            party = Party(net.links[i], keys[(i - 1) % N_PARTIES], keys[i], frac_bits)
+            rand = PairwiseRandomness.buffered(keys[(i - 1) % N_PARTIES], keys[i])
+            party = Party(net.links[i], rand, frac_bits)
             try:
                 return program(party)
             except BaseException:

@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from privinfer.errors import PrivinferError
+
 
 @dataclass
 class LinkStats:
@@ -46,10 +48,12 @@ class PeerLink(Protocol):
     def close(self) -> None: ...
 
 
-class PeerError(Exception):
-    """A peer died, timed out, or sent a frame that failed validation; names the peer, no data."""
+class PeerError(PrivinferError):
+    """A peer died, timed out, sent a frame that failed validation, or ended the session; names
+    the peer (its party id) and why, never data. The message is "party {peer}: {reason}" unless
+    the raiser words it itself (`message`); either way one sentence safe to print."""
 
-    def __init__(self, peer: int, reason: str) -> None:
+    def __init__(self, peer: int, reason: str, message: str | None = None) -> None:
         self.peer = peer
         self.reason = reason
-        super().__init__(f"party {peer}: {reason}")
+        super().__init__(f"party {peer}: {reason}" if message is None else message)

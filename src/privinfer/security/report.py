@@ -3,59 +3,13 @@ the parameters in use (none typed in by hand), plus the threat matrix and a leak
 
 from __future__ import annotations
 
-import argparse
-from collections.abc import Callable
 from typing import Any
 
-from privinfer.security.matrix import MATRIX, matrix_json
-
-LEAKAGE: dict[str, list[str]] = {
-    "plain": ["everything: prompt, output, weights and timing are in the clear"],
-    "tee": [
-        "prompt and output lengths (record sizes)",
-        "number of generated tokens",
-        "per-token timing",
-        "which model is served (its measurement)",
-        "hardware side channels are out of scope",
-    ],
-    "mpc": [
-        "prompt length (number of input rows)",
-        "number of generated tokens",
-        "model shape (layers, hidden size, vocab) from message sizes",
-        "per-token timing",
-        "nothing else: every revealed value goes to the client only",
-    ],
-    "he": [
-        "prompt length (number of ciphertext slots used)",
-        "model shape",
-        "number of refresh round trips",
-        "per-layer timing",
-        "the final output to the client (by design)",
-    ],
-}
-
-SECTIONS: dict[str, Callable[[argparse.Namespace], dict[str, Any]]] = {}
+from privinfer.security.matrix import matrix_json
 
 
-def section(
-    mode: str,
-) -> Callable[[Callable[[argparse.Namespace], dict[str, Any]]], Callable[..., Any]]:
-    def deco(fn: Callable[[argparse.Namespace], dict[str, Any]]) -> Callable[..., Any]:
-        SECTIONS[mode] = fn
-        return fn
-
-    return deco
-
-
-@section("plain")
-def _plain(args: argparse.Namespace) -> dict[str, Any]:
-    return {
-        "summary": "no protection: the reference engine, run by whoever holds the prompt and weights"
-    }
-
-
-@section("tee")
-def _tee(args: argparse.Namespace) -> dict[str, Any]:
+def tee_parameters() -> dict[str, Any]:
+    """The tee mode's evidence types, policy in force, channel and what is not appraised."""
     from privinfer.tee.evidence import dcap, software
     from privinfer.tee.policy import Policy
 
@@ -84,23 +38,21 @@ def _tee(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
-@section("mpc")
-def _mpc(args: argparse.Namespace) -> dict[str, Any]:
+def mpc_parameters(
+    model: Any, model_name: str, prompt: str, frac_bits: int | None
+) -> dict[str, Any]:
+    """The mpc mode's ring, truncation and per-op failure bounds, from op counts on `model`."""
     import inspect
     import math
 
-    import privinfer
     from privinfer.mpc.protocols import norms
     from privinfer.mpc.protocols import trunc as trunc_mod
     from privinfer.mpc.runtime import Party
     from privinfer.security.opcount import NORM_INPUT, count_generation
 
-    f = int(
-        getattr(args, "frac_bits", None)
-        or inspect.signature(Party.__init__).parameters["frac_bits"].default
-    )
-    lm = privinfer.load(args.model)
-    ids = lm.prompt_ids(args.prompt)
+    f = int(frac_bits or inspect.signature(Party.__init__).parameters["frac_bits"].default)
+    lm = model
+    ids = lm.prompt_ids(prompt)
     prefill, decode = count_generation(lm, ids)
     per_op: dict[str, Any] = {}
     aby3_token = 0.0
@@ -142,7 +94,7 @@ def _mpc(args: argparse.Namespace) -> dict[str, Any]:
         "truncation": (trunc_mod.__doc__ or "").strip().splitlines()[0],
         "truncation_exact_while": f"|x| < 2^{trunc_mod.HEADROOM_BITS} - 2^{f} as ring integers, i.e. "
         f"|value| < 2^{trunc_mod.HEADROOM_BITS - 2 * f} before a product is truncated",
-        "model": args.model,
+        "model": model_name,
         "prompt_tokens_measured": len(ids),
         "per_op_class": per_op,
         "failure_probability_per_generated_token": sum(
@@ -155,8 +107,8 @@ def _mpc(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
-@section("he")
-def _he(args: argparse.Namespace) -> dict[str, Any]:
+def he_parameters() -> dict[str, Any]:
+    """The he mode's CKKS parameters, security level from the standard table, refresh masking."""
     import math
 
     from privinfer.he import params as he_params
@@ -197,18 +149,11 @@ HE_STANDARD: dict[int, dict[int, int]] = {
 }
 
 
-def build_report(mode: str, args: argparse.Namespace) -> dict[str, Any]:
-    fn = SECTIONS.get(mode)
-    if fn is None:
-        from privinfer.errors import InputError
-
-        raise InputError(f"no security report for mode {mode!r} yet")
+def build_report(mode: Any, model: Any | None = None, **params: Any) -> dict[str, Any]:
+    """The report for a mode plug-in (`privinfer.modes.get(name)`): parameters, leakage, matrix."""
     return {
-        "mode": mode,
-        "parameters": fn(args),
-        "leakage": LEAKAGE[mode],
-        "threat_matrix": matrix_json(mode),
+        "mode": mode.name,
+        "parameters": mode.security(model, **params),
+        "leakage": list(mode.leakage),
+        "threat_matrix": matrix_json(mode.threat),
     }
-
-
-assert set(MATRIX) == set(LEAKAGE)

@@ -7,10 +7,10 @@ import json
 
 import pytest
 
+from privinfer.bench import mpc_check as check
 from privinfer.errors import PrivinferError
 from privinfer.models.llama import Llama
 from privinfer.models.tiny import tiny_llama_config, tiny_llama_weights
-from privinfer.mpc import check
 
 
 class _TinyLM:

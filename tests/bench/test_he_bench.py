@@ -1,4 +1,4 @@
-from privinfer.he import bench
+from privinfer.bench import he_bench as bench
 
 
 def test_bench_functions_report_medians_and_errors():
@@ -11,7 +11,7 @@ def test_bench_functions_report_medians_and_errors():
 def test_ranking_metrics_count_swaps_and_neighbours():
     import torch
 
-    from privinfer.he.bench import _ranking
+    from privinfer.bench.he_bench import _ranking
 
     plain = torch.nn.functional.normalize(
         torch.randn(6, 8, generator=torch.Generator().manual_seed(0)), dim=1

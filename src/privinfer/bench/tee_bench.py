@@ -26,7 +26,7 @@ def bench_tee(
 ) -> dict[str, Any]:
     """Medians over `runs` (interleaved tee/plain): attest+handshake, per-token decode, their ratio."""
     import privinfer
-    from privinfer.bench.plain import _ours_decode, _prompt_ids
+    from privinfer.bench.plain import ours_decode, prompt_ids
     from privinfer.tee.client import TeeClient, TeeResult
     from privinfer.tee.local import LocalServer
 
@@ -46,7 +46,7 @@ def bench_tee(
         srv.start()
         start_s = time.perf_counter() - t0
         lm = privinfer.load("smollm2-135m", threads=threads)
-        ids = _prompt_ids(lm, 32)
+        ids = prompt_ids(lm, 32)
         client = TeeClient(srv.url, root_cert=srv.root, model_file=lm.source)
         req = {"prompt_ids": ids, "max_new_tokens": decode_steps + 1, "temperature": 0.0}
         # warm-up both paths once (connections, caches)
@@ -54,7 +54,7 @@ def bench_tee(
         for _ in s.stream(dict(req, max_new_tokens=2)):
             pass
         s.close()
-        _ours_decode(lm, ids, 2)
+        ours_decode(lm, ids, 2)
         att, hs, both, tee_tok, tee_first, encl_tok, plain_tok, plain_prefill = (
             [] for _ in range(8)
         )
@@ -73,7 +73,7 @@ def bench_tee(
             tee_tok.append(statistics.median(res.token_s))
             tee_first.append(res.first_token_s)
             encl_tok.append(statistics.median(res.enclave["token_s"]))
-            prefill, per = _ours_decode(lm, ids, decode_steps)
+            prefill, per = ours_decode(lm, ids, decode_steps)
             plain_tok.append(per)
             plain_prefill.append(prefill)
         client.close()

@@ -1,5 +1,7 @@
 """`privinfer tee demo` (`make run` in tee mode): local platform + enclave, attest, stream one answer, stop.
 
+Uses the TEE client directly (no CLI); `python -m privinfer.bench.tee_demo` runs it standalone.
+
 Security assumption: a one-machine demonstration. The platform directory and the exported root
 live under ~/.cache/privinfer/tee (or $PRIVINFER_TEE_PLATFORM / $PRIVINFER_TEE_ROOT); the client
 still verifies the quote against that pinned root and the measurement it computes itself, and
@@ -8,13 +10,15 @@ the prompt leaves the client only encrypted. The answer goes to stdout, everythi
 
 from __future__ import annotations
 
+import argparse
 import sys
 import time
+from collections.abc import Sequence
 
 import httpx
 
 from privinfer.errors import PrivinferError
-from privinfer.tee.client import TeeClient, claims_summary, run_generation
+from privinfer.tee.client import TeeClient, TeeResult, claims_summary
 from privinfer.tee.local import LocalServer
 
 DEFAULT_PROMPT = "What is the capital of France?"
@@ -45,29 +49,38 @@ def run_demo(
             print(claims_summary(session.claims), file=sys.stderr, flush=True)
             request = {"prompt": prompt, "chat": True, "max_new_tokens": max_new_tokens}
 
-            def write(text: str) -> None:
-                sys.stdout.write(text)
-                sys.stdout.flush()
-
+            res = TeeResult()
             try:
-                out = run_generation(session, request, write)
+                for msg in session.stream(request, res):
+                    if msg.get("text"):
+                        sys.stdout.write(msg["text"])
+                        sys.stdout.flush()
             finally:
                 session.close()
         sys.stdout.write("\n")
         sys.stdout.flush()
+        rate = len(res.token_s) / sum(res.token_s) if res.token_s else 0.0
         print(
-            f"privinfer tee demo: attest {out['attest_s'] * 1000:.1f} ms, first token "
-            f"{out['first_token_s'] * 1000:.0f} ms, {out['tokens_per_s']:.1f} tokens/s; stopping",
+            f"privinfer tee demo: attest {session.attest_s * 1000:.1f} ms, first token "
+            f"{res.first_token_s * 1000:.0f} ms, {rate:.1f} tokens/s; stopping",
             file=sys.stderr,
             flush=True,
         )
     return 0
 
 
-def main() -> int:
-    from privinfer.cli.main import main as cli_main
-
-    return cli_main(["tee", "demo", *sys.argv[1:]])
+def main(argv: Sequence[str] | None = None) -> int:
+    """`python -m privinfer.bench.tee_demo [PROMPT] [--max-tokens N] [--threads N]`."""
+    p = argparse.ArgumentParser(prog="python -m privinfer.bench.tee_demo")
+    p.add_argument("prompt", nargs="?", default=DEFAULT_PROMPT)
+    p.add_argument("--max-tokens", type=int, default=64)
+    p.add_argument("--threads", type=int, default=None)
+    args = p.parse_args(argv)
+    try:
+        return run_demo(args.prompt, max_new_tokens=args.max_tokens, threads=args.threads)
+    except PrivinferError as exc:
+        print(f"privinfer: error: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

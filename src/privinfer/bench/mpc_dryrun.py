@@ -4,7 +4,7 @@ all parties share one process).
 
 The dry run executes exactly the production arithmetic (encoding, truncation, approximations)
 over the in-process MemoryNetwork, so its errors are the engine's errors. Run:
-    python -m privinfer.mpc.dryrun --frac-bits 14 16 18 20
+    python -m privinfer.bench.mpc_dryrun --frac-bits 14 16 18 20
 """
 
 from __future__ import annotations
@@ -213,7 +213,7 @@ def smollm2_fidelity(
         "plain_top2_gap": (top2[0] - top2[1]).item(),
         "same_argmax": int(got.argmax()) == int(ref.argmax()),
         "wall_s": wall_s,
-        "costs": costs.to_json(),  # type: ignore[attr-defined]
+        "costs": costs.to_dict(),  # type: ignore[attr-defined]
     }
 
 

@@ -175,7 +175,7 @@ def register_check(sub: Any, common: Callable[[argparse.ArgumentParser], None]) 
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`python -m privinfer.mpc.check "prompt" [...]` until the CLI wires `privinfer check`."""
+    """`python -m privinfer.bench.mpc_check "prompt" [...]`: `privinfer check` without the rest of the CLI."""
     import sys
 
     parser = argparse.ArgumentParser(prog="privinfer")

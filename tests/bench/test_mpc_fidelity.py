@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 import privinfer
-from privinfer.mpc.fidelity import PROMPTS, run_fidelity, summary_line
+from privinfer.bench.mpc_fidelity import PROMPTS, run_fidelity, summary_line
 
 
 @pytest.mark.slow
@@ -26,7 +26,7 @@ def test_chat_prompts_greedy_tokens_equal_plain():
 def test_fidelity_report_counts_a_divergence():
     import torch
 
-    from privinfer.mpc.fidelity import _compare
+    from privinfer.bench.mpc_fidelity import _compare
 
     rows = [torch.tensor([0.0, 1.0, 3.0])]
     r = _compare("p", [2, 5, 7], rows, [2, 5, 9], rows, 1.0)

@@ -9,7 +9,7 @@ without the network. For the error figures the logits are also opened at every s
 measurement harness, not a private run. Generation stops at an end-of-sequence token on both
 sides, as `privinfer generate` does.
 
-    python -m privinfer.mpc.fidelity [--prompts 20] [--tokens 16] [--json] [--out FILE]
+    python -m privinfer.bench.mpc_fidelity [--prompts 20] [--tokens 16] [--json] [--out FILE]
     privinfer bench mpc-fidelity
 """
 

@@ -135,7 +135,7 @@ def bench_minilm(tokens: int = 16, two_process: bool = False) -> dict:
             "bytes_to_server": s.bytes_to_server + ops.key_bytes,
             "bytes_to_client": s.bytes_to_client,
             "galois_key_bytes": ops.key_bytes,
-            "by_op_s": {k: round(v["wall_s"], 2) for k, v in ops.costs().to_json().items()},
+            "by_op_s": {k: round(v["wall_s"], 2) for k, v in ops.costs().to_dict().items()},
         }
     return {
         "bench": "minilm",
@@ -184,11 +184,11 @@ def bench_smollm2(context_tokens: int = 8, prompt: str = "The capital of France 
     logits = model.forward(ids, cache, 0)
     tok = ops.next_token(logits, None, 0)  # type: ignore[arg-type]
     prefill_s = time.perf_counter() - t0
-    before = ops.costs().to_json().get("linear", {}).get("wall_s", 0.0)
+    before = ops.costs().to_dict().get("linear", {}).get("wall_s", 0.0)
     t0 = time.perf_counter()
     logits = model.forward([max(tok, 0)], cache, len(ids))
     step_s = time.perf_counter() - t0
-    head_s = ops.costs().to_json()["linear"]["wall_s"] - before
+    head_s = ops.costs().to_dict()["linear"]["wall_s"] - before
     head_s = head_s / 8  # 7 layer linears + the head block: a rough share, stated
     blocks = -(-cfg.vocab_size // block)
     return {
@@ -290,11 +290,11 @@ def bench_fidelity(count: int = 20, say=None) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """python -m privinfer.he.bench {matvec,packed,minilm,smollm2,fidelity} [--json]"""
+    """python -m privinfer.bench.he_bench {matvec,packed,minilm,smollm2,fidelity} [--json]"""
     import argparse
     import json
 
-    p = argparse.ArgumentParser(prog="python -m privinfer.he.bench")
+    p = argparse.ArgumentParser(prog="python -m privinfer.bench.he_bench")
     p.add_argument("which", choices=["matvec", "packed", "minilm", "smollm2", "fidelity"])
     p.add_argument("--json", action="store_true")
     p.add_argument("--tokens", type=int, default=16)

@@ -3,10 +3,10 @@ three in-process parties or three OS processes over mutually authenticated TLS l
 only: the benchmark client derives its input masks from a public seed, so it hides nothing).
 
 Each suite is one party program; `run_suite` runs it in-process (`net="memory"`) or spawns
-`python -m privinfer.mpc.bench --party i ...` per party over a cluster (`net="loopback"`: a fresh
+`python -m privinfer.bench.mpc_bench --party i ...` per party over a cluster (`net="loopback"`: a fresh
 temporary 127.0.0.1 cluster; or pass `cluster=` a cluster folder, e.g. one behind the LAN/WAN
 emulation). Results are per party: wall and CPU seconds, rounds and bytes sent.
-    python -m privinfer.mpc.bench {rounds,ops,gpt2,smollm2} [--net memory|loopback] [--json]
+    python -m privinfer.bench.mpc_bench {rounds,ops,gpt2,smollm2} [--net memory|loopback] [--json]
 """
 
 from __future__ import annotations
@@ -15,7 +15,6 @@ import argparse
 import gc
 import json
 import os
-import resource
 import statistics
 import subprocess
 import sys
@@ -29,6 +28,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from privinfer.models.costs import peak_rss_mb
+from privinfer.mpc.prf import PairwiseRandomness
 from privinfer.mpc.protocols import activations, arith, compare, nonlinear, norms, softmax
 from privinfer.mpc.ring import DEFAULT_FRAC_BITS, bits_to_bytes
 from privinfer.mpc.runtime import N_PARTIES, Party, run_local
@@ -212,7 +213,7 @@ def smollm2_program(
             cost["by_op"] = {n: vars(v) for n, v in p.meter.totals().items()}
             steps.append(cost)
             toks.append(tok)
-        rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+        rss = peak_rss_mb()
         return {
             "prepare": prep,
             "prefill": pre,
@@ -279,7 +280,7 @@ def run_suite(
             cluster = Path(tmp) / "cluster"
         procs = []
         for i in range(N_PARTIES):
-            cmd = [sys.executable, "-m", "privinfer.mpc.bench", suite, "--party", str(i)]
+            cmd = [sys.executable, "-m", "privinfer.bench.mpc_bench", suite, "--party", str(i)]
             cmd += ["--cluster", str(cluster), "--out", str(Path(tmp) / f"p{i}.json")]
             cmd += ["--params", json.dumps(params)]
             procs.append(spawn(i, cmd) if spawn else subprocess.Popen(cmd))
@@ -299,7 +300,9 @@ def _party_main(suite: str, party_id: int, cluster_dir: str, out: str, params: d
     cluster = load_cluster(path / "cluster.toml" if path.is_dir() else path)
     with connect_parties(cluster, party_id, timeout_s=600.0) as link:
         prev, nxt = (party_id - 1) % N_PARTIES, (party_id + 1) % N_PARTIES
-        party = Party(link, link.pairwise_key(prev), link.pairwise_key(nxt))
+        party = Party(
+            link, PairwiseRandomness.buffered(link.pairwise_key(prev), link.pairwise_key(nxt))
+        )
         t0, c0 = time.perf_counter(), time.process_time()
         res = program(party)
         res["total_wall_s"] = time.perf_counter() - t0

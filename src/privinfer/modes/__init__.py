@@ -1,0 +1,156 @@
+"""Deployment modes as plug-ins: one file per mode in this package plus one line in `REGISTRY`.
+
+A mode says who runs which engine where and who learns what. The CLI's flags, `privinfer
+security --mode`, the threat matrix and `privinfer bench --mode` all read the `Mode` objects
+here, so adding a mode touches its own file and the registry line only (docs/architecture.md,
+"Adding a mode").
+"""
+
+from __future__ import annotations
+
+import importlib
+import math
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from privinfer.errors import InputError
+from privinfer.models.costs import CostReport
+from privinfer.models.generate import GenerationStats
+from privinfer.models.ops import Sampler
+
+# name -> module that defines `MODE`; the order is the order users see.
+REGISTRY: dict[str, str] = {
+    "plain": "privinfer.modes.plain",
+    "tee": "privinfer.modes.tee",
+    "mpc": "privinfer.modes.mpc",
+    "he": "privinfer.modes.he",
+}
+
+TASKS = frozenset({"generate", "embed"})
+
+
+class OptionError(InputError):
+    """A mode option that the chosen mode does not take, or a value it cannot use."""
+
+
+@dataclass(frozen=True)
+class Option:
+    """One mode option: its keyword name, CLI parser, default and help.
+
+    `type` parses the CLI string (`bool` means a flag without a value). `tasks` says whether
+    the option applies to generation, embedding or both. `cli=False` keeps an option to the
+    Python API (a progress callback); `cli_flag` names its flag when it differs from the name.
+    """
+
+    name: str
+    type: Callable[[str], Any]
+    default: Any
+    help: str
+    tasks: frozenset[str] = TASKS
+    cli: bool = True
+    cli_flag: str | None = None
+
+    @property
+    def flag(self) -> str:
+        return self.cli_flag or "--" + self.name.replace("_", "-")
+
+
+def _flags(options: Sequence[Option]) -> str:
+    return ", ".join(o.flag for o in options) or "no options"
+
+
+class Mode:
+    """A deployment mode. Subclasses set the class attributes and implement what they support.
+
+    - `generate(model, prompt_ids, sampler=, max_new_tokens=, stats=, **options)` yields token
+      ids and fills `stats` (timings, and the engine's costs in `stats.costs` and
+      `stats.details`).
+    - `embed(model, ids_list, costs=, details=, **options)` returns a [n, dim] tensor and fills
+      `costs` / `details`.
+    - `security(model, **params)` returns the parameters section of `privinfer security`, every
+      figure derived from the parameters in use.
+    """
+
+    name: ClassVar[str] = ""
+    summary: ClassVar[str] = ""
+    tasks: ClassVar[frozenset[str]] = frozenset()
+    options: ClassVar[tuple[Option, ...]] = ()
+    leakage: ClassVar[tuple[str, ...]] = ()
+    threat: ClassVar[dict[str, dict[str, Any]]] = {}  # adversary -> asset -> security.matrix.Cell
+    security_needs_model: ClassVar[bool] = False
+    bench_workloads: ClassVar[tuple[str, ...]] = ()  # `privinfer bench` workloads it runs in
+
+    def options_for(self, task: str) -> tuple[Option, ...]:
+        return tuple(o for o in self.options if task in o.tasks)
+
+    def check_options(self, task: str, given: dict[str, Any]) -> dict[str, Any]:
+        """Refuse options this mode does not take for `task` (by their CLI flags); fill defaults."""
+        if task not in self.tasks:
+            what = "text generation" if task == "generate" else "embeddings"
+            raise OptionError(f"mode {self.name} does not support {what}")
+        known = {o.name: o for o in self.options_for(task)}
+        unknown = sorted(k for k in given if k not in known)
+        takes = f"mode {self.name} takes {_flags([o for o in known.values() if o.cli])}"
+        flags = {o.name: o.flag for m in REGISTRY for o in get(m).options}
+        stray = [k for k in unknown if k not in flags]
+        if stray:
+            raise OptionError(f"unknown option {', '.join(map(repr, stray))} ({takes})")
+        if unknown:
+            names = ", ".join(flags[k] for k in unknown)
+            raise OptionError(f"mode {self.name} does not take {names} ({takes})")
+        out = {o.name: o.default for o in known.values()}
+        for k, v in given.items():
+            if isinstance(v, float) and not math.isfinite(v):
+                raise OptionError(f"{known[k].flag} must be a finite number")
+            out[k] = v
+        return out
+
+    def generate(
+        self,
+        model: Any,
+        prompt_ids: list[int],
+        *,
+        sampler: Sampler,
+        max_new_tokens: int,
+        stats: GenerationStats,
+        **options: Any,
+    ) -> Iterator[int]:
+        raise OptionError(f"mode {self.name} does not support text generation")
+
+    def embed(
+        self,
+        model: Any,
+        ids_list: list[list[int]],
+        *,
+        costs: CostReport,
+        details: dict[str, Any],
+        **options: Any,
+    ) -> Any:
+        raise OptionError(f"mode {self.name} does not support embeddings")
+
+    def security(self, model: Any | None, **params: Any) -> dict[str, Any]:
+        return {"summary": self.summary}
+
+
+def names() -> tuple[str, ...]:
+    return tuple(REGISTRY)
+
+
+def get(name: str) -> Mode:
+    """The mode called `name`; an unknown name is refused with the list of known ones."""
+    if name not in REGISTRY:
+        raise InputError(f"unknown mode {name!r}: use one of {', '.join(REGISTRY)}")
+    mode = importlib.import_module(REGISTRY[name]).MODE
+    assert isinstance(mode, Mode) and mode.name == name, REGISTRY[name]
+    return mode
+
+
+def all_options() -> list[Option]:
+    """Every mode's CLI options, one per name (first definition wins), for the CLI's flags."""
+    seen: dict[str, Option] = {}
+    for n in REGISTRY:
+        for o in get(n).options:
+            if o.cli:
+                seen.setdefault(o.name, o)
+    return list(seen.values())

@@ -1,0 +1,272 @@
+"""The he mode (CKKS): embeddings and generation with a client-held secret key.
+
+Security assumption: semi-honest server with plaintext weights, client with the secret key (see
+docs/he.md for the threat model and exactly what leaks). Without `server=` the server runs as a
+separate local process (`privinfer he serve`) over mutually authenticated TLS; `in_process=True`
+simulates both sides in this process (tests, benchmarks) with separate key contexts. Refresh
+rounds and bytes each way reach the caller in `stats.details["he"]` and `stats.costs`.
+"""
+
+from __future__ import annotations
+
+import queue
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import torch
+
+from privinfer.errors import InputError
+from privinfer.he.ckks import PARAMS_16384
+from privinfer.he.ops import HeOps
+from privinfer.he.server import generation_session, model_ranges
+from privinfer.he.session import HeClient, LocalKeyHolder, client_rows
+from privinfer.models.costs import CostReport
+from privinfer.models.generate import GenerationStats, check_budget, timed_stream
+from privinfer.models.ops import Sampler
+from privinfer.modes import Mode, Option
+from privinfer.security.matrix import ASSETS, META_LEAK, NA, Cell
+from privinfer.security.report import he_parameters
+
+OPTIONS = (
+    Option("server", str, None, "address of a running HE server (default: start a local one)"),
+    Option(
+        "in_process",
+        bool,
+        False,
+        "run client and server in this process with separate key contexts (tests)",
+        cli=False,
+    ),
+    Option(
+        "context_tokens",
+        int,
+        None,
+        "slots reserved for prompt + new tokens (default: the next power of two)",
+        frozenset({"generate"}),
+        cli=False,
+    ),
+)
+
+
+def _progress(msg: str) -> None:
+    print(f"he: {msg}", file=sys.stderr, flush=True)
+
+
+def _record(costs: CostReport, details: dict[str, Any], figures: dict[str, Any]) -> None:
+    details["he"] = figures
+    costs.record(
+        "refresh",
+        rounds=int(figures.get("rounds", 0)),
+        refreshes=int(figures.get("rounds", 0)),
+        bytes_sent=int(figures.get("bytes_to_server", 0)),
+        bytes_received=int(figures.get("bytes_to_client", 0)),
+    )
+
+
+def _context_tokens(n: int) -> int:
+    return max(2, 1 << (n - 1).bit_length())
+
+
+class HeMode(Mode):
+    name = "he"
+    summary = "CKKS on a server that holds the weights; the client holds the key and refreshes"
+    tasks = frozenset({"generate", "embed"})
+    options = OPTIONS
+    leakage = (
+        "prompt length (number of ciphertext slots used)",
+        "model shape",
+        "number of refresh round trips",
+        "per-layer timing",
+        "the final output to the client (by design)",
+    )
+    threat = {
+        "network observer": {
+            "prompt": Cell(
+                "yes", "CKKS ciphertexts (RLWE, >= 128-bit parameters) on an authenticated channel"
+            ),
+            "weights": Cell("yes", "weights never leave the server"),
+            "output": Cell("yes", "encrypted under the client's key"),
+            "metadata": Cell("no", META_LEAK),
+        },
+        "host operator": {
+            "prompt": Cell(
+                "yes",
+                "the server computes on ciphertexts only",
+                "RLWE hardness; semi-honest server",
+            ),
+            "weights": Cell("n/a", "the server operator owns the weights"),
+            "output": Cell("yes", "encrypted under the client's key", "RLWE hardness"),
+            "metadata": Cell(
+                "no", "sequence length, model shape, number of refresh rounds, timing"
+            ),
+        },
+        "one compute party": {a: NA for a in ASSETS},
+        "two colluding parties": {a: NA for a in ASSETS},
+        "the client": {
+            "prompt": Cell("n/a", "the client owns the prompt"),
+            "weights": Cell(
+                "partly",
+                "refresh values are masked by the server (statistical masking + noise "
+                "flooding); the output itself and, where the embedding runs client-side, "
+                "the embedding table are revealed",
+            ),
+            "output": Cell("n/a", "the client owns the output"),
+            "metadata": Cell("n/a", "the client owns its metadata"),
+        },
+        "the server": {
+            "prompt": Cell("yes", "see host operator", "RLWE hardness"),
+            "weights": Cell("n/a", "the server owns the weights"),
+            "output": Cell("yes", "see host operator", "RLWE hardness"),
+            "metadata": Cell("no", "sequence length, model shape, timing"),
+        },
+    }
+    bench_workloads = ("he-ops", "he-fidelity", "he-smollm2")
+
+    def security(self, model: Any | None, **params: Any) -> dict[str, Any]:
+        return he_parameters()
+
+    def embed(
+        self,
+        model: Any,
+        ids_list: list[list[int]],
+        *,
+        costs: CostReport,
+        details: dict[str, Any],
+        server: str | None = None,
+        in_process: bool = False,
+    ) -> torch.Tensor:
+        """Embeddings [n, dim] computed under CKKS; prints a fidelity/cost line on stderr."""
+        t0 = time.perf_counter()
+        if in_process:
+            outs, rounds, sent, received = [], 0, 0, 0
+            for ids in ids_list:
+                ops = HeOps(ranges=model_ranges(model), progress=_progress)
+                outs.append(ops.reveal(model.build(ops).encode(ids)))
+                s = ops.refresher.stats
+                rounds += s.rounds
+                sent += s.bytes_to_server + ops.key_bytes
+                received += s.bytes_to_client
+            vecs = torch.cat(outs)
+            figures: dict[str, Any] = {
+                "rounds": rounds,
+                "bytes_to_server": sent,
+                "bytes_to_client": received,
+            }
+        else:
+            from privinfer.he.client import embed_remote
+
+            vecs, figures = embed_remote(model, ids_list, server)
+        plain = torch.cat([model.plain().ops.reveal(model.plain().encode(i)) for i in ids_list])
+        cos = torch.nn.functional.cosine_similarity(vecs, plain).tolist()
+        figures = {**figures, "he_s": round(time.perf_counter() - t0, 3), "cosine_to_plain": cos}
+        _record(costs, details, figures)
+        print(
+            f"he: cosine to plaintext {', '.join(f'{c:.7f}' for c in cos)}; "
+            f"{figures['he_s']:.1f} s; {figures['rounds']} refresh rounds; "
+            f"{figures['bytes_to_server'] / 1e6:.1f} MB to server, "
+            f"{figures['bytes_to_client'] / 1e6:.1f} MB to client",
+            file=sys.stderr,
+        )
+        return vecs
+
+    def generate(
+        self,
+        model: Any,
+        prompt_ids: list[int],
+        *,
+        sampler: Sampler,
+        max_new_tokens: int,
+        stats: GenerationStats,
+        server: str | None = None,
+        in_process: bool = False,
+        context_tokens: int | None = None,
+    ) -> Iterator[int]:
+        """Generate under CKKS: the client picks every token from logits only it can decrypt."""
+        budget = check_budget(len(prompt_ids), max_new_tokens, model.cfg.max_context)
+        ctx_t = context_tokens or _context_tokens(len(prompt_ids) + budget)
+        if ctx_t > 64:
+            raise InputError("mode he supports prompt + new tokens <= 64 in this version")
+        client = HeClient.create(
+            PARAMS_16384,
+            sampler=sampler,
+            stop_ids=tuple(model.tokenizer.eos_ids),
+            max_new_tokens=budget,
+        )
+        events: queue.Queue = queue.Queue()
+
+        def run() -> None:
+            try:
+                if in_process:
+                    _local_generation(model, client, prompt_ids, budget, ctx_t, events)
+                else:
+                    figures = _remote_generation(
+                        model, client, prompt_ids, budget, ctx_t, server, events
+                    )
+                    _record(stats.costs, stats.details, figures)
+                events.put(("end", None))
+            except BaseException as exc:  # noqa: BLE001 - re-raised in the consumer
+                events.put(("err", exc))
+
+        def tokens() -> Iterator[int]:
+            while True:
+                kind, value = events.get()
+                if kind == "err":
+                    raise value
+                if kind == "end":
+                    return
+                yield value
+
+        threading.Thread(target=run, daemon=True).start()
+        yield from timed_stream(tokens(), stats, prompt_tokens=len(prompt_ids))
+        stats.stop_reason = "length" if len(client.chosen) >= budget else "eos"
+
+
+def _local_generation(model, client, prompt_ids, budget, ctx_t, events) -> None:
+    ops = HeOps(
+        keyholder=LocalKeyHolder(client),
+        ranges=model_ranges(model),
+        context_tokens=ctx_t,
+        progress=_progress,
+    )
+    emitted = 0
+    for _ in generation_session(model, ops, list(prompt_ids), budget):
+        for tok in client.chosen[emitted:]:
+            events.put(("tok", tok))
+        emitted = len(client.chosen)
+    for tok in client.chosen[emitted:]:  # the last pick ends the session
+        events.put(("tok", tok))
+
+
+def _remote_generation(model, client, prompt_ids, budget, ctx_t, server, events) -> dict[str, Any]:
+    from privinfer.he.client import _server_for, run_client_session
+    from privinfer.he.transport import connect
+
+    with _server_for(model, server, 1) as (cluster, host, port):
+        conn = connect(cluster, host, port)
+        try:
+            task = {
+                "task": "generate",
+                "prompt_len": len(prompt_ids),
+                "max_new_tokens": budget,
+                "context_tokens": ctx_t,
+            }
+            done = run_client_session(
+                conn,
+                client,
+                task,
+                client_rows(model, prompt_ids),
+                next_rows=lambda tok: client_rows(model, [tok]),
+                on_token=lambda tok: events.put(("tok", tok)),
+            )
+        finally:
+            conn.close()
+    return {
+        "rounds": int(done.get("rounds", 0)),
+        "bytes_to_server": conn.bytes_sent,
+        "bytes_to_client": conn.bytes_received,
+    }
+
+
+MODE = HeMode()

@@ -1,0 +1,222 @@
+"""The mpc mode: generation and embeddings by three compute parties on secret shares
+(semi-honest, honest majority: no single party learns the prompt, the weights or the output).
+
+With `cluster=` the client joins parties already running (`privinfer mpc party`); without it,
+this process shares the model into three throwaway stores, starts three local party processes
+on loopback, and acts as the client (see `privinfer.mpc.launcher`). Progress goes to stderr;
+per-party rounds, bytes and peak RSS reach the caller in `stats.details["mpc"]`, and party 0's
+rounds and bytes by op class in `stats.costs`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from typing import Any
+
+import torch
+
+from privinfer.errors import InputError
+from privinfer.models.costs import CostReport
+from privinfer.models.generate import GenerationStats, check_budget
+from privinfer.models.ops import Sampler
+from privinfer.modes import Mode, Option
+from privinfer.security.matrix import ASSETS, META_LEAK, Cell
+from privinfer.security.report import mpc_parameters
+
+OPTIONS = (
+    Option(
+        "cluster",
+        str,
+        None,
+        "cluster file of running MPC parties (default: start three local ones)",
+    ),
+    Option("connect_timeout_s", float, 20.0, "seconds to wait for the parties to accept"),
+    Option("timeout_s", float, 120.0, "seconds to wait for any one reply from the parties"),
+    Option("progress", str, "stderr", "progress lines: 'stderr', a callable, or None", cli=False),
+)
+
+
+def _summary(report: dict[str, Any]) -> dict[str, Any]:
+    """Per-party prefill/decode rounds and bytes, and peak RSS, from the parties' STATS."""
+    out: dict[str, Any] = {"share_set": report.get("share_set"), "parties": {}}
+    for pid, st in report.get("parties", {}).items():
+        toks = st.get("tokens", [])
+        row: dict[str, Any] = {
+            "setup": st.get("setup"),
+            "prefill": st.get("prefill"),
+            "peak_rss_mb": st.get("peak_rss_mb"),
+            "bytes_to_client": st.get("bytes_to_client"),
+            "bytes_from_client": st.get("bytes_from_client"),
+        }
+        if toks:
+            row["decode_per_token"] = toks
+            row["decode_rounds_per_token_mean"] = sum(t["rounds"] for t in toks) / len(toks)
+            row["decode_bytes_sent_per_token_mean"] = sum(t["bytes_sent"] for t in toks) / len(toks)
+        if "texts" in st:
+            row["texts"] = st["texts"]
+        row["by_op"] = st.get("by_op")
+        out["parties"][pid] = row
+    return out
+
+
+def _fill(
+    costs: CostReport,
+    details: dict[str, Any],
+    report: dict[str, Any],
+) -> None:
+    """Per-party figures into `details["mpc"]`; party 0's by-op rounds and bytes into `costs`."""
+    summary = _summary(report)
+    details["mpc"] = summary
+    parties = summary.get("parties", {})
+    first = parties.get("0") or parties.get(0) or next(iter(parties.values()), None)
+    for op, c in ((first or {}).get("by_op") or {}).items():
+        oc = costs.by_op[op]
+        oc.calls += int(c.get("calls", 0))
+        oc.rounds += int(c.get("rounds", 0))
+        oc.bytes_sent += int(c.get("bytes_sent", 0))
+
+
+@contextlib.contextmanager
+def _client(
+    model: Any, cluster: str | None, connect_timeout_s: float, timeout_s: float, progress: Any
+) -> Iterator[Any]:
+    from privinfer.mpc.launcher import LocalCluster, stderr_progress
+    from privinfer.mpc.remote_client import MpcClient
+
+    prog = stderr_progress if progress == "stderr" else progress
+    with contextlib.ExitStack() as stack:
+        share_set = None
+        if cluster is None:
+            local = stack.enter_context(LocalCluster(model, model.name, progress=prog))
+            cluster, share_set = str(local.cluster_path), local.share_set
+        client = MpcClient(
+            cluster, share_set=share_set, connect_timeout_s=connect_timeout_s, timeout_s=timeout_s
+        )
+        if prog:
+            prog("parties ready; running under MPC")
+        yield client
+
+
+class MpcMode(Mode):
+    name = "mpc"
+    summary = "three compute parties on replicated secret shares (honest majority, semi-honest)"
+    tasks = frozenset({"generate", "embed"})
+    options = OPTIONS
+    leakage = (
+        "prompt length (number of input rows)",
+        "number of generated tokens",
+        "model shape (layers, hidden size, vocab) from message sizes",
+        "per-token timing",
+        "nothing else: every revealed value goes to the client only",
+    )
+    threat = {
+        "network observer": {
+            "prompt": Cell("yes", "mutually authenticated TLS 1.3 between parties and client"),
+            "weights": Cell("yes", "TLS; and weights exist only as replicated shares"),
+            "output": Cell("yes", "only shares of the next token, sent to the client"),
+            "metadata": Cell("no", META_LEAK + "; message sizes follow the model shape"),
+        },
+        "host operator": {
+            "prompt": Cell(
+                "yes",
+                "each host runs one party and holds two of three shares",
+                "operators of different parties do not collude (honest majority)",
+            ),
+            "weights": Cell("yes", "replicated shares from the model owner", "honest majority"),
+            "output": Cell("yes", "revealed to the client only", "honest majority"),
+            "metadata": Cell("no", META_LEAK),
+        },
+        "one compute party": {
+            "prompt": Cell(
+                "yes",
+                "its two shares are uniformly random; its view is simulatable",
+                "semi-honest: it follows the protocol",
+            ),
+            "weights": Cell("yes", "replicated sharing over Z_2^64", "semi-honest"),
+            "output": Cell(
+                "yes",
+                "the argmax / Gumbel-max result is revealed to the client only",
+                "semi-honest",
+            ),
+            "metadata": Cell("no", "sequence length, number of tokens, model shape, timing"),
+        },
+        "two colluding parties": {
+            "prompt": Cell("no", "two parties hold all three shares and can reconstruct"),
+            "weights": Cell("no", "reconstructible by two parties"),
+            "output": Cell("no", "reconstructible by two parties"),
+            "metadata": Cell("no", META_LEAK),
+        },
+        "the client": {
+            "prompt": Cell("n/a", "the client owns the prompt"),
+            "weights": Cell("partly", "the client sees only sampled token ids, never logits"),
+            "output": Cell("n/a", "the client owns the output"),
+            "metadata": Cell("n/a", "the client owns its metadata"),
+        },
+        "the server": {
+            a: Cell("n/a", "the servers are the compute parties: see those rows") for a in ASSETS
+        },
+    }
+    security_needs_model = True
+    bench_workloads = ("generate", "mpc-ops", "mpc-gpt2-shape", "mpc-fidelity")
+
+    def security(self, model: Any | None, **params: Any) -> dict[str, Any]:
+        return mpc_parameters(
+            model,
+            params.get("model_name", getattr(model, "name", "")),
+            params.get("prompt", "What is the capital of France?"),
+            params.get("frac_bits"),
+        )
+
+    def generate(
+        self,
+        model: Any,
+        prompt_ids: list[int],
+        *,
+        sampler: Sampler,
+        max_new_tokens: int,
+        stats: GenerationStats,
+        cluster: str | None = None,
+        connect_timeout_s: float = 20.0,
+        timeout_s: float = 120.0,
+        progress: Any = "stderr",
+    ) -> Iterator[int]:
+        """Tokens revealed to this client only; greedy or Gumbel-max sampling inside MPC."""
+        if sampler.top_p < 1.0:
+            raise InputError(
+                "--top-p below 1 is not supported in mode mpc: nucleus sampling would need a "
+                "private sort of the whole vocabulary; use --temperature with --top-p 1"
+            )
+        check_budget(len(prompt_ids), max_new_tokens, model.cfg.max_context)
+        with _client(model, cluster, connect_timeout_s, timeout_s, progress) as client:
+            yield from client.generate(
+                model.name,
+                model.cfg,
+                prompt_ids,
+                sampler=sampler,
+                max_new_tokens=max_new_tokens,
+                stop_ids=model.tokenizer.eos_ids,
+                stats=stats,
+            )
+            _fill(stats.costs, stats.details, client.report)
+
+    def embed(
+        self,
+        model: Any,
+        ids_list: list[list[int]],
+        *,
+        costs: CostReport,
+        details: dict[str, Any],
+        cluster: str | None = None,
+        connect_timeout_s: float = 20.0,
+        timeout_s: float = 120.0,
+        progress: Any = "stderr",
+    ) -> torch.Tensor:
+        """Sentence embeddings [n, dim], revealed to this client only."""
+        with _client(model, cluster, connect_timeout_s, timeout_s, progress) as client:
+            vecs = client.embed(model.name, int(model.cfg.vocab_size), ids_list)
+            _fill(costs, details, client.report)
+            return vecs
+
+
+MODE = MpcMode()

@@ -1,0 +1,68 @@
+"""The plain mode: the reference engine run locally, with no protection at all."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import torch
+
+from privinfer.models.costs import CostReport
+from privinfer.models.generate import GenerationStats, generate_ids
+from privinfer.models.ops import Sampler
+from privinfer.modes import Mode
+from privinfer.security.matrix import ADVERSARIES, ASSETS, NA, Cell
+
+
+class PlainMode(Mode):
+    name = "plain"
+    summary = "no protection: the reference engine, run by whoever holds the prompt and weights"
+    tasks = frozenset({"generate", "embed"})
+    leakage = ("everything: prompt, output, weights and timing are in the clear",)
+    threat = {
+        adv: {
+            asset: (
+                NA
+                if adv in ("one compute party", "two colluding parties")
+                else Cell("no", "nothing protects it: plain runs in the clear")
+            )
+            for asset in ASSETS
+        }
+        for adv in ADVERSARIES
+    }
+    bench_workloads = ("generate",)
+
+    def generate(
+        self,
+        model: Any,
+        prompt_ids: list[int],
+        *,
+        sampler: Sampler,
+        max_new_tokens: int,
+        stats: GenerationStats,
+        **options: Any,
+    ) -> Iterator[int]:
+        return generate_ids(
+            model.plain(),
+            prompt_ids,
+            sampler=sampler,
+            max_new_tokens=max_new_tokens,
+            stop_ids=model.tokenizer.eos_ids,
+            stats=stats,
+        )
+
+    def embed(
+        self,
+        model: Any,
+        ids_list: list[list[int]],
+        *,
+        costs: CostReport,
+        details: dict[str, Any],
+        **options: Any,
+    ) -> torch.Tensor:
+        m = model.plain()
+        with torch.inference_mode(), costs.timed("encode"):
+            return torch.cat([m.ops.reveal(m.encode(i)) for i in ids_list])
+
+
+MODE = PlainMode()

@@ -1,0 +1,165 @@
+"""The tee mode: the plain engine inside an attested enclave process; the client attests, then
+streams over an AES-GCM channel keyed into the quote.
+
+Security assumption: the client pins the root (`root_cert=`, default the exported one in the
+cache) and computes the expected measurement from its own model file and code (or takes
+`measurement=`); nothing leaves this process before the quote verified. With no `server`, a local
+enclave + host is started for the call (convenience only) and stopped afterwards.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from privinfer.models.generate import GenerationStats, timed_stream
+from privinfer.models.ops import Sampler
+from privinfer.modes import Mode, Option
+from privinfer.security.matrix import ASSETS, META_LEAK, NA, Cell
+from privinfer.security.report import tee_parameters
+
+GEN = frozenset({"generate"})
+
+
+class TeeMode(Mode):
+    name = "tee"
+    summary = "the plain engine inside an attested enclave; prompt and output travel encrypted"
+    tasks = GEN
+    options = (
+        Option(
+            "server", str, None, "URL of a running enclave host (default: start a local one)", GEN
+        ),
+        Option(
+            "root_cert",
+            str,
+            None,
+            "PEM file of the pinned platform root (default: the exported one)",
+            GEN,
+            cli_flag="--root",
+        ),
+        Option(
+            "measurement",
+            str,
+            None,
+            "expected enclave measurement, hex (default: computed from local code and model)",
+            GEN,
+        ),
+    )
+    leakage = (
+        "prompt and output lengths (record sizes)",
+        "number of generated tokens",
+        "per-token timing",
+        "which model is served (its measurement)",
+        "hardware side channels are out of scope",
+    )
+    threat = {
+        "network observer": {
+            "prompt": Cell(
+                "yes",
+                "AES-256-GCM channel keyed by X25519 bound into the attested quote",
+                "the client verifies the quote and pins the platform root",
+            ),
+            "weights": Cell("yes", "weights never leave the enclave host; sealed at rest"),
+            "output": Cell("yes", "AES-256-GCM channel, per-direction keys, counter nonces"),
+            "metadata": Cell("no", "record sizes and timing reveal " + META_LEAK),
+        },
+        "host operator": {
+            "prompt": Cell(
+                "yes",
+                "the host forwards ciphertext only; the enclave process holds the keys",
+                "hardware TEE: memory isolation; software platform: the operator is not root",
+            ),
+            "weights": Cell(
+                "yes",
+                "model sealed to the enclave's measurement/signer; host stores the blob",
+                "as above; rollback detected with a monotonic counter",
+            ),
+            "output": Cell(
+                "yes", "encrypted inside the enclave before it reaches the host", "as above"
+            ),
+            "metadata": Cell(
+                "no", META_LEAK + "; side channels (cache, power, page faults) out of scope"
+            ),
+        },
+        "one compute party": {a: NA for a in ASSETS},
+        "two colluding parties": {a: NA for a in ASSETS},
+        "the client": {
+            "prompt": Cell("n/a", "the client owns the prompt"),
+            "weights": Cell(
+                "partly",
+                "weights stay in the enclave; outputs may leak them to a determined "
+                "querier (model extraction is out of scope)",
+            ),
+            "output": Cell("n/a", "the client owns the output"),
+            "metadata": Cell("n/a", "the client owns its metadata"),
+        },
+        "the server": {
+            "prompt": Cell("yes", "the 'server' is host + enclave: see host operator"),
+            "weights": Cell("n/a", "the server side owns the weights"),
+            "output": Cell("yes", "see host operator"),
+            "metadata": Cell("no", META_LEAK),
+        },
+    }
+    bench_workloads = ("generate",)
+
+    def security(self, model: Any | None, **params: Any) -> dict[str, Any]:
+        return tee_parameters()
+
+    def generate(
+        self,
+        model: Any,
+        prompt_ids: list[int],
+        *,
+        sampler: Sampler,
+        max_new_tokens: int,
+        stats: GenerationStats,
+        server: str | None = None,
+        root_cert: bytes | str | Path | None = None,
+        measurement: bytes | str | None = None,
+    ) -> Iterator[int]:
+        """Token ids from an attested enclave; `stats` gets client-side timings and channel bytes."""
+        import torch
+
+        from privinfer.tee.client import TeeClient, TeeResult
+        from privinfer.tee.local import LocalServer
+        from privinfer.tee.protocol import default_root_cert
+
+        local = None
+        if server is None:
+            local = LocalServer(threads=torch.get_num_threads()).start()
+            server, root_cert = local.url, local.root
+        client = TeeClient(
+            server,
+            root_cert=root_cert or default_root_cert(),
+            measurement=measurement,
+            model_file=None if measurement else model.source,
+        )
+        try:
+            t0 = time.perf_counter()
+            session = client.attest()
+            stats.costs.record("attest", wall_s=time.perf_counter() - t0, rounds=1)
+            req = {
+                "prompt_ids": list(prompt_ids),
+                "max_new_tokens": max_new_tokens,
+                "temperature": sampler.temperature,
+                "top_p": sampler.top_p,
+                "seed": sampler.seed,
+            }
+            res = TeeResult()
+            t0 = time.perf_counter()
+            try:
+                ids = (int(msg["id"]) for msg in session.stream(req, res))
+                yield from timed_stream(ids, stats, prompt_tokens=len(prompt_ids))
+            finally:
+                session.close()
+            stats.costs.record("decode", wall_s=time.perf_counter() - t0, rounds=stats.new_tokens)
+            stats.stop_reason = res.stop_reason
+        finally:
+            client.close()
+            if local is not None:
+                local.stop()
+
+
+MODE = TeeMode()

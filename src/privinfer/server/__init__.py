@@ -1,1 +1,0 @@
-"""privinfer.server"""
