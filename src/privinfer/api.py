@@ -22,15 +22,14 @@ from typing import Any
 
 import torch
 
-from privinfer.errors import InputError, ModelLoadError
-from privinfer.models.bert import Bert
-from privinfer.models.config import BertConfig, LlamaConfig
+from privinfer.errors import InputError
+from privinfer.models import families
+from privinfer.models.config import BertConfig
 from privinfer.models.costs import CostReport, peak_rss_mb
 from privinfer.models.generate import GenerationStats
-from privinfer.models.llama import Llama
+from privinfer.models.io.tokenizer import Tokenizer
 from privinfer.models.ops import Sampler
 from privinfer.models.registry import resolve
-from privinfer.models.tokenizer import Tokenizer
 
 ProgressFn = Callable[[int, int], None]
 
@@ -122,9 +121,6 @@ class TextStream:
 class _LoadedModel:
     """A model definition's config, float weights, tokenizer and source, runnable in any mode."""
 
-    kind = ""
-    definition: Any = None  # the model class written against Ops (Llama, Bert)
-
     def __init__(
         self, name: str, cfg: Any, weights: dict[str, torch.Tensor], tok: Tokenizer, source: Path
     ) -> None:
@@ -137,10 +133,21 @@ class _LoadedModel:
         )
         self.load_s = 0.0
         self._plain: Any = None
+        self.family = families.get(cfg)
+
+    @property
+    def kind(self) -> str:
+        """The model family's name ("llama", "bert", "gpt2")."""
+        return self.family.name
+
+    @property
+    def definition(self) -> Any:
+        """The model class written against Ops (`Llama`, `Bert`, `GPT2`)."""
+        return self.family.model_class
 
     def build(self, ops: Any) -> Any:
         """The shared model definition bound to an engine (weights prepared once per engine)."""
-        return self.definition(self.cfg, self.weights, ops)
+        return self.family.build(self.cfg, self.weights, ops)
 
     def plain(self) -> Any:
         if self._plain is None:
@@ -151,11 +158,7 @@ class _LoadedModel:
 
 
 class LanguageModel(_LoadedModel):
-    """A LLaMA-family decoder with its tokenizer, runnable in any mode."""
-
-    kind = "llama"
-    definition = Llama
-    cfg: LlamaConfig
+    """A decoder (a family with task "generate") with its tokenizer, runnable in any mode."""
 
     def prompt_ids(self, prompt: str | Sequence[dict[str, str]], *, chat: bool = True) -> list[int]:
         if isinstance(prompt, str):
@@ -218,10 +221,8 @@ class LanguageModel(_LoadedModel):
 
 
 class EmbeddingModel(_LoadedModel):
-    """A BERT sentence encoder with its tokenizer, runnable in any mode."""
+    """A sentence encoder (a family with task "embed") with its tokenizer, runnable in any mode."""
 
-    kind = "bert"
-    definition = Bert
     cfg: BertConfig
 
     def token_ids(self, text: str) -> list[int]:
@@ -265,32 +266,10 @@ def load(
 ) -> LanguageModel | EmbeddingModel:
     """Load a named model (`privinfer models`), a .gguf file or a Hugging Face folder."""
     set_threads(threads)
-    fmt, path = resolve(name_or_path)
+    _, path = resolve(name_or_path)
     t0 = time.perf_counter()
-    if fmt == "gguf":
-        from privinfer.models.gguf_loader import read_gguf
-        from privinfer.models.tokenizer import from_gguf_meta
-
-        g = read_gguf(path, on_progress=progress)
-        weights = {
-            k: torch.from_numpy(v if v.flags.writeable else v.copy()) for k, v in g.weights.items()
-        }
-        model: LanguageModel | EmbeddingModel = LanguageModel(
-            name_or_path, g.config, weights, from_gguf_meta(g.tokenizer_meta, g.chat_template), path
-        )
-    else:
-        from privinfer.models.hf_loader import read_hf_folder
-
-        kind, cfg, weights, tok = read_hf_folder(path)
-        if progress:
-            progress(1, 1)
-        if kind == "llama":
-            assert isinstance(cfg, LlamaConfig)
-            model = LanguageModel(name_or_path, cfg, weights, tok, path)
-        else:
-            assert isinstance(cfg, BertConfig)
-            model = EmbeddingModel(name_or_path, cfg, weights, tok, path)
+    w = families.load_weights(path, on_progress=progress)
+    cls = LanguageModel if w.family.task == "generate" else EmbeddingModel
+    model = cls(name_or_path, w.cfg, w.weights, w.tokenizer, path)
     model.load_s = time.perf_counter() - t0
-    if not isinstance(model, LanguageModel | EmbeddingModel):  # pragma: no cover
-        raise ModelLoadError("unknown model kind")
     return model

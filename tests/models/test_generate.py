@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
+
 import pytest
 import torch
 
@@ -77,3 +80,37 @@ def test_bad_sampling_parameters(tiny_lm):
 def test_unknown_mode(tiny_lm):
     with pytest.raises(InputError, match="unknown mode"):
         tiny_lm.generate("hi", mode="quantum")
+
+
+def test_decode_loop_runs_while_the_client_says_proceed():
+    """budget=None and `proceed`: the loop an MPC party runs while its client sends continue."""
+    from privinfer.models.generate import GenerationStats, decode_loop
+
+    calls = []
+
+    def step(ids, pos, i):
+        calls.append((list(ids), pos, i))
+        return 7
+
+    answers = iter([True, True, False])
+    stats = GenerationStats()
+    out = list(
+        decode_loop(
+            step, [1, 2, 3], budget=None, stop_ids=(), stats=stats, proceed=lambda: next(answers)
+        )
+    )
+    assert out == [7, 7, 7]
+    assert calls == [([1, 2, 3], 0, 0), ([7], 3, 1), ([7], 4, 2)]
+    assert stats.stop_reason == "stopped" and stats.new_tokens == 3 and len(stats.token_s) == 2
+
+
+def test_families_table_lookups():
+    from privinfer.errors import ModelLoadError
+    from privinfer.models import families
+
+    cfg = tiny_llama_config()
+    assert families.get(cfg) is families.by_name("llama")
+    assert families.by_name("llama").task == "generate" and families.by_name("bert").task == "embed"
+    assert families.by_name("llama").config(json.loads(json.dumps(dataclasses.asdict(cfg)))) == cfg
+    with pytest.raises(ModelLoadError, match="unknown model family 'nope'"):
+        families.by_name("nope")

@@ -82,7 +82,7 @@ def test_unsupported_quantization(tiny, tmp_path):
     import gguf
     import numpy as np
 
-    from privinfer.models.gguf_loader import read_gguf
+    from privinfer.models.families import read_gguf
 
     cfg, w, _, _ = tiny
     path = tmp_path / "iq.gguf"

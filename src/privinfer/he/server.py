@@ -46,6 +46,8 @@ from privinfer.he.transport import (
     handshake,
     listen,
 )
+from privinfer.models import families
+from privinfer.models.generate import GenerationStats, decode_loop
 
 MAX_EMBED_TOKENS = 32  # T <= 32 keeps a BERT-base-width head block in one ciphertext
 MAX_BUSY_RESPONDERS = 4  # beyond these, extra clients are disconnected without a message
@@ -106,36 +108,36 @@ def embed_session(model: Any, ops: HeOps, rows: int) -> torch.Tensor:
     """Server side of one embedding: the rows come encrypted from the key holder."""
     if not 0 < rows <= MAX_EMBED_TOKENS:
         raise InputError(f"HE embedding takes 1..{MAX_EMBED_TOKENS} tokens, got {rows}.")
-    bert = model.build(ops)
-    return ops.reveal(bert.encode([0] * rows))
+    encoder = model.build(ops)
+    return ops.reveal(encoder.encode([0] * rows))
 
 
 def generation_session(
     model: Any, ops: HeOps, ids: list[int], max_new_tokens: int
 ) -> Iterator[int]:
-    """Server side of one generation; yields after each token the key holder chose."""
-    llama = model.build(ops)
-    cache = llama.new_cache()
-    pos = len(ids)
-    logits = llama.forward(ids, cache, 0)
-    for step in range(max_new_tokens):
-        tok = ops.next_token(logits, None, step)  # type: ignore[arg-type]
-        if tok < 0:
-            return
-        yield tok
-        if step + 1 == max_new_tokens or pos >= ops.context_tokens:
-            return
-        logits = llama.forward([tok], cache, pos)
-        pos += 1
+    """Server side of one generation; yields after each token the key holder chose (and ends
+    when the key holder says stop, after `max_new_tokens`, or at the context's end)."""
+    if max_new_tokens < 1:
+        raise InputError("max_new_tokens must be at least 1")
+    decoder = model.build(ops)
+    cache = decoder.new_cache()
+
+    def step(step_ids: list[int], pos: int, i: int) -> int:
+        return ops.next_token(decoder.forward(step_ids, cache, pos), None, i)  # type: ignore[arg-type]
+
+    budget = max(1, min(max_new_tokens, ops.context_tokens - len(ids) + 1))
+    # The server never learns a token: the key holder's stop arrives as -1.
+    yield from decode_loop(step, ids, budget=budget, stop_ids=(-1,), stats=GenerationStats())
 
 
 def model_ranges(model: Any) -> HeRanges:
     """Public calibrated ranges for a served model (MiniLM-L6 built in; else calibrate now)."""
-    if getattr(model, "kind", "") == "bert" and model.cfg.hidden_size == 384:
+    encoder = families.get(model.cfg).task == "embed"
+    if encoder and model.cfg.hidden_size == 384:
         return minilm_ranges()
     from privinfer.he.calibrate import SENTENCES, calibrate_decoder, calibrate_encoder
 
-    if model.kind == "bert":
+    if encoder:
         rec = calibrate_encoder(model, [model.token_ids(s) for s in SENTENCES[:6]])
     else:
         rec = calibrate_decoder(model, [model.tokenizer.encode(s) for s in SENTENCES[:4]])
@@ -182,12 +184,15 @@ def handle_session(
         task = meta.get("task")
         out.task = task if task in ("embed", "generate") else "other"
         holder = RemoteKeyHolder(conn, bundle)
-        if task == "embed" and model.kind == "bert":
+        served = families.get(model.cfg)
+        if served.input_rows is None:
+            raise InputError(f"This HE server cannot run {served.name} models.")
+        if task == "embed" and served.task == "embed":
             if not 0 < int(meta.get("rows", 0)) <= MAX_EMBED_TOKENS:
                 raise InputError(f"HE embedding takes 1..{MAX_EMBED_TOKENS} tokens per text.")
             ops = HeOps(keyholder=holder, ranges=ranges, progress=log)
             embed_session(model, ops, int(meta.get("rows", 0)))
-        elif task == "generate" and model.kind == "llama":
+        elif task == "generate" and served.task == "generate":
             ctx_t = int(meta.get("context_tokens", 0))
             if ctx_t < 2 or ctx_t & (ctx_t - 1) or ctx_t > 64:
                 raise InputError("HE context_tokens must be a power of two in [2, 64].")

@@ -23,6 +23,7 @@ from privinfer.errors import InputError, SecurityError
 from privinfer.he import packing, wire
 from privinfer.he.ckks import CkksContext, CkksParams
 from privinfer.he.refresh import LocalRefreshClient
+from privinfer.models import families
 from privinfer.models.ops import Sampler
 
 
@@ -151,26 +152,13 @@ class HeClient:
 
 
 def client_rows(model: Any, ids: Sequence[int]) -> torch.Tensor:
-    """The client's input rows from the published embedding table: BERT word + position +
-    type embeddings and the embedding LayerNorm; LLaMA the token embeddings."""
-    w = model.weights
-    if getattr(model, "kind", "") == "bert":
-
-        def get(name: str) -> torch.Tensor:
-            return (w[name] if name in w else w["bert." + name]).to(torch.float64)
-
-        e = "embeddings."
-        x = get(e + "word_embeddings.weight")[list(ids)]
-        x = x + get(e + "position_embeddings.weight")[: len(ids)]
-        x = x + get(e + "token_type_embeddings.weight")[0]
-        return torch.nn.functional.layer_norm(
-            x,
-            (x.shape[-1],),
-            get(e + "LayerNorm.weight"),
-            get(e + "LayerNorm.bias"),
-            model.cfg.ln_eps,
-        )
-    return w["model.embed_tokens.weight"].to(torch.float64)[list(ids)]
+    """The client's input rows from the published embedding tables (the family's
+    `input_rows`: BERT word + position + type embeddings and the embedding LayerNorm; LLaMA the
+    token embeddings)."""
+    fam = families.get(model.cfg)
+    if fam.input_rows is None:
+        raise InputError(f"HE mode does not run {fam.name} models.")
+    return fam.input_rows(model.cfg, model.weights, ids)
 
 
 class LocalKeyHolder:

@@ -78,3 +78,21 @@ class Bert:
             h = ops.gelu(ops.linear(x, *L["up"]))
             x = ops.layer_norm(ops.add(x, ops.linear(h, *L["down"])), *L["ln2"], c.ln_eps)
         return ops.mean_pool(x, normalize=c.normalize)
+
+
+def input_rows(
+    cfg: BertConfig, weights: Mapping[str, torch.Tensor], ids: Sequence[int]
+) -> torch.Tensor:
+    """Float64 input rows for `ids` computed from public tables alone: word + position + type
+    embeddings and the embedding LayerNorm."""
+
+    def get(name: str) -> torch.Tensor:
+        return (weights[name] if name in weights else weights["bert." + name]).to(torch.float64)
+
+    e = "embeddings."
+    x = get(e + "word_embeddings.weight")[list(ids)]
+    x = x + get(e + "position_embeddings.weight")[: len(ids)]
+    x = x + get(e + "token_type_embeddings.weight")[0]
+    return torch.nn.functional.layer_norm(
+        x, (x.shape[-1],), get(e + "LayerNorm.weight"), get(e + "LayerNorm.bias"), cfg.ln_eps
+    )

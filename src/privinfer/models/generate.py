@@ -6,12 +6,22 @@ import json
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from privinfer.errors import InputError
 from privinfer.models.costs import CostReport
-from privinfer.models.llama import Llama
 from privinfer.models.ops import Sampler
+
+
+class Decoder(Protocol):
+    """A decoder definition bound to an engine (`Llama`, `GPT2`)."""
+
+    cfg: Any
+    ops: Any
+
+    def new_cache(self) -> Any: ...
+
+    def forward(self, ids: Sequence[int], cache: Any, start: int) -> Any: ...
 
 
 @dataclass
@@ -77,19 +87,23 @@ def decode_loop(
     step: Callable[[list[int], int, int], int],
     prompt_ids: Sequence[int],
     *,
-    budget: int,
+    budget: int | None,
     stop_ids: Sequence[int],
     stats: GenerationStats,
+    proceed: Callable[[], bool] | None = None,
 ) -> Iterator[int]:
     """The one decoding loop: `step(ids, position, step_index)` runs the model on `ids` placed at
-    `position` and returns the chosen next token; stop at a stop id or after `budget` tokens.
-    Local engines and remote clients (which drive parties over the network) both use it."""
+    `position` and returns the chosen next token; stop at a stop id, after `budget` tokens (None:
+    no limit, the step enforces the context), or when `proceed()` (asked before every decode
+    step, once the consumer has the previous token) says no. Local engines, enclaves, HE
+    servers, MPC parties and remote clients all drive their steps through it."""
     stats.prompt_tokens = len(prompt_ids)
     t0 = time.perf_counter()
     tok = step(list(prompt_ids), 0, 0)
     stats.prefill_s = time.perf_counter() - t0
     pos = len(prompt_ids)
-    for i in range(budget):
+    i = 0
+    while budget is None or i < budget:
         if tok in stop_ids:
             stats.stop_reason = "eos"
             return
@@ -97,10 +111,14 @@ def decode_loop(
         yield tok
         if i + 1 == budget:
             break
+        if proceed is not None and not proceed():
+            stats.stop_reason = "stopped"
+            return
         t0 = time.perf_counter()
         tok = step([tok], pos, i + 1)
         stats.token_s.append(time.perf_counter() - t0)
         pos += 1
+        i += 1
     stats.stop_reason = "length"
 
 
@@ -124,7 +142,7 @@ def timed_stream(
 
 
 def generate_ids(
-    model: Llama,
+    model: Decoder,
     prompt_ids: Sequence[int],
     *,
     sampler: Sampler,

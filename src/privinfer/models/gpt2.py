@@ -1,9 +1,9 @@
 """The GPT-2 decoder, written once against `Ops` (pre-LayerNorm, learned positions, GeLU MLP,
 causal attention with a KV cache, tied LM head), plus random weights and a float64 reference.
 
-Weights use the `nn.Linear` layout ([out, in]); Hugging Face's GPT-2 stores `Conv1D` weights as
-[in, out] and fuses q/k/v in `c_attn`: `from_hf_state_dict` converts. The MLP uses the exact
-(erf) GeLU that `Ops.gelu` computes; GPT-2's tanh form differs from it by < 1e-3.
+Weights use the `nn.Linear` layout ([out, in]); `convert_gpt2` converts Hugging Face folders.
+The MLP uses the exact (erf) GeLU that `Ops.gelu` computes; GPT-2's tanh form differs from it
+by < 1e-3.
 """
 
 from __future__ import annotations
@@ -29,10 +29,15 @@ class GPT2Config:
     n_heads: int = 12
     max_positions: int = 1024
     ln_eps: float = 1e-5
+    eos_ids: tuple[int, ...] = ()
 
     @property
     def head_dim(self) -> int:
         return self.hidden_size // self.n_heads
+
+    @property
+    def max_context(self) -> int:
+        return self.max_positions
 
 
 _LINEARS = ("q", "k", "v", "o", "fc", "proj")
@@ -118,27 +123,6 @@ def random_gpt2_weights(cfg: GPT2Config, seed: int = 0) -> dict[str, torch.Tenso
             w[p + ln + ".w"], w[p + ln + ".b"] = 1.0 + rnd(d, std=0.1), rnd(d)
     w["ln_f.w"], w["ln_f.b"] = 1.0 + rnd(d, std=0.1), rnd(d)
     return w
-
-
-def from_hf_state_dict(sd: Mapping[str, torch.Tensor], cfg: GPT2Config) -> dict[str, torch.Tensor]:
-    """Hugging Face `GPT2Model` tensors (Conv1D [in, out], fused c_attn) -> this layout."""
-    d, out = cfg.hidden_size, {}
-    pre = "transformer." if "transformer.wte.weight" in sd else ""
-    out["wte"], out["wpe"] = sd[pre + "wte.weight"], sd[pre + "wpe.weight"]
-    for i in range(cfg.n_layers):
-        h, p = f"{pre}h.{i}.", f"h.{i}."
-        qkv_w, qkv_b = sd[h + "attn.c_attn.weight"].T, sd[h + "attn.c_attn.bias"]
-        for j, n in enumerate(("q", "k", "v")):
-            out[p + n + ".w"], out[p + n + ".b"] = (
-                qkv_w[j * d : (j + 1) * d],
-                qkv_b[j * d : (j + 1) * d],
-            )
-        for n, src in (("o", "attn.c_proj"), ("fc", "mlp.c_fc"), ("proj", "mlp.c_proj")):
-            out[p + n + ".w"], out[p + n + ".b"] = sd[h + src + ".weight"].T, sd[h + src + ".bias"]
-        for ln in ("ln_1", "ln_2"):
-            out[p + ln + ".w"], out[p + ln + ".b"] = sd[h + ln + ".weight"], sd[h + ln + ".bias"]
-    out["ln_f.w"], out["ln_f.b"] = sd[pre + "ln_f.weight"], sd[pre + "ln_f.bias"]
-    return out
 
 
 def gpt2_reference_logits(

@@ -93,3 +93,10 @@ class Llama:
             x = ops.add(x, ops.linear(ops.swiglu(gate, up), L["down"]))
         x = ops.rms_norm(ops.last_row(x), self.norm, c.rms_eps)
         return ops.linear(x, self.lm_head)
+
+
+def input_rows(
+    cfg: LlamaConfig, weights: Mapping[str, torch.Tensor], ids: Sequence[int]
+) -> torch.Tensor:
+    """Float64 input rows for `ids` computed from public tables alone: the token embeddings."""
+    return weights["model.embed_tokens.weight"].to(torch.float64)[list(ids)]

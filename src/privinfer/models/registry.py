@@ -12,7 +12,7 @@ from privinfer.errors import ModelLoadError
 @dataclass(frozen=True)
 class ModelSpec:
     name: str
-    kind: str  # "llama" or "bert"
+    kind: str  # a family name in models.families.FAMILIES
     package: str
     relpath: str
     install: str

@@ -20,9 +20,8 @@ from typing import Any
 import torch
 
 from privinfer.errors import PrivinferError
-from privinfer.models.bert import Bert
 from privinfer.models.costs import peak_rss_mb
-from privinfer.models.llama import Llama
+from privinfer.models.generate import GenerationStats, decode_loop
 from privinfer.models.ops import Sampler
 from privinfer.mpc.ops import MpcOps
 from privinfer.mpc.prf import PairwiseRandomness
@@ -60,15 +59,16 @@ def _check_request(req: dict[str, Any], store: PartyStore, pid: int) -> str | No
     if want and want != store.share_set_id:
         return f"party {pid} holds share set {store.share_set_id[:12]}, not the requested {str(want)[:12]}."
     kind = req.get("kind")
-    if kind == "generate" and store.model_kind == "llama":
+    task = store.family.task
+    if kind == "generate" and task == "generate":
         n = req.get("n_prompt")
-        ctx = int(store.config["max_context"])
+        ctx = int(store.build_config().max_context)
         if not isinstance(n, int) or not 0 < n < ctx:
             return f"the prompt length is outside the model's context of {ctx} tokens."
         return None
-    if kind == "embed" and store.model_kind == "bert":
+    if kind == "embed" and task == "embed":
         lengths = req.get("lengths")
-        limit = int(store.config["max_positions"])
+        limit = int(store.build_config().max_positions)
         if not isinstance(lengths, list) or not all(
             isinstance(n, int) and 0 < n <= limit for n in lengths
         ):
@@ -151,25 +151,34 @@ def run_session(link: Any, store: PartyStore, pid: int) -> dict[str, Any]:
     cfg = store.build_config()
     marks = _Marks(view)
     stats: dict[str, Any] = {"party": pid}
+    model = store.family.build(cfg, store.placeholders(), ops)
+    stats["setup"] = marks.lap()
     if req["kind"] == "generate":
-        model = Llama(cfg, store.placeholders(), ops)  # type: ignore[arg-type]
-        stats["setup"] = marks.lap()
         sampler = Sampler(temperature=1.0 if req.get("sample") else 0.0)
         cache = model.new_cache()
-        n = int(req["n_prompt"])
-        ops.next_token(model.forward([0] * n, cache, 0), sampler, 0)
-        stats["prefill"] = marks.lap()
-        stats["tokens"] = []
-        pos = n
-        while port.wait_continue():
-            if pos >= cfg.max_context:  # type: ignore[union-attr]
+
+        def step(ids: list[int], pos: int, i: int) -> int:
+            if pos >= cfg.max_context:
                 raise MpcSessionError("the client asked for more tokens than the context holds.")
-            ops.next_token(model.forward([0], cache, pos), sampler, pos - n + 1)
-            pos += 1
-            stats["tokens"].append(marks.lap())
+            ops.next_token(model.forward([0] * len(ids), cache, pos), sampler, i)
+            if i:
+                stats["tokens"].append(marks.lap())
+            else:
+                stats["prefill"], stats["tokens"] = marks.lap(), []
+            return -1  # the token goes to the client only
+
+        # Token ids are the client's (one-hot shares): the parties run placeholders, and go on
+        # while the client sends continue.
+        for _ in decode_loop(
+            step,
+            [0] * int(req["n_prompt"]),
+            budget=None,
+            stop_ids=(),
+            stats=GenerationStats(),
+            proceed=port.wait_continue,
+        ):
+            pass
     else:
-        model = Bert(cfg, store.placeholders(), ops)  # type: ignore[arg-type]
-        stats["setup"] = marks.lap()
         stats["texts"] = []
         for n in req["lengths"]:
             y = model.encode([0] * int(n))

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from privinfer.errors import PrivinferError
-from privinfer.models.config import BertConfig, LlamaConfig
+from privinfer.models import families
 from privinfer.mpc.prf import KeyStream
 from privinfer.mpc.ring import DEFAULT_FRAC_BITS, encode
 from privinfer.mpc.runtime import N_PARTIES
@@ -89,10 +89,8 @@ def _write_private(path: Path, data: bytes | memoryview) -> str:
 
 
 def model_config(model: Any) -> tuple[str, dict[str, Any]]:
-    """(kind, public config dict) of a loaded LanguageModel or EmbeddingModel."""
-    cfg = model.cfg
-    kind = "llama" if isinstance(cfg, LlamaConfig) else "bert"
-    return kind, asdict(cfg)
+    """(family name, public config dict) of a loaded LanguageModel or EmbeddingModel."""
+    return families.get(model.cfg).name, asdict(model.cfg)
 
 
 def share_model(
@@ -265,12 +263,17 @@ class PartyStore:
             out[name] = torch.empty(orig, device="meta")
         return out
 
-    def build_config(self) -> LlamaConfig | BertConfig:
-        cfg = dict(self.config)
-        if self.model_kind == "llama":
-            cfg["eos_ids"] = tuple(cfg.get("eos_ids", ()))
-            return LlamaConfig(**cfg)
-        return BertConfig(**cfg)
+    @property
+    def family(self) -> families.Family:
+        """The model family the shares belong to (the manifest's `model_kind`)."""
+        try:
+            return families.by_name(self.model_kind)
+        except PrivinferError as exc:
+            raise ShareStoreError(f"{self.folder}: {exc}") from None
+
+    def build_config(self) -> Any:
+        """The model's public config, as its family's config class."""
+        return self.family.config(self.config)
 
 
 def stored_components(folder: str | os.PathLike[str]) -> Iterator[tuple[str, np.ndarray]]:

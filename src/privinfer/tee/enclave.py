@@ -245,47 +245,42 @@ class Enclave:
         import torch
 
         from privinfer.engines.plain import sample_token
+        from privinfer.models.generate import GenerationStats, decode_loop
 
-        m, stop = self.model, set(self.lm.tokenizer.eos_ids)
+        m = self.model
         gen = None
         if not sampler.greedy:
             gen = torch.Generator()
             gen.manual_seed(sampler.seed if sampler.seed is not None else secrets.randbits(62))
         dec = self.lm.tokenizer.stream_decoder()
-        token_s: list[float] = []
+        compute_s: list[float] = []  # per step, without the wait for the step lock
         queue_s = 0.0
-        with torch.inference_mode():
-            cache = m.new_cache()
+
+        def step(step_ids: list[int], pos: int, _i: int) -> int:
+            nonlocal queue_s
             t_q = time.perf_counter()
             with self._step_lock:
                 t0 = time.perf_counter()
-                tok = sample_token(m.forward(ids, cache, 0)[-1], sampler, gen)
-                prefill = time.perf_counter() - t0
+                tok = sample_token(m.forward(step_ids, cache, pos)[-1], sampler, gen)
+                compute_s.append(time.perf_counter() - t0)
             queue_s += t0 - t_q
-            pos, new, reason = len(ids), 0, "length"
-            for step in range(budget):
-                if tok in stop:
-                    reason = "eos"
-                    break
-                new += 1
+            return tok
+
+        stats = GenerationStats()
+        with torch.inference_mode():
+            cache = m.new_cache()
+            for tok in decode_loop(
+                step, ids, budget=budget, stop_ids=self.lm.tokenizer.eos_ids, stats=stats
+            ):
                 yield {"type": "token", "id": tok, "text": dec.push(tok)}
-                if step + 1 == budget:
-                    break
-                t_q = time.perf_counter()
-                with self._step_lock:
-                    t0 = time.perf_counter()
-                    tok = sample_token(m.forward([tok], cache, pos)[-1], sampler, gen)
-                    token_s.append(time.perf_counter() - t0)
-                queue_s += t0 - t_q
-                pos += 1
         yield {
             "type": "done",
             "prompt_tokens": len(ids),
-            "new_tokens": new,
-            "prefill_s": round(prefill, 6),
-            "token_s": [round(t, 6) for t in token_s],
+            "new_tokens": stats.new_tokens,
+            "prefill_s": round(compute_s[0], 6),
+            "token_s": [round(t, 6) for t in compute_s[1:]],
             "queue_s": round(queue_s, 6),
-            "stop_reason": reason,
+            "stop_reason": stats.stop_reason,
         }
 
     # connections

@@ -113,11 +113,8 @@ def open_model(
 
 def load_model_from_memory(name: str, data: bytearray) -> Any:
     """Build a LanguageModel from GGUF bytes via an anonymous memfd: nothing touches the disk."""
-    import torch
-
     from privinfer.api import LanguageModel
-    from privinfer.models.gguf_loader import read_gguf
-    from privinfer.models.tokenizer import from_gguf_meta
+    from privinfer.models.families import load_weights
 
     fd = os.memfd_create("privinfer-model", os.MFD_CLOEXEC)
     try:
@@ -125,14 +122,12 @@ def load_model_from_memory(name: str, data: bytearray) -> Any:
         off = 0
         while off < len(view):
             off += os.write(fd, view[off : off + (8 << 20)])
-        g = read_gguf(Path(f"/proc/self/fd/{fd}"))
+        w = load_weights(Path(f"/proc/self/fd/{fd}"))
     finally:
         os.close(fd)
-    weights = {
-        k: torch.from_numpy(v if v.flags.writeable else v.copy()) for k, v in g.weights.items()
-    }
-    tok = from_gguf_meta(g.tokenizer_meta, g.chat_template)
-    return LanguageModel(name, g.config, weights, tok, Path(name))
+    if w.family.task != "generate":
+        raise PrivinferError(f"the enclave serves generation; {w.family.name} models embed")
+    return LanguageModel(name, w.cfg, w.weights, w.tokenizer, Path(name))
 
 
 def unmeasured_modules() -> list[str]:

@@ -1,0 +1,1 @@
+"""Model file formats, family-independent: GGUF files, Hugging Face folders, tokenizers."""
