@@ -1,4 +1,5 @@
-"""Shared fixtures: the real models, loaded once per test session."""
+"""Shared fixtures: the real models, loaded once per test session (transformers' reference copy
+of SmolLM2 lives in tests/models/test_llama_reference.py, its only user)."""
 
 from __future__ import annotations
 
@@ -25,15 +26,3 @@ def minilm():
     import privinfer
 
     return privinfer.load("minilm-l6")
-
-
-@pytest.fixture(scope="session")
-def hf_smollm(smollm):
-    """transformers' own LlamaForCausalLM loaded from the same GGUF file (the reference)."""
-    from transformers import AutoModelForCausalLM
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.set_verbosity_error()
-    return AutoModelForCausalLM.from_pretrained(
-        str(smollm.source.parent), gguf_file=smollm.source.name, dtype=torch.float32
-    ).eval()

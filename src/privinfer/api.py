@@ -17,19 +17,22 @@ import math
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import torch
 
+from privinfer.engines.plain import PlainOps
 from privinfer.errors import InputError
 from privinfer.models import families
 from privinfer.models.config import BertConfig
 from privinfer.models.costs import CostReport, peak_rss_mb
 from privinfer.models.generate import GenerationStats
 from privinfer.models.io.tokenizer import Tokenizer
+from privinfer.models.loaded import LoadedDecoder, LoadedEncoder
 from privinfer.models.ops import Sampler
 from privinfer.models.registry import resolve
+from privinfer.modes import Mode
+from privinfer.modes import get as get_mode
 
 ProgressFn = Callable[[int, int], None]
 
@@ -46,12 +49,8 @@ def set_threads(n: int | None) -> int:
 SEED_MAX = 2**63 - 1
 
 
-def _mode(name: str) -> Any:
-    # Imported here, not at the top: the enclave measures every privinfer module it loads, and
-    # it builds a LanguageModel without ever running a mode.
-    from privinfer.modes import get
-
-    return get(name)
+def _mode(name: str) -> Mode:
+    return get_mode(name)
 
 
 def check_sampling(temperature: float, top_p: float, seed: int | None) -> None:
@@ -118,62 +117,19 @@ class TextStream:
         )
 
 
-class _LoadedModel:
-    """A model definition's config, float weights, tokenizer and source, runnable in any mode."""
+class _Runnable:
+    """The plain engine bound to a loaded model, once (the reference every mode is checked against)."""
 
-    def __init__(
-        self, name: str, cfg: Any, weights: dict[str, torch.Tensor], tok: Tokenizer, source: Path
-    ) -> None:
-        self.name, self.cfg, self.weights, self.tokenizer, self.source = (
-            name,
-            cfg,
-            weights,
-            tok,
-            source,
-        )
-        self.load_s = 0.0
-        self._plain: Any = None
-        self.family = families.get(cfg)
+    _plain: Any = None
 
-    @property
-    def kind(self) -> str:
-        """The model family's name ("llama", "bert", "gpt2")."""
-        return self.family.name
-
-    @property
-    def definition(self) -> Any:
-        """The model class written against Ops (`Llama`, `Bert`, `GPT2`)."""
-        return self.family.model_class
-
-    def build(self, ops: Any) -> Any:
-        """The shared model definition bound to an engine (weights prepared once per engine)."""
-        return self.family.build(self.cfg, self.weights, ops)
-
-    def plain(self) -> Any:
+    def plain(self: Any) -> Any:
         if self._plain is None:
-            from privinfer.engines.plain import PlainOps
-
             self._plain = self.build(PlainOps())
         return self._plain
 
 
-class LanguageModel(_LoadedModel):
+class LanguageModel(_Runnable, LoadedDecoder):
     """A decoder (a family with task "generate") with its tokenizer, runnable in any mode."""
-
-    def prompt_ids(self, prompt: str | Sequence[dict[str, str]], *, chat: bool = True) -> list[int]:
-        if isinstance(prompt, str):
-            if not prompt.strip():
-                raise InputError("the prompt is empty")
-            messages = [{"role": "user", "content": prompt}]
-        else:
-            messages = [dict(m) for m in prompt]
-            if not messages or not any(m.get("content", "").strip() for m in messages):
-                raise InputError("the prompt is empty")
-        if chat and self.tokenizer.chat_template:
-            text = self.tokenizer.apply_chat(messages)
-        else:
-            text = "\n".join(m["content"] for m in messages)
-        return self.tokenizer.encode(text)
 
     def stream(
         self,
@@ -220,22 +176,10 @@ class LanguageModel(_LoadedModel):
         return torch.stack(rows)
 
 
-class EmbeddingModel(_LoadedModel):
+class EmbeddingModel(_Runnable, LoadedEncoder):
     """A sentence encoder (a family with task "embed") with its tokenizer, runnable in any mode."""
 
     cfg: BertConfig
-
-    def token_ids(self, text: str) -> list[int]:
-        if not text.strip():
-            raise InputError("cannot embed an empty text")
-        ids = self.tokenizer.encode_with_specials(
-            text
-        )  # BERT's post-processor adds [CLS] ... [SEP]
-        if len(ids) > self.cfg.max_positions:
-            raise InputError(
-                f"the text has {len(ids)} tokens, more than the model's limit of {self.cfg.max_positions}"
-            )
-        return ids
 
     def embed(
         self, texts: str | Sequence[str], *, mode: str = "plain", **mode_options: Any

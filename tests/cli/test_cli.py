@@ -3,11 +3,20 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
 import pytest
-from tests.cli.helpers import env
+
+
+def user_env() -> dict[str, str]:
+    """A user's bare environment, but with the caller's PYTHONPATH: a test run against a source
+    tree (PYTHONPATH=src) must run that tree's CLI, not whatever the venv's install points at."""
+    env = {"TQDM_DISABLE": "1", "PATH": "/usr/bin:/bin"}
+    if "PYTHONPATH" in os.environ:
+        env["PYTHONPATH"] = os.environ["PYTHONPATH"]
+    return env
 
 
 def run(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
@@ -16,7 +25,7 @@ def run(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
         capture_output=True,
         text=True,
         timeout=timeout,
-        env=env(),
+        env=user_env(),
     )
 
 

@@ -39,7 +39,7 @@ def running_server(folder: Path, max_sessions: int = 2, sessions: int = 0) -> It
     with open(log, "wb") as err:
         proc = subprocess.Popen(cmd + [str(sessions)], stdin=subprocess.DEVNULL, stderr=err)
     try:
-        deadline = time.monotonic() + 120
+        deadline = time.monotonic() + 300  # imports and keys: slow on a loaded machine
         while not ready.exists() or not ready.read_text():
             assert proc.poll() is None and time.monotonic() < deadline, "server did not start"
             time.sleep(0.1)

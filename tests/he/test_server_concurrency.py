@@ -256,9 +256,5 @@ def test_client_refusing_a_refresh_tells_the_server_why(server, model):
             break
         finally:
             conn.close()
-    for _ in range(100):
-        if "stopped by client (SecurityError)" in server.log_text():
-            break
-        time.sleep(0.1)
-    assert re.search(r"session \d+ end: stopped by client \(SecurityError\), task embed",
-                     server.log_text())  # fmt: skip
+    # the worker logs the stop after the client has gone, which a loaded machine can delay
+    _wait_for_log(server, r"session \d+ end: stopped by client \(SecurityError\), task embed", 1)

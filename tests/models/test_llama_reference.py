@@ -12,6 +12,21 @@ PROMPTS = [
 ]
 
 
+@pytest.fixture(scope="module")
+def hf_smollm(smollm):
+    """transformers' own LlamaForCausalLM loaded from the same GGUF file (the reference).
+
+    Module-scoped: this module is its only user, so its float32 copy of SmolLM2 is freed here
+    instead of staying resident through the MPC and HE tests that peak near 10 GB."""
+    from transformers import AutoModelForCausalLM
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    return AutoModelForCausalLM.from_pretrained(
+        str(smollm.source.parent), gguf_file=smollm.source.name, dtype=torch.float32
+    ).eval()
+
+
 @pytest.mark.parametrize("prompt", PROMPTS)
 def test_logits_match_transformers(smollm, hf_smollm, prompt):
     ids = smollm.prompt_ids(prompt)

@@ -108,10 +108,15 @@ def test_stores_hold_no_plaintext_weight(deployed):
         assert len(seeds) == (64 if i == 0 else 32)
 
 
+def _sessions_done(logs: Path, i: int) -> int:
+    return (logs / f"party-{i}.log").read_text().count(" done: ")
+
+
 def test_greedy_equals_plain_and_client_sees_only_token_shares(deployed):
     lm, cluster, _, _, tmp = deployed
     prompt = f"say {CANARY} twice"
     plain = lm.generate(prompt, max_new_tokens=5)
+    served = [_sessions_done(tmp, i) for i in range(3)]
     toks, client, stats = _generate(lm, cluster, prompt, Sampler(), n=5)
     assert toks == plain.token_ids
     assert stats.prefill_s > 0 and len(stats.token_s) == 4
@@ -122,7 +127,12 @@ def test_greedy_equals_plain_and_client_sees_only_token_shares(deployed):
         assert st["prefill"]["rounds"] > 0 and len(st["tokens"]) == 4
         got = [n for p, n in client.received if p == int(pid)]
         assert st["bytes_to_client"] == sum(got[:-1])  # all but the stats message itself
-    time.sleep(0.3)
+    # wait until each party has logged this session's end, however loaded the machine: the
+    # canary check must read complete logs
+    deadline = time.monotonic() + 60
+    while any(_sessions_done(tmp, i) <= served[i] for i in range(3)):
+        assert time.monotonic() < deadline, "a party never logged the end of its session"
+        time.sleep(0.05)
     for i in range(3):
         log = (tmp / f"party-{i}.log").read_text()
         assert CANARY not in log and "say" not in log

@@ -131,6 +131,9 @@ def test_label_too_long() -> None:
 # ---------------------------------------------------------------- on a live TLS link
 
 
+LONG_TIMEOUT_S = 30.0
+
+
 def _inject(link: TlsPeerLink, peer: int, raw: bytes) -> None:
     """Write raw bytes into the TLS stream to `peer`, bypassing the framer (test-only hook)."""
     ch = link._channels[peer]
@@ -159,19 +162,22 @@ def _expect_dropped(victim: TlsPeerLink, peer: int, match: str) -> float:
     ids=["garbage", "replay", "zero-session"],
 )
 def test_live_link_drops_bad_frames(cluster: ClusterConfig, raw: bytes | None, match: str) -> None:
-    links = connect_all(cluster, timeout_s=3.0)
+    # A long recv timeout: "at once, not after a timeout" is then the error's reason (and a wait
+    # far below the timeout), not a race between a 2 s bound and a busy machine's scheduler.
+    links = connect_all(cluster, timeout_s=LONG_TIMEOUT_S)
     try:
         links[0].send(1, b"first")
         assert links[1].recv(0) == b"first"
         if raw is None:  # replay frame seq 2 (the first DATA frame) verbatim
             raw = encode_frame(FrameType.DATA, links[0].session_id, 2, b"first")
         _inject(links[0], 1, raw)
-        assert _expect_dropped(links[1], 0, match) < 2.0
+        assert _expect_dropped(links[1], 0, match) < LONG_TIMEOUT_S / 2
         # party 1 dropped the connection; party 0 learns at once, not after a timeout
         t0 = time.monotonic()
         with pytest.raises(PeerError) as info:
             links[0].recv(1)
-        assert info.value.peer == 1 and time.monotonic() - t0 < 2.0
+        assert info.value.peer == 1 and "timed out" not in info.value.reason, info.value
+        assert time.monotonic() - t0 < LONG_TIMEOUT_S / 2
         # the unaffected pair still works
         links[1].send(2, b"ok")
         assert links[2].recv(1) == b"ok"

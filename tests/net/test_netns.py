@@ -61,8 +61,12 @@ def test_tbf_shaping_limits_throughput(tmp_path: Path) -> None:
     with NetnsCluster(3, rate="16mbit") as net:
         res = _run_parties(net, tmp_path / "c", "--rounds", "1", "--size", "400000")
     assert all(r.get("error") is None and r["ok"] for r in res), res
-    for r in res:
-        assert 0.3 <= r["rounds_s"] < 10, r["rounds_s"]
+    # By construction, at any load: the party that started its round first receives all 800 kB
+    # after that start, through its own 2 MB/s ingress tbf (4 kB burst), so it takes >= ~0.4 s;
+    # the others may have had bytes queued before their clocks started, so only the max is bound
+    # (a per-party 0.3 s floor could fail when load staggers the parties' starts).
+    assert max(r["rounds_s"] for r in res) >= 0.35, res
+    assert all(r["rounds_s"] < 30 for r in res), res  # a hang, not a slow machine
     print("tbf 16mbit, 800 kB each way per party:", [round(r["rounds_s"], 3) for r in res])
 
 

@@ -1,4 +1,9 @@
-"""The delaying relay adds the latency it claims (measured), and TLS links run through it."""
+"""The delaying relay adds the latency it claims (measured), and TLS links run through it.
+
+Timings here are lower bounds that hold by construction on a loaded machine (the relay holds every
+chunk at least its delay; its rate limit releases no byte early), plus upper bounds generous
+enough to catch only a hang or a delay in the wrong unit; speed windows belong in benchmarks.
+"""
 
 from __future__ import annotations
 
@@ -47,19 +52,20 @@ def _rtts(addr: tuple[str, int], n: int = 8, size: int = 64) -> list[float]:
         return out
 
 
+HANG_S = 1.0  # beyond the configured delay: only a hang or a wrong unit gets here, not load
+
+
 @pytest.mark.parametrize("delay", [0.02, 0.05])
 def test_ping_pong_rtt_is_twice_the_delay(delay: float) -> None:
     srv, t = _echo_server()
-    direct_srv, t2 = _echo_server()
     try:
-        base = statistics.median(_rtts(direct_srv.getsockname()))
         with DelayRelay(("127.0.0.1", 0), srv.getsockname(), delay) as relay:
-            rtt = statistics.median(_rtts(relay.address))
-        added = rtt - base
-        assert 2 * delay - 0.002 <= added <= 2 * delay + 0.015, (rtt, base)
+            rtts = _rtts(relay.address)
+        # each ping is held `delay` there and `delay` back: no ping beats 2 x delay, ever
+        assert min(rtts) >= 2 * delay - 1e-4, rtts
+        assert statistics.median(rtts) <= 2 * delay + HANG_S, rtts
     finally:
         srv.close()
-        direct_srv.close()
 
 
 def test_rate_limit() -> None:
@@ -74,8 +80,9 @@ def test_rate_limit() -> None:
                 while got < len(payload):
                     got += len(s.recv(1 << 16))
                 elapsed = time.perf_counter() - t0
-        # 400 kB through two 4 MB/s hops (there and back, pipelined): at least ~0.1 s
-        assert 0.09 <= elapsed < 1.0, elapsed
+        # 400 kB through two 4 MB/s hops (there and back, pipelined): at least 0.1 s, since the
+        # relay releases no byte before its rate allows; the upper bound only catches a hang
+        assert 0.099 <= elapsed < 10 * HANG_S, elapsed
     finally:
         srv.close()
 
@@ -114,12 +121,15 @@ def test_tls_rounds_through_relays(tmp_path: Path) -> None:
                 t0 = time.perf_counter()
                 for _ in range(n_rounds):
                     links[i].round({p: b"s" * 100 for p in peers}, peers)
-                return (time.perf_counter() - t0) / n_rounds
+                return time.perf_counter() - t0
 
-            per_round = run_parallel([lambda i=i: party(i) for i in range(3)])
-            # every party sends first, then waits: one round costs one one-way delay
-            for r in per_round:
-                assert delay * 0.9 <= r <= delay + 0.03, per_round
+            took = run_parallel([lambda i=i: party(i) for i in range(3)])
+            # every party sends first, then waits: one round costs one one-way delay. By
+            # construction (whatever the threads' start skew under load): i's round k+1 waits for
+            # j's round k, which waited for i's round k-1, so n rounds take >= (n - 1) delays
+            for r in took:
+                assert r >= (n_rounds - 1) * delay - 1e-4, took
+                assert r / n_rounds <= delay + HANG_S, took
         finally:
             close_all(links)
     finally:

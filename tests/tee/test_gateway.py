@@ -31,14 +31,8 @@ def plain_text(lm, n: int) -> str:
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory):
-    d = tmp_path_factory.mktemp("tee-gateway")
-    srv = LocalServer(
-        platform_dir=d / "platform", data_dir=d / "data", root=d / "root.pem", threads=1
-    )
-    srv.start()
-    yield srv
-    srv.stop()
+def server(shared_tee_server: LocalServer) -> LocalServer:
+    return shared_tee_server  # tests/tee/conftest.py: the end-to-end tests' server too
 
 
 @pytest.fixture(scope="module")
@@ -50,13 +44,17 @@ def gateway(server):
         stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
     )  # fmt: skip
     url = f"http://127.0.0.1:{port}/v1"
-    for _ in range(300):
+    # the gateway's start takes longer on a busy machine: wait with a deadline, then fail
+    deadline = time.monotonic() + 180
+    while True:
         assert proc.poll() is None, proc.stderr.read().decode() if proc.stderr else ""
         try:
-            if httpx.get(url + "/models", timeout=1).status_code == 200:
+            if httpx.get(url + "/models", timeout=5).status_code == 200:
                 break
         except httpx.HTTPError:
-            time.sleep(0.1)
+            pass
+        assert time.monotonic() < deadline, "the gateway did not come up"
+        time.sleep(0.1)
     yield url
     proc.terminate()
     proc.wait(15)

@@ -1,7 +1,8 @@
 """TEE serving end to end: real enclave + host processes on 127.0.0.1, answers equal the plain engine.
 
-One server for the module (model loaded once); it also records what the host forwards and its
-logs, so the canary test at the end can prove the prompt and answer never reach them.
+One server (model loaded once, shared with the gateway tests); it also records what the host
+forwards and its logs, so the canary test at the end can prove the prompt and answer never reach
+them.
 """
 
 from __future__ import annotations
@@ -28,24 +29,8 @@ COUNTRIES = [
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory):
-    d = tmp_path_factory.mktemp("tee-e2e")
-    t_start = time.time()
-    log = open(d / "host.log", "wb")  # noqa: SIM115 - closed below
-    srv = LocalServer(
-        platform_dir=d / "platform",
-        data_dir=d / "data",
-        root=d / "root.pem",
-        threads=1,
-        trace=d / "trace.bin",
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    srv.start()
-    srv.dir, srv.log_path, srv.t_start = d, d / "host.log", t_start  # type: ignore[attr-defined]
-    yield srv
-    srv.stop()
-    log.close()
+def server(shared_tee_server: LocalServer) -> LocalServer:
+    return shared_tee_server  # tests/tee/conftest.py: also serves the gateway tests
 
 
 @pytest.fixture(scope="module")

@@ -234,17 +234,23 @@ def test_zz_enclave_killed_gives_503_quickly(server, client):
     enclaves = [p for p in host.children() if "privinfer.tee.enclave" in " ".join(p.cmdline())]
     assert len(enclaves) == 1
     enclaves[0].kill()
-    for _ in range(100):  # the host reaps it on its next request; until then it is a zombie
+    deadline = time.monotonic() + 30  # a deadline, however busy the machine
+    while True:  # the host reaps it on its next request; until then it is a zombie
         try:
             if enclaves[0].status() == psutil.STATUS_ZOMBIE:
                 break
         except psutil.NoSuchProcess:
             break
+        assert time.monotonic() < deadline, "the killed enclave never died"
         time.sleep(0.05)
     t0 = time.perf_counter()
-    r = httpx.post(server.url + "/v1/attest", json={"nonce": "00" * 32}, timeout=10)
-    assert time.perf_counter() - t0 < 2.0
+    r = httpx.post(server.url + "/v1/attest", json={"nonce": "00" * 32}, timeout=60)
+    took = time.perf_counter() - t0
     expect_error(r, 503, "enclave_unavailable")
+    # quickly: the host sees the dead process (or a refused socket), it does not wait out its
+    # 10 s enclave-call timeout; the reason says so, and the time stays below that timeout
+    assert r.json()["error"]["message"] != "the enclave did not answer", r.text
+    assert took < 8.0, took
     expect_error(httpx.get(server.url + "/healthz", timeout=10), 503, "enclave_unavailable")
     with pytest.raises(TeeServerError) as e:
         client.attest()

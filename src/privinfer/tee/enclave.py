@@ -26,6 +26,7 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
+from privinfer.engines.plain import PlainOps
 from privinfer.errors import InputError, PrivinferError
 from privinfer.tee.attestation import NONCE_LEN, attest
 from privinfer.tee.channel import (
@@ -93,7 +94,7 @@ class Enclave:
     ) -> None:
         self.platform, self.identity, self.lm, self.config = platform, identity, lm, config
         self.quotes: QuoteProvider = SoftwareProvider(platform)
-        self.model = lm.plain()
+        self.model = lm.build(PlainOps())
         self._sessions: dict[bytes, Session] = {}
         self._expired: OrderedDict[bytes, None] = OrderedDict()
         self._lock = threading.Lock()

@@ -112,9 +112,9 @@ def open_model(
 
 
 def load_model_from_memory(name: str, data: bytearray) -> Any:
-    """Build a LanguageModel from GGUF bytes via an anonymous memfd: nothing touches the disk."""
-    from privinfer.api import LanguageModel
+    """Build a loaded decoder from GGUF bytes via an anonymous memfd: nothing touches the disk."""
     from privinfer.models.families import load_weights
+    from privinfer.models.loaded import LoadedDecoder
 
     fd = os.memfd_create("privinfer-model", os.MFD_CLOEXEC)
     try:
@@ -127,7 +127,7 @@ def load_model_from_memory(name: str, data: bytearray) -> Any:
         os.close(fd)
     if w.family.task != "generate":
         raise PrivinferError(f"the enclave serves generation; {w.family.name} models embed")
-    return LanguageModel(name, w.cfg, w.weights, w.tokenizer, Path(name))
+    return LoadedDecoder(name, w.cfg, w.weights, w.tokenizer, Path(name))
 
 
 def unmeasured_modules() -> list[str]:
