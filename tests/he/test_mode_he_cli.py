@@ -3,7 +3,7 @@
 import pytest
 
 import privinfer
-from privinfer.cli import build_parser
+from privinfer.cli.main import build_parser
 from privinfer.errors import InputError
 from privinfer.he.server import DEFAULT_MAX_SESSIONS, serve
 from privinfer.models.tiny import tiny_llama_config, tiny_llama_weights, write_hf_folder

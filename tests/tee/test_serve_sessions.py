@@ -58,7 +58,7 @@ def test_cli_attest_rejects_debug_enclave(server):
          "--root", str(server.root)],
         capture_output=True, text=True, timeout=120,
     )  # fmt: skip
-    assert out.returncode == 2
+    assert out.returncode == 3  # rejected evidence, as in `tee verify` (`privinfer --help`)
     assert "debug-enabled" in out.stderr
 
 

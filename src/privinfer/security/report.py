@@ -1,14 +1,11 @@
-"""`privinfer security`: the report for a mode's actual configuration, every figure derived from
+"""The security report for a mode's actual configuration, every figure derived from
 the parameters in use (none typed in by hand), plus the threat matrix and a leakage list."""
 
 from __future__ import annotations
 
-import argparse
-import json
-from collections.abc import Callable
 from typing import Any
 
-from privinfer.security.matrix import matrix_json, render_markdown
+from privinfer.security.matrix import matrix_json
 
 
 def tee_parameters() -> dict[str, Any]:
@@ -53,10 +50,7 @@ def mpc_parameters(
     from privinfer.mpc.runtime import Party
     from privinfer.security.opcount import NORM_INPUT, count_generation
 
-    f = int(
-        frac_bits
-        or inspect.signature(Party.__init__).parameters["frac_bits"].default
-    )
+    f = int(frac_bits or inspect.signature(Party.__init__).parameters["frac_bits"].default)
     lm = model
     ids = lm.prompt_ids(prompt)
     prefill, decode = count_generation(lm, ids)
@@ -163,58 +157,3 @@ def build_report(mode: Any, model: Any | None = None, **params: Any) -> dict[str
         "leakage": list(mode.leakage),
         "threat_matrix": matrix_json(mode.threat),
     }
-
-
-def _print_value(key: str, value: Any, indent: int = 0) -> None:
-    pad = "  " * indent
-    if isinstance(value, dict):
-        print(f"{pad}{key}:")
-        for k, v in value.items():
-            _print_value(k, v, indent + 1)
-    elif isinstance(value, list):
-        print(f"{pad}{key}:")
-        for v in value:
-            print(f"{pad}  - {v}")
-    else:
-        print(f"{pad}{key}: {value}")
-
-
-def cmd_security(args: argparse.Namespace) -> int:
-    from privinfer import modes
-
-    mode = modes.get(args.mode)
-    model = None
-    if mode.security_needs_model:
-        import privinfer
-
-        model = privinfer.load(args.model)
-    report = build_report(
-        mode, model, model_name=args.model, prompt=args.prompt, frac_bits=args.frac_bits
-    )
-    if args.json:
-        print(json.dumps(report, indent=2, default=str))
-        return 0
-    print(f"privinfer security report: mode {args.mode}\n")
-    for k, v in report["parameters"].items():
-        _print_value(k, v)
-    print("\nleaks by design:")
-    for item in report["leakage"]:
-        print(f"  - {item}")
-    print("\nthreat matrix:\n")
-    print(render_markdown(mode.threat))
-    return 0
-
-
-def register(sub: Any, common: Callable[[argparse.ArgumentParser], None]) -> None:
-    from privinfer import modes
-
-    p = sub.add_parser("security", help="threat model and security report for a mode's parameters")
-    p.add_argument("--mode", required=True, choices=modes.names())
-    p.add_argument("--model", default="smollm2-135m", help="mpc: model whose op counts are used")
-    p.add_argument(
-        "--prompt", default="What is the capital of France?", help="mpc: prompt for op counts"
-    )
-    p.add_argument("--frac-bits", type=int, default=None, help="mpc: fixed-point fraction bits")
-    common(p)
-    p.set_defaults(func=cmd_security)
-

@@ -12,7 +12,8 @@ from __future__ import annotations
 import base64
 import struct
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -277,3 +278,78 @@ class TeeClient:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def client_for(
+    server: str,
+    *,
+    root: str | Path | None = None,
+    measurement: str | None = None,
+    model: str = "smollm2-135m",
+) -> TeeClient:
+    """A TeeClient with the documented defaults: the root `tee init-platform` exported, the
+    measurement from $PRIVINFER_TEE_MEASUREMENT or computed from the local code and `model`."""
+    import os
+
+    from privinfer.errors import InputError
+    from privinfer.tee.protocol import default_root_cert
+
+    root = str(root or default_root_cert())
+    if not os.path.isfile(root):
+        raise InputError(
+            f"no pinned root certificate at {root}: pass --root or run `privinfer tee init-platform`"
+        )
+    measurement = measurement or os.environ.get("PRIVINFER_TEE_MEASUREMENT")
+    model_file = None
+    if not measurement:
+        from privinfer.models.registry import resolve
+
+        model_file = resolve(model)[1]
+    try:
+        return TeeClient(server, root_cert=root, measurement=measurement, model_file=model_file)
+    except ValueError:
+        raise InputError("--measurement must be 96 hex digits (SHA-384)") from None
+
+
+@contextmanager
+def reachable(url: str) -> Iterator[None]:
+    """Turn a transport failure to `url` into one sentence (a PrivinferError)."""
+    from privinfer.errors import PrivinferError
+
+    try:
+        yield
+    except httpx.HTTPError as exc:
+        raise PrivinferError(
+            f"cannot reach the TEE server at {url} ({type(exc).__name__})"
+        ) from None
+
+
+def run_generation(
+    session: Session, request: dict[str, Any], write: Callable[[str], None] | None
+) -> dict[str, Any]:
+    """Stream one request; `write(text)` each delta; return ids, text and client-side timings."""
+    import statistics
+
+    res = TeeResult()
+    t0 = time.perf_counter()
+    for msg in session.stream(request, res):
+        if write is not None and msg.get("text"):
+            write(msg["text"])
+    total = time.perf_counter() - t0
+    med = statistics.median(res.token_s) if res.token_s else None
+    return {
+        "mode": "tee",
+        "text": res.text,
+        "token_ids": res.token_ids,
+        "prompt_tokens": res.enclave.get("prompt_tokens"),
+        "new_tokens": len(res.token_ids),
+        "attest_s": round(session.attest_s, 6),
+        "handshake_s": round(session.handshake_s, 6),
+        "first_token_s": round(res.first_token_s, 6),
+        "per_token_s_median": round(med, 6) if med is not None else None,
+        "tokens_per_s": round(len(res.token_s) / sum(res.token_s), 3) if res.token_s else 0.0,
+        "total_s": round(total, 6),
+        "stop_reason": res.stop_reason,
+        "enclave_prefill_s": res.enclave.get("prefill_s"),
+        "enclave_queue_s": res.enclave.get("queue_s"),
+    }

@@ -1,4 +1,6 @@
-"""`privinfer tee verify` (run_verify) on the real samples: output, exit codes, JSON."""
+"""`privinfer tee verify` (run_verify) on the real samples: output, exit codes, JSON.
+
+A rejection exits 3 (it exited 1 before the CLI's exit codes were unified: `privinfer --help`)."""
 
 from __future__ import annotations
 
@@ -8,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from privinfer.tee.verify_cli import add_verify_arguments, run_verify
+from privinfer.cli.tee import add_verify_arguments, run_verify
 
 DATA = Path(__file__).parent.parent / "data" / "attestation"
 SGX = str(DATA / "sgx_quote_v3.dat")
@@ -45,12 +47,12 @@ def test_sgx_with_allowed_measurement(capsys: pytest.CaptureFixture[str]) -> Non
 
 def test_wrong_measurement_rejected_in_one_line(capsys: pytest.CaptureFixture[str]) -> None:
     rc, out = run([SGX, *AT, "--measurement", "00" * 32], capsys)
-    assert rc == 1 and "measurement-not-allowed" in out and out.count("\n") == 1
+    assert rc == 3 and "measurement-not-allowed" in out and out.count("\n") == 1
 
 
 def test_snp_debug_rejected_then_allowed(capsys: pytest.CaptureFixture[str]) -> None:
     rc, out = run([*SNP, *AT], capsys)
-    assert rc == 1 and "debug-enabled" in out
+    assert rc == 3 and "debug-enabled" in out
     rc, out = run([*SNP, *AT, "--allow-debug"], capsys)
     assert rc == 0 and "debug: True" in out
 
@@ -67,7 +69,7 @@ def test_json_output_and_rejection(capsys: pytest.CaptureFixture[str]) -> None:
     assert doc["policy"]["allowed_measurements"] == "any"
     rc, out = run([SGX, *AT, "--json", "--report-data", "00"], capsys)
     doc = json.loads(out)
-    assert rc == 1 and doc == {
+    assert rc == 3 and doc == {
         "ok": False,
         "stage": "binding",
         "reason": "report-data-mismatch",
@@ -77,12 +79,12 @@ def test_json_output_and_rejection(capsys: pytest.CaptureFixture[str]) -> None:
 
 def test_expired_time(capsys: pytest.CaptureFixture[str]) -> None:
     rc, out = run([SGX, "--at", "2040-01-01"], capsys)
-    assert rc == 1 and "expired" in out
+    assert rc == 3 and "expired" in out
 
 
 def test_wrong_type_is_rejected_not_crashing(capsys: pytest.CaptureFixture[str]) -> None:
     rc, out = run([SGX, *AT, "--type", "snp"], capsys)
-    assert rc == 1 and "REJECTED" in out
+    assert rc == 3 and "REJECTED" in out
 
 
 def test_usage_errors(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
@@ -95,7 +97,7 @@ def test_garbage_file_rejected(capsys: pytest.CaptureFixture[str], tmp_path: Pat
     junk = tmp_path / "junk.bin"
     junk.write_bytes(b"\x00" * 10)
     rc, out = run([str(junk)], capsys)
-    assert rc == 1 and "unsupported" in out
+    assert rc == 3 and "unsupported" in out
 
 
 def test_mutated_evidence_only_raises_evidence_rejected() -> None:
@@ -142,3 +144,11 @@ def test_mutated_evidence_only_raises_evidence_rejected() -> None:
                 else:  # only unsigned, unused bytes (PEM padding) may change harmlessly
                     passed.append((len(evidence), cut))
     assert rejected >= 230, passed
+
+
+def test_rejection_through_main_exits_3(capsys: pytest.CaptureFixture[str]) -> None:
+    from privinfer.cli.main import main
+
+    assert main(["tee", "verify", SGX, *AT, "--measurement", "00" * 32]) == 3
+    assert "REJECTED" in capsys.readouterr().out
+    assert main(["tee", "verify", SGX, *AT]) == 0

@@ -10,13 +10,24 @@ from __future__ import annotations
 import argparse
 import signal
 import sys
-from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
+from privinfer.cli import options
+from privinfer.cli.main import add_common
+from privinfer.errors import InputError
 from privinfer.he.limits import DEFAULT_MAX_SESSIONS
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    from privinfer.cli.tee import check_port
+
+    options.check_threads(args)
+    check_port(args.port)
+    options.check_positive("--max-sessions", args.max_sessions)
+    if args.sessions < 0:
+        raise InputError(f"--sessions must be 0 (forever) or more (got {args.sessions})")
+    options.check_model(args.model)
     import privinfer
     from privinfer.he.server import serve
     from privinfer.he.transport import default_cert_dir, ensure_identities
@@ -43,24 +54,28 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
-def register(
-    sub: argparse._SubParsersAction, common: Callable[[argparse.ArgumentParser], None]
-) -> None:
+def register(sub: Any) -> None:
+    """Add `privinfer he` and its subcommands."""
     he = sub.add_parser("he", help="homomorphic-encryption (CKKS) tools")
-    he_sub = he.add_subparsers(dest="he_command", required=True)
+    he_sub = he.add_subparsers(dest="he_command", required=True, metavar="COMMAND")
     s = he_sub.add_parser("serve", help="serve a model to HE clients over mutual TLS")
-    s.add_argument("--model", default="minilm-l6")
-    s.add_argument("--host", default="127.0.0.1")
-    s.add_argument("--port", type=int, default=29500)
-    s.add_argument("--certs", default=None, help="identity folder (default ~/.config/privinfer/he)")
-    s.add_argument("--sessions", type=int, default=0, help="exit after N sessions (0: forever)")
+    s.add_argument("--model", default="minilm-l6", help="model to serve")
+    s.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    s.add_argument("--port", type=int, default=29500, help="port to listen on")
+    s.add_argument(
+        "--certs", default=None, help="identity folder (default: ~/.config/privinfer/he)"
+    )
+    s.add_argument(
+        "--sessions", type=int, default=0, metavar="N", help="exit after N sessions (0: forever)"
+    )
     s.add_argument(
         "--max-sessions",
         type=int,
         default=DEFAULT_MAX_SESSIONS,
+        metavar="N",
         help="sessions served at once, each in its own process (a MiniLM session takes 5-10 GB); "
         "clients beyond it get a 'server busy, try later' error",
     )
     s.add_argument("--ready-file", default=None, help=argparse.SUPPRESS)
-    common(s)
+    add_common(s)
     s.set_defaults(func=cmd_serve)

@@ -1,0 +1,402 @@
+"""`privinfer tee ...`: init-platform, serve, attest, gateway, verify, demo; and the client side
+of `privinfer generate --mode tee --server URL`.
+
+Security assumption: each subcommand keeps to its side: `serve` is the untrusted host (it starts
+the enclave process, which alone reads the platform directory); `attest`, `gateway`, `demo` and
+the generate client pin the root and the measurement before sending anything. Claims go to
+stderr, answers to stdout only. Evidence that fails verification exits 3 (see `privinfer --help`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from privinfer.cli import options
+from privinfer.cli.main import EXIT_REJECTED, EXIT_USAGE, add_common, error
+from privinfer.errors import InputError, PrivinferError
+from privinfer.tee.claims import Claims, EvidenceRejected
+from privinfer.tee.evidence.detect import EVIDENCE_TYPES
+from privinfer.tee.protocol import default_data_dir, default_platform_dir, default_root_cert
+
+
+# --- clients: attest, gateway, generate --mode tee --server -----------------------------------
+def _client_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--server", required=True, help="URL of `privinfer tee serve`")
+    p.add_argument("--root", default=None, help=f"pinned root PEM (default: {default_root_cert()})")
+    p.add_argument(
+        "--measurement",
+        default=None,
+        metavar="HEX",
+        help="expected enclave measurement (default: $PRIVINFER_TEE_MEASUREMENT, else computed "
+        "from the local code and --model)",
+    )
+    p.add_argument(
+        "--model", default="smollm2-135m", help="local model the measurement is computed from"
+    )
+
+
+def _client(server: str, root: str | None, measurement: str | None, model: str) -> Any:
+    from privinfer.tee.client import client_for
+
+    return client_for(server, root=root, measurement=measurement, model=model)
+
+
+def cmd_attest(args: argparse.Namespace) -> int:
+    """Verify a fresh quote from --server and print the claims."""
+    from privinfer.tee.client import claims_summary, reachable
+
+    with _client(args.server, args.root, args.measurement, args.model) as client:
+        with reachable(args.server):
+            session = client.attest()
+            session.close()
+    claims = session.claims
+    if args.json:
+        out = claims.to_json()
+        out.update(attest_s=round(session.attest_s, 6), session_id=session.sid.hex())
+        print(json.dumps(out, indent=2))
+        return 0
+    print(claims_summary(claims))
+    print(f"  measurement {claims.measurement.hex()}")
+    for name, value in claims.components.items():
+        print(f"  {name:<11} {value.hex()}")
+    print(f"  signer      {claims.signer.hex()} (not pinned)")
+    print(f"  issued_at   {claims.issued_at.isoformat() if claims.issued_at else '-'}")
+    print(f"  attest      {session.attest_s * 1000:.1f} ms (fresh 32-byte nonce)")
+    for line in claims.checked:
+        print(f"  checked     {line}")
+    for line in claims.not_checked:
+        print(f"  NOT checked {line}")
+    return 0
+
+
+def generate_remote(args: argparse.Namespace, opts: dict[str, Any]) -> int:
+    """`privinfer generate --mode tee --server URL PROMPT`: claims on stderr, answer on stdout."""
+    from privinfer.tee.client import claims_summary, reachable, run_generation
+
+    request = {
+        "prompt": args.prompt,
+        "chat": not args.raw,
+        "max_new_tokens": args.max_tokens,
+        "temperature": args.temperature,
+        "top_p": args.top_p,
+        "seed": args.seed,
+    }
+    server = opts["server"]
+    root = opts.get("root_cert")
+    with _client(server, root, opts.get("measurement"), args.model) as client:
+        with reachable(server):
+            session = client.attest()
+            print(claims_summary(session.claims), file=sys.stderr, flush=True)
+
+            def write(text: str) -> None:
+                sys.stdout.write(text)
+                sys.stdout.flush()
+
+            try:
+                out = run_generation(session, request, None if args.json else write)
+            finally:
+                session.close()
+    if args.json:
+        out["measurement"] = session.claims.measurement.hex()
+        print(json.dumps(out))
+    else:
+        sys.stdout.write("\n")
+    return 0
+
+
+def cmd_gateway(args: argparse.Namespace) -> int:
+    from privinfer.tee.gateway import run_gateway
+
+    check_port(args.port)
+    client = _client(args.server, args.root, args.measurement, args.model)
+    return run_gateway(client, model_name=args.model, host=args.host, port=args.port)
+
+
+# --- offline verification ---------------------------------------------------------------------
+def add_verify_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the arguments of `privinfer tee verify` to `parser`."""
+    parser.add_argument(
+        "file", help="evidence file: SGX/TDX quote, SNP report, NVIDIA SPDM report (binary or hex)"
+    )
+    parser.add_argument(
+        "--certs",
+        nargs="+",
+        action="extend",
+        default=[],
+        metavar="PEM_OR_DER",
+        help="certificates the evidence does not carry (SNP: VCEK, ASK+ARK; NVIDIA: device "
+        "chain; default: none)",
+    )
+    parser.add_argument(
+        "--type", choices=EVIDENCE_TYPES, default=None, help="evidence type (default: detect)"
+    )
+    parser.add_argument(
+        "--at",
+        default=None,
+        metavar="ISO-TIME",
+        help="check certificate validity at this time (default: now)",
+    )
+    parser.add_argument(
+        "--allow-debug",
+        action="store_true",
+        help="accept debug-mode enclaves/VMs (never in production)",
+    )
+    parser.add_argument(
+        "--measurement",
+        nargs="+",
+        action="extend",
+        default=[],
+        metavar="HEX",
+        help="allowed measurement(s) (default: any measurement is accepted, and the output says so)",
+    )
+    parser.add_argument(
+        "--signer",
+        nargs="+",
+        action="extend",
+        default=[],
+        metavar="HEX",
+        help="allowed signer(s) (default: any signer is accepted, and the output says so)",
+    )
+    parser.add_argument(
+        "--report-data",
+        default=None,
+        metavar="HEX",
+        help="expected report_data or NVIDIA nonce (default: not checked)",
+    )
+    parser.add_argument(
+        "--root",
+        nargs="+",
+        action="extend",
+        default=[],
+        metavar="PEM_OR_DER",
+        help="pin these root certificates (default: the built-in vendor root)",
+    )
+    parser.add_argument(
+        "--collateral",
+        default=None,
+        metavar="JSON",
+        help="Intel DCAP collateral JSON, SGX only (default: none)",
+    )
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+
+
+def _print_claims(claims: Claims, notes: list[str]) -> None:
+    print(f"OK: {claims.evidence_type} evidence verified")
+    for name in ("measurement", "signer", "report_data"):
+        print(f"  {name}: {getattr(claims, name).hex() or '(none)'}")
+    print(f"  product_id: {claims.product_id}  svn: {claims.svn}  debug: {claims.debug}")
+    for k, v in claims.components.items():
+        print(f"  component {k}: {v.hex()}")
+    for k, v in claims.extra.items():
+        print(f"  {k}: {v}")
+    for line in claims.checked:
+        print(f"  checked: {line}")
+    for line in claims.not_checked:
+        print(f"  NOT checked: {line}")
+    for line in notes:
+        print(f"  note: {line}")
+
+
+def run_verify(args: argparse.Namespace) -> int:
+    """Run `privinfer tee verify`: 0 when the evidence passes, 3 when rejected (one line on
+    stdout, or a JSON object), 2 on usage errors (one line on stderr)."""
+    from privinfer.tee.verify import verify_file
+
+    try:
+        result = verify_file(
+            args.file,
+            evidence_type=args.type,
+            certs=args.certs,
+            at=args.at,
+            allow_debug=args.allow_debug,
+            measurements=args.measurement,
+            signers=args.signer,
+            report_data=args.report_data,
+            roots=args.root,
+            collateral=args.collateral,
+        )
+    except InputError as exc:
+        error(str(exc))
+        return EXIT_USAGE
+    except EvidenceRejected as exc:
+        if args.json:
+            doc = {
+                "ok": False,
+                "stage": exc.stage.value,
+                "reason": exc.reason.value,
+                "detail": exc.detail,
+            }
+            print(json.dumps(doc))
+        else:
+            print(f"REJECTED: {exc}")
+        return EXIT_REJECTED
+    if args.json:
+        doc = {
+            "ok": True,
+            "claims": result.claims.to_json(),
+            "policy": result.policy.describe(),
+            "notes": result.notes,
+        }
+        print(json.dumps(doc))
+    else:
+        _print_claims(result.claims, result.notes)
+    return 0
+
+
+# --- platform, server, demo -------------------------------------------------------------------
+def check_port(port: int) -> None:
+    if not 0 <= port <= 65535:
+        raise InputError(f"--port must be between 0 and 65535 (got {port})")
+
+
+def cmd_init_platform(args: argparse.Namespace) -> int:
+    from privinfer.tee.platform import init_platform
+
+    d = Path(args.dir) if args.dir else default_platform_dir()
+    root = Path(args.export_root) if args.export_root else default_root_cert()
+    if d.exists():
+        raise PrivinferError(f"{d} already exists; remove it to start a new platform")
+    d.parent.mkdir(parents=True, exist_ok=True)
+    root.parent.mkdir(parents=True, exist_ok=True)
+    if root.exists():
+        root.unlink()
+    init_platform(d, export_root_to=root)
+    print(f"software platform created in {d} (keep it private; clients pin {root})")
+    return 0
+
+
+def _config(args: argparse.Namespace) -> dict[str, Any] | None:
+    try:
+        cfg: dict[str, Any] = json.loads(args.config) if args.config else {}
+    except json.JSONDecodeError:
+        raise InputError("--config must be a JSON object") from None
+    if args.session_ttl is not None:
+        ttl = args.session_ttl
+        cfg["session_ttl_s"] = int(ttl) if ttl == int(ttl) else ttl
+    if args.max_sessions is not None:
+        cfg["max_sessions"] = args.max_sessions
+    return cfg or None
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import math
+
+    options.check_threads(args)
+    check_port(args.port)
+    if args.session_ttl is not None and not (
+        math.isfinite(args.session_ttl) and args.session_ttl > 0
+    ):
+        raise InputError(
+            f"--session-ttl must be a finite number of seconds > 0 (got {args.session_ttl})"
+        )
+    if args.max_sessions is not None:
+        options.check_positive("--max-sessions", args.max_sessions)
+    config = _config(args)
+    options.check_model(args.model)
+    from privinfer.tee.host import serve
+
+    return serve(
+        args.model,
+        platform_dir=args.platform,
+        data_dir=args.data,
+        host=args.host,
+        port=args.port,
+        threads=args.threads,
+        config=config,
+        debug_enclave=args.debug_enclave,
+        trace=args.trace,
+    )
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    options.check_threads(args)
+    options.check_positive("--max-tokens", args.max_tokens)
+    options.check_text(args.prompt, "the prompt")
+    from privinfer.bench.tee_demo import run_demo
+
+    return run_demo(args.prompt, max_new_tokens=args.max_tokens, threads=args.threads)
+
+
+def register(sub: Any) -> None:
+    """Add `privinfer tee` and its subcommands."""
+    tee = sub.add_parser("tee", help="TEE mode: platform, enclave server, attestation, gateway")
+    tsub = tee.add_subparsers(dest="tee_command", required=True, metavar="COMMAND")
+
+    p = tsub.add_parser("init-platform", help="create the software TEE platform (keys, root)")
+    p.add_argument(
+        "--dir", default=None, help=f"platform directory (default: {default_platform_dir()})"
+    )
+    p.add_argument(
+        "--export-root",
+        default=None,
+        help=f"where to write the root PEM for clients (default: {default_root_cert()})",
+    )
+    add_common(p, threads=False)
+    p.set_defaults(func=cmd_init_platform)
+
+    p = tsub.add_parser("serve", help="start the enclave process and its HTTP host")
+    p.add_argument("--model", default="smollm2-135m", help="model the enclave serves")
+    p.add_argument(
+        "--platform", default=None, help=f"platform dir (default: {default_platform_dir()})"
+    )
+    p.add_argument("--data", default=None, help=f"sealed-model dir (default: {default_data_dir()})")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    p.add_argument("--port", type=int, default=8470, help="port to listen on (0: any free port)")
+    p.add_argument(
+        "--session-ttl",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="idle session lifetime, part of the measured config (default: the enclave's)",
+    )
+    p.add_argument(
+        "--max-sessions",
+        type=int,
+        default=None,
+        metavar="N",
+        help="sessions at once, part of the measured config (default: the enclave's)",
+    )
+    p.add_argument("--config", default=None, help=argparse.SUPPRESS)
+    p.add_argument(
+        "--debug-enclave", action="store_true", help="debug identity (clients refuse it)"
+    )
+    p.add_argument("--trace", default=None, help=argparse.SUPPRESS)
+    add_common(p)
+    p.set_defaults(func=cmd_serve)
+
+    p = tsub.add_parser("attest", help="attest a server and print the verified claims")
+    _client_args(p)
+    add_common(p, threads=False)
+    p.set_defaults(func=cmd_attest)
+
+    p = tsub.add_parser(
+        "gateway", help="local OpenAI-compatible API in front of an attested enclave"
+    )
+    _client_args(p)
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    p.add_argument("--port", type=int, default=8471, help="port to listen on")
+    add_common(p, threads=False)
+    p.set_defaults(func=cmd_gateway)
+
+    p = tsub.add_parser(
+        "verify",
+        help="verify hardware or software evidence offline",
+        description="Verify evidence against pinned vendor roots. Exit 0: verified; 3: rejected "
+        "(one line, or a JSON object with --json); 2: unreadable file or malformed argument.",
+    )
+    add_verify_arguments(p)
+    p.set_defaults(func=run_verify)
+
+    p = tsub.add_parser("demo", help="local platform + enclave, attest, answer one prompt, stop")
+    p.add_argument(
+        "prompt", nargs="?", default="What is the capital of France?", help="the question"
+    )
+    p.add_argument(
+        "--max-tokens", type=int, default=64, metavar="N", help="most tokens to generate"
+    )
+    add_common(p)
+    p.set_defaults(func=cmd_demo)
