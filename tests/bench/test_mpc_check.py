@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 
 import pytest
@@ -34,11 +33,12 @@ def test_check_reports_layers_and_agreement():
     json.dumps(r)
 
 
-def test_register_check_parses_and_rejects_bad_input():
-    parser = argparse.ArgumentParser()
-    sub = parser.add_subparsers(dest="command")
-    check.register_check(sub, lambda p: p.add_argument("--json", action="store_true"))
-    args = parser.parse_args(["check", "hi", "--tokens", "2", "--frac-bits", "18", "--json"])
+def test_check_command_parses_and_rejects_bad_input():
+    from privinfer.cli.main import build_parser
+
+    args = build_parser().parse_args(
+        ["check", "hi", "--tokens", "2", "--frac-bits", "18", "--json"]
+    )
     assert (args.tokens, args.frac_bits, args.mode, args.json) == (2, 18, "mpc", True)
     args.frac_bits, args.threads = 40, 1
     with pytest.raises(PrivinferError):

@@ -66,15 +66,6 @@ def test_missing_cluster_file_of_a_party(tmp_path: Path):
     assert r.stdout.split() == ["NO-LOAD"]
 
 
-MODES_IMPORT_TORCH = pytest.mark.xfail(
-    reason="reading the mode options imports torch: privinfer/modes/__init__.py imports "
-    "models.generate/ops/costs and the plug-ins import torch (and he's engine) at module level; "
-    "before the modes package these errors took ~0.4 s. Passes once those imports are lazy.",
-    strict=False,
-)
-
-
-@MODES_IMPORT_TORCH
 @pytest.mark.parametrize("args", [a for a, _ in BAD[:6]], ids=[" ".join(a) for a, _ in BAD[:6]])
 def test_argument_errors_take_well_under_two_seconds(args):
     r, wall = run_probe(*args, "--model", "nope", torch_probe=True)
@@ -82,7 +73,6 @@ def test_argument_errors_take_well_under_two_seconds(args):
     assert wall < 2.0, f"{wall:.2f} s"
 
 
-@MODES_IMPORT_TORCH
 def test_argument_errors_never_import_torch():
     r, _ = run_probe("generate", "hi", "--max-tokens", "0", torch_probe=True)
     assert r.returncode == 2 and r.stdout.split() == ["NO-TORCH"]

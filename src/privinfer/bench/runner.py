@@ -122,10 +122,21 @@ def _commit() -> str | None:
         return os.environ["PRIVINFER_COMMIT"]
     here = Path(__file__).resolve().parent
     try:
-        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=here, capture_output=True,
-                              text=True, timeout=10, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=here,
-                               capture_output=True, text=True, timeout=10).stdout.strip()
+        head = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            cwd=here,
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=here,
+            capture_output=True,
+            text=True,
+            timeout=10,
+        ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return None
     return head + ("+dirty" if dirty else "")  # fmt: skip
@@ -179,39 +190,3 @@ def run_bench(args: argparse.Namespace) -> int:
         print(render([path]))
         print(f"\nwritten: {path}" + "".join(f"\n         {p}" for p in plots))
     return 0
-
-
-def add_arguments(b: argparse.ArgumentParser, modes: tuple[str, ...]) -> None:
-    b.add_argument(
-        "workload",
-        nargs="?",
-        default="generate",
-        help="generate (default), mpc-ops, mpc-gpt2-shape, mpc-fidelity, he-ops, he-fidelity, "
-        "he-smollm2",
-    )
-    b.add_argument(
-        "--mode",
-        action="append",
-        default=None,
-        choices=modes,
-        help="mode to measure next to plain (repeatable)",
-    )
-    b.add_argument("--runs", type=int, default=5)
-    b.add_argument("--quick", action="store_true", help="fewer runs and steps (a few minutes)")
-    b.add_argument(
-        "--steps",
-        type=int,
-        default=None,
-        help="decode steps of the generate workload (default 16; the mpc runner takes half)",
-    )
-    b.add_argument(
-        "--net",
-        default="none",
-        choices=("none", "lan", "wan"),
-        help="emulated network between MPC parties / HE client and server (needs root)",
-    )
-    b.add_argument("--out", default="benchmarks/results", help="folder for JSON and plots")
-    b.add_argument(
-        "--no-reference", action="store_true", help="skip transformers / sentence-transformers"
-    )
-    b.add_argument("--no-plots", action="store_true")

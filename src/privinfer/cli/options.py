@@ -1,7 +1,7 @@
 """Mode options as command-line flags, and the checks every command runs before loading a model.
 
-The flags come from `privinfer.modes.all_options()`; the chosen mode's `check_options` says
-whether it takes them. Every check here is cheap (no model, no network) and fails with one
+The flags come from every mode plug-in's `options` (one flag per name, help per mode); the
+chosen mode's `check_options` says whether it takes them. Every check here is cheap (no model, no network) and fails with one
 sentence that names the flag as typed on the command line.
 """
 

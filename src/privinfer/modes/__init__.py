@@ -4,6 +4,9 @@ A mode says who runs which engine where and who learns what. The CLI's flags, `p
 security --mode`, the threat matrix and `privinfer bench --mode` all read the `Mode` objects
 here, so adding a mode touches its own file and the registry line only (docs/architecture.md,
 "Adding a mode").
+
+Plug-ins import their engines (and torch) inside the methods that run them, so reading the
+options, which the CLI does to build its flags and refuse bad arguments, imports no engine.
 """
 
 from __future__ import annotations
@@ -12,12 +15,14 @@ import importlib
 import math
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from privinfer.errors import InputError
-from privinfer.models.costs import CostReport
-from privinfer.models.generate import GenerationStats
-from privinfer.models.ops import Sampler
+
+if TYPE_CHECKING:  # the CLI reads options and refuses bad ones before torch is imported
+    from privinfer.models.costs import CostReport
+    from privinfer.models.generate import GenerationStats
+    from privinfer.models.ops import Sampler
 
 # name -> module that defines `MODE`; the order is the order users see.
 REGISTRY: dict[str, str] = {
@@ -144,13 +149,3 @@ def get(name: str) -> Mode:
     mode = importlib.import_module(REGISTRY[name]).MODE
     assert isinstance(mode, Mode) and mode.name == name, REGISTRY[name]
     return mode
-
-
-def all_options() -> list[Option]:
-    """Every mode's CLI options, one per name (first definition wins), for the CLI's flags."""
-    seen: dict[str, Option] = {}
-    for n in REGISTRY:
-        for o in get(n).options:
-            if o.cli:
-                seen.setdefault(o.name, o)
-    return list(seen.values())

@@ -14,21 +14,18 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from privinfer.errors import InputError
-from privinfer.he.ckks import PARAMS_16384
-from privinfer.he.ops import HeOps
-from privinfer.he.server import generation_session, model_ranges
-from privinfer.he.session import HeClient, LocalKeyHolder, client_rows
-from privinfer.models.costs import CostReport
-from privinfer.models.generate import GenerationStats, check_budget, timed_stream
-from privinfer.models.ops import Sampler
 from privinfer.modes import Mode, Option
 from privinfer.security.matrix import ASSETS, META_LEAK, NA, Cell
-from privinfer.security.report import he_parameters
+
+if TYPE_CHECKING:
+    import torch
+
+    from privinfer.models.costs import CostReport
+    from privinfer.models.generate import GenerationStats
+    from privinfer.models.ops import Sampler
 
 OPTIONS = (
     Option("server", str, None, "address of a running HE server (default: start a local one)"),
@@ -125,6 +122,8 @@ class HeMode(Mode):
     bench_workloads = ("he-ops", "he-fidelity", "he-smollm2")
 
     def security(self, model: Any | None, **params: Any) -> dict[str, Any]:
+        from privinfer.security.report import he_parameters
+
         return he_parameters()
 
     def embed(
@@ -138,6 +137,11 @@ class HeMode(Mode):
         in_process: bool = False,
     ) -> torch.Tensor:
         """Embeddings [n, dim] computed under CKKS; prints a fidelity/cost line on stderr."""
+        import torch
+
+        from privinfer.he.ops import HeOps
+        from privinfer.he.server import model_ranges
+
         t0 = time.perf_counter()
         if in_process:
             outs, rounds, sent, received = [], 0, 0, 0
@@ -184,6 +188,10 @@ class HeMode(Mode):
         context_tokens: int | None = None,
     ) -> Iterator[int]:
         """Generate under CKKS: the client picks every token from logits only it can decrypt."""
+        from privinfer.he.ckks import PARAMS_16384
+        from privinfer.he.session import HeClient
+        from privinfer.models.generate import check_budget, timed_stream
+
         budget = check_budget(len(prompt_ids), max_new_tokens, model.cfg.max_context)
         ctx_t = context_tokens or _context_tokens(len(prompt_ids) + budget)
         if ctx_t > 64:
@@ -224,6 +232,10 @@ class HeMode(Mode):
 
 
 def _local_generation(model, client, prompt_ids, budget, ctx_t, events) -> None:
+    from privinfer.he.ops import HeOps
+    from privinfer.he.server import generation_session, model_ranges
+    from privinfer.he.session import LocalKeyHolder
+
     ops = HeOps(
         keyholder=LocalKeyHolder(client),
         ranges=model_ranges(model),
@@ -241,6 +253,7 @@ def _local_generation(model, client, prompt_ids, budget, ctx_t, events) -> None:
 
 def _remote_generation(model, client, prompt_ids, budget, ctx_t, server, events) -> dict[str, Any]:
     from privinfer.he.client import _server_for, run_client_session
+    from privinfer.he.session import client_rows
     from privinfer.he.transport import connect
 
     with _server_for(model, server, 1) as (cluster, host, port):

@@ -12,17 +12,18 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from privinfer.errors import InputError
-from privinfer.models.costs import CostReport
-from privinfer.models.generate import GenerationStats, check_budget
-from privinfer.models.ops import Sampler
 from privinfer.modes import Mode, Option
 from privinfer.security.matrix import ASSETS, META_LEAK, Cell
-from privinfer.security.report import mpc_parameters
+
+if TYPE_CHECKING:
+    import torch
+
+    from privinfer.models.costs import CostReport
+    from privinfer.models.generate import GenerationStats
+    from privinfer.models.ops import Sampler
 
 OPTIONS = (
     Option(
@@ -161,6 +162,8 @@ class MpcMode(Mode):
     bench_workloads = ("generate", "mpc-ops", "mpc-gpt2-shape", "mpc-fidelity")
 
     def security(self, model: Any | None, **params: Any) -> dict[str, Any]:
+        from privinfer.security.report import mpc_parameters
+
         return mpc_parameters(
             model,
             params.get("model_name", getattr(model, "name", "")),
@@ -187,6 +190,8 @@ class MpcMode(Mode):
                 "--top-p below 1 is not supported in mode mpc: nucleus sampling would need a "
                 "private sort of the whole vocabulary; use --temperature with --top-p 1"
             )
+        from privinfer.models.generate import check_budget
+
         check_budget(len(prompt_ids), max_new_tokens, model.cfg.max_context)
         with _client(model, cluster, connect_timeout_s, timeout_s, progress) as client:
             yield from client.generate(

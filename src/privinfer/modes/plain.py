@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
-
-from privinfer.models.costs import CostReport
-from privinfer.models.generate import GenerationStats, generate_ids
-from privinfer.models.ops import Sampler
 from privinfer.modes import Mode
 from privinfer.security.matrix import ADVERSARIES, ASSETS, NA, Cell
+
+if TYPE_CHECKING:
+    import torch
+
+    from privinfer.models.costs import CostReport
+    from privinfer.models.generate import GenerationStats
+    from privinfer.models.ops import Sampler
 
 
 class PlainMode(Mode):
@@ -42,6 +44,8 @@ class PlainMode(Mode):
         stats: GenerationStats,
         **options: Any,
     ) -> Iterator[int]:
+        from privinfer.models.generate import generate_ids
+
         return generate_ids(
             model.plain(),
             prompt_ids,
@@ -60,6 +64,8 @@ class PlainMode(Mode):
         details: dict[str, Any],
         **options: Any,
     ) -> torch.Tensor:
+        import torch
+
         m = model.plain()
         with torch.inference_mode(), costs.timed("encode"):
             return torch.cat([m.ops.reveal(m.encode(i)) for i in ids_list])

@@ -12,13 +12,14 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from privinfer.models.generate import GenerationStats, timed_stream
-from privinfer.models.ops import Sampler
 from privinfer.modes import Mode, Option
 from privinfer.security.matrix import ASSETS, META_LEAK, NA, Cell
-from privinfer.security.report import tee_parameters
+
+if TYPE_CHECKING:
+    from privinfer.models.generate import GenerationStats
+    from privinfer.models.ops import Sampler
 
 GEN = frozenset({"generate"})
 
@@ -105,6 +106,8 @@ class TeeMode(Mode):
     bench_workloads = ("generate",)
 
     def security(self, model: Any | None, **params: Any) -> dict[str, Any]:
+        from privinfer.security.report import tee_parameters
+
         return tee_parameters()
 
     def generate(
@@ -122,6 +125,7 @@ class TeeMode(Mode):
         """Token ids from an attested enclave; `stats` gets client-side timings and channel bytes."""
         import torch
 
+        from privinfer.models.generate import timed_stream
         from privinfer.tee.client import TeeClient, TeeResult
         from privinfer.tee.local import LocalServer
         from privinfer.tee.protocol import default_root_cert
