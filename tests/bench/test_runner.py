@@ -84,3 +84,13 @@ def test_zero_steps_is_refused(tmp_path):
     )
     assert r.returncode == 2
     assert "--steps must be at least 1" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_a_mode_is_refused_by_a_workload_its_plug_in_does_not_list():
+    from privinfer.bench.runner import check_modes_measured
+    from privinfer.errors import InputError
+
+    check_modes_measured("generate", ["plain", "tee", "mpc", "he"])
+    check_modes_measured("mpc-ops", ["plain", "mpc"])
+    with pytest.raises(InputError, match="workload he-ops does not measure mode tee"):
+        check_modes_measured("he-ops", ["tee"])

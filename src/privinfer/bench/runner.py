@@ -14,6 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from privinfer import modes
 from privinfer.api import set_threads
 from privinfer.errors import InputError
 
@@ -71,16 +72,24 @@ def _tee(
 
 
 def _mode_runner(mode: str) -> Callable[..., dict[str, Any]]:
-    runners: dict[str, Callable[..., dict[str, Any]]] = {"tee": _tee}
-    try:
-        from privinfer.bench import private_modes as modes_extra
+    from privinfer.bench import private_modes
 
-        runners.update(modes_extra.RUNNERS)
-    except ImportError:
-        pass
+    runners: dict[str, Callable[..., dict[str, Any]]] = {"tee": _tee, **private_modes.RUNNERS}
     if mode not in runners:
         raise InputError(f"no benchmark for mode {mode!r} in this version")
     return runners[mode]
+
+
+def check_modes_measured(workload: str, mode_names: list[str]) -> None:
+    """Refuse a `--mode` whose plug-in does not list `workload` in its `bench_workloads` (plain,
+    the baseline of every workload, is always accepted)."""
+    for name in (n for n in mode_names if n != "plain"):
+        mode = modes.get(name)
+        if workload not in mode.bench_workloads:
+            raise InputError(
+                f"workload {workload} does not measure mode {name} "
+                f"(mode {name} is measured by: {', '.join(mode.bench_workloads) or 'none'})"
+            )
 
 
 def run_generate(args: argparse.Namespace, say: Say) -> dict[str, Any]:
@@ -154,6 +163,7 @@ def run_bench(args: argparse.Namespace) -> int:
         raise InputError(
             f"unknown workload {args.workload!r}: use one of {', '.join(sorted(workloads))}"
         )
+    check_modes_measured(args.workload, list(args.mode or []))
     say = _say(args)
     result: dict[str, Any] = {
         "workload": args.workload,

@@ -119,7 +119,7 @@ class HeMode(Mode):
             "metadata": Cell("no", "sequence length, model shape, timing"),
         },
     }
-    bench_workloads = ("he-ops", "he-fidelity", "he-smollm2")
+    bench_workloads = ("generate", "he-ops", "he-fidelity", "he-smollm2")
 
     def security(self, model: Any | None, **params: Any) -> dict[str, Any]:
         from privinfer.security.report import he_parameters
