@@ -25,13 +25,13 @@ from privinfer.engines.plain import PlainOps
 from privinfer.errors import InputError
 from privinfer.models import families
 from privinfer.models.config import BertConfig
-from privinfer.models.costs import CostReport, peak_rss_mb
+from privinfer.models.costs import CostReport, EmbeddingStats, peak_rss_mb
 from privinfer.models.generate import GenerationStats
 from privinfer.models.io.tokenizer import Tokenizer
 from privinfer.models.loaded import LoadedDecoder, LoadedEncoder
 from privinfer.models.ops import Sampler
 from privinfer.models.registry import resolve
-from privinfer.modes import Mode
+from privinfer.modes import Mode, Request
 from privinfer.modes import get as get_mode
 
 ProgressFn = Callable[[int, int], None]
@@ -91,8 +91,15 @@ class Embeddings:
 
     vectors: torch.Tensor
     mode: str
-    costs: CostReport = field(default_factory=CostReport)
-    details: dict[str, Any] = field(default_factory=dict)
+    stats: EmbeddingStats = field(default_factory=EmbeddingStats)
+
+    @property
+    def costs(self) -> CostReport:
+        return self.stats.costs
+
+    @property
+    def details(self) -> dict[str, Any]:
+        return self.stats.details
 
 
 class TextStream:
@@ -155,9 +162,7 @@ class LanguageModel(_Runnable, LoadedDecoder):
         ids = self.prompt_ids(prompt, chat=chat)
         sampler = Sampler(temperature=temperature, top_p=top_p, seed=seed)
         stats = GenerationStats()
-        gen = plugin.generate(
-            self, ids, sampler=sampler, max_new_tokens=max_new_tokens, stats=stats, **options
-        )
+        gen = plugin.generate(self, Request(ids, sampler, max_new_tokens), stats, **options)
         return TextStream(gen, self.tokenizer, stats, mode)
 
     def generate(self, prompt: str | Sequence[dict[str, str]], **kwargs: Any) -> Generation:
@@ -197,9 +202,8 @@ class EmbeddingModel(_Runnable, LoadedEncoder):
         if not texts:
             raise InputError("no texts to embed")
         ids = [self.token_ids(t) for t in texts]
-        out = Embeddings(torch.empty(0), mode)
-        out.vectors = plugin.embed(self, ids, costs=out.costs, details=out.details, **options)
-        return out
+        stats = EmbeddingStats()
+        return Embeddings(plugin.embed(self, ids, stats, **options), mode, stats)
 
 
 def load(

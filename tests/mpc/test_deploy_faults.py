@@ -14,6 +14,7 @@ import pytest
 from privinfer.errors import InputError
 from privinfer.models.generate import GenerationStats
 from privinfer.models.ops import Sampler
+from privinfer.modes import Request
 from privinfer.modes.mpc import MODE as MPC
 from privinfer.mpc.remote_client import MpcClient
 from privinfer.mpc.session import MpcSessionError
@@ -49,9 +50,7 @@ def test_prompt_longer_than_context_is_refused_before_any_party_starts(tmp_path)
         cfg = tiny_llama_config()
         name = "tiny"
 
-    gen = MPC.generate(
-        Model(), [1] * 300, sampler=Sampler(), max_new_tokens=4, stats=GenerationStats()
-    )
+    gen = MPC.generate(Model(), Request([1] * 300, Sampler(), 4), GenerationStats())
     with pytest.raises(InputError, match="more than the model's context"):
         next(gen)
 

@@ -9,7 +9,8 @@ import time
 from collections import defaultdict
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
+from typing import Any
 
 
 def peak_rss_mb() -> float:
@@ -27,14 +28,11 @@ class OpCost:
     bytes_sent: int = 0
     bytes_received: int = 0
     refreshes: int = 0
+    cpu_s: float = 0.0  # this process's CPU seconds (all its threads) over the op's spans
 
     def add(self, other: OpCost) -> None:
-        self.calls += other.calls
-        self.wall_s += other.wall_s
-        self.rounds += other.rounds
-        self.bytes_sent += other.bytes_sent
-        self.bytes_received += other.bytes_received
-        self.refreshes += other.refreshes
+        for f in fields(self):
+            setattr(self, f.name, getattr(self, f.name) + getattr(other, f.name))
 
 
 @dataclass
@@ -52,22 +50,19 @@ class CostReport:
         bytes_sent: int = 0,
         bytes_received: int = 0,
         refreshes: int = 0,
+        cpu_s: float = 0.0,
     ) -> None:
         c = self.by_op[op]
-        c.calls += 1
-        c.wall_s += wall_s
-        c.rounds += rounds
-        c.bytes_sent += bytes_sent
-        c.bytes_received += bytes_received
-        c.refreshes += refreshes
+        c.add(OpCost(1, wall_s, rounds, bytes_sent, bytes_received, refreshes, cpu_s))
 
     @contextmanager
     def timed(self, op: str) -> Iterator[None]:
-        t0 = time.perf_counter()
+        """Record the wall and CPU seconds of the block under `op`."""
+        t0, c0 = time.perf_counter(), time.process_time()
         try:
             yield
         finally:
-            self.record(op, wall_s=time.perf_counter() - t0)
+            self.record(op, wall_s=time.perf_counter() - t0, cpu_s=time.process_time() - c0)
 
     def total(self) -> OpCost:
         t = OpCost()
@@ -93,12 +88,7 @@ class CostReport:
         for k, c in self.by_op.items():
             e = earlier.by_op.get(k, OpCost())
             r.by_op[k] = OpCost(
-                c.calls - e.calls,
-                c.wall_s - e.wall_s,
-                c.rounds - e.rounds,
-                c.bytes_sent - e.bytes_sent,
-                c.bytes_received - e.bytes_received,
-                c.refreshes - e.refreshes,
+                **{f.name: getattr(c, f.name) - getattr(e, f.name) for f in fields(c)}
             )
         return r
 
@@ -107,3 +97,11 @@ class CostReport:
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict())
+
+
+@dataclass
+class EmbeddingStats:
+    """What one embedding call measured: the engine's costs and the mode's own figures."""
+
+    costs: CostReport = field(default_factory=CostReport)
+    details: dict[str, Any] = field(default_factory=dict)

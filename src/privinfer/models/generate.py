@@ -99,7 +99,8 @@ def decode_loop(
     servers, MPC parties and remote clients all drive their steps through it."""
     stats.prompt_tokens = len(prompt_ids)
     t0 = time.perf_counter()
-    tok = step(list(prompt_ids), 0, 0)
+    with stats.costs.timed("prefill"):
+        tok = step(list(prompt_ids), 0, 0)
     stats.prefill_s = time.perf_counter() - t0
     pos = len(prompt_ids)
     i = 0
@@ -115,7 +116,8 @@ def decode_loop(
             stats.stop_reason = "stopped"
             return
         t0 = time.perf_counter()
-        tok = step([tok], pos, i + 1)
+        with stats.costs.timed("decode"):
+            tok = step([tok], pos, i + 1)
         stats.token_s.append(time.perf_counter() - t0)
         pos += 1
         i += 1
@@ -126,17 +128,20 @@ def timed_stream(
     ids: Iterator[int], stats: GenerationStats, *, prompt_tokens: int
 ) -> Iterator[int]:
     """Time token ids chosen elsewhere (an enclave, MPC parties, an HE session) as they arrive:
-    the first one closes the prefill, each later one is a decode step. Its caller sets
-    `stats.stop_reason` when the source ends."""
+    the first one closes the prefill, each later one is a decode step. `stats.costs` gets the
+    same spans under "prefill" / "decode" with this (client) process's CPU seconds. Its caller
+    sets `stats.stop_reason` when the source ends."""
     stats.prompt_tokens = prompt_tokens
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     for tok in ids:
-        now = time.perf_counter()
-        if stats.new_tokens == 0:
+        now, cpu = time.perf_counter(), time.process_time()
+        op = "prefill" if stats.new_tokens == 0 else "decode"
+        if op == "prefill":
             stats.prefill_s = now - t0
         else:
             stats.token_s.append(now - t0)
-        t0 = now
+        stats.costs.record(op, wall_s=now - t0, cpu_s=cpu - c0)
+        t0, c0 = now, cpu
         stats.new_tokens += 1
         yield tok
 

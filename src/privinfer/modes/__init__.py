@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from privinfer.errors import InputError
 
 if TYPE_CHECKING:  # the CLI reads options and refuses bad ones before torch is imported
-    from privinfer.models.costs import CostReport
+    from privinfer.models.costs import EmbeddingStats
     from privinfer.models.generate import GenerationStats
     from privinfer.models.ops import Sampler
 
@@ -61,6 +61,15 @@ class Option:
         return self.cli_flag or "--" + self.name.replace("_", "-")
 
 
+@dataclass(frozen=True)
+class Request:
+    """What to generate, checked by the caller: prompt ids, sampler and the new-token budget."""
+
+    prompt_ids: list[int]
+    sampler: Sampler
+    max_new_tokens: int
+
+
 def _flags(options: Sequence[Option]) -> str:
     return ", ".join(o.flag for o in options) or "no options"
 
@@ -68,11 +77,11 @@ def _flags(options: Sequence[Option]) -> str:
 class Mode:
     """A deployment mode. Subclasses set the class attributes and implement what they support.
 
-    - `generate(model, prompt_ids, sampler=, max_new_tokens=, stats=, **options)` yields token
-      ids and fills `stats` (timings, and the engine's costs in `stats.costs` and
+    - `generate(model, req, stats, **options)` yields token ids for a `Request` and fills
+      `stats` (timings, the engine's costs in `stats.costs`, the mode's figures in
       `stats.details`).
-    - `embed(model, ids_list, costs=, details=, **options)` returns a [n, dim] tensor and fills
-      `costs` / `details`.
+    - `embed(model, ids_list, stats, **options)` returns a [n, dim] tensor and fills `stats`
+      (an `EmbeddingStats`: costs and details).
     - `security(model, **params)` returns the parameters section of `privinfer security`, every
       figure derived from the parameters in use.
     """
@@ -112,25 +121,12 @@ class Mode:
         return out
 
     def generate(
-        self,
-        model: Any,
-        prompt_ids: list[int],
-        *,
-        sampler: Sampler,
-        max_new_tokens: int,
-        stats: GenerationStats,
-        **options: Any,
+        self, model: Any, req: Request, stats: GenerationStats, **options: Any
     ) -> Iterator[int]:
         raise OptionError(f"mode {self.name} does not support text generation")
 
     def embed(
-        self,
-        model: Any,
-        ids_list: list[list[int]],
-        *,
-        costs: CostReport,
-        details: dict[str, Any],
-        **options: Any,
+        self, model: Any, ids_list: list[list[int]], stats: EmbeddingStats, **options: Any
     ) -> Any:
         raise OptionError(f"mode {self.name} does not support embeddings")
 

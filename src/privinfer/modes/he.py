@@ -17,15 +17,14 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from privinfer.errors import InputError
-from privinfer.modes import Mode, Option
+from privinfer.modes import Mode, Option, Request
 from privinfer.security.matrix import ASSETS, META_LEAK, NA, Cell
 
 if TYPE_CHECKING:
     import torch
 
-    from privinfer.models.costs import CostReport
+    from privinfer.models.costs import CostReport, EmbeddingStats
     from privinfer.models.generate import GenerationStats
-    from privinfer.models.ops import Sampler
 
 OPTIONS = (
     Option("server", str, None, "address of a running HE server (default: start a local one)"),
@@ -130,9 +129,8 @@ class HeMode(Mode):
         self,
         model: Any,
         ids_list: list[list[int]],
+        stats: EmbeddingStats,
         *,
-        costs: CostReport,
-        details: dict[str, Any],
         server: str | None = None,
         in_process: bool = False,
     ) -> torch.Tensor:
@@ -165,7 +163,7 @@ class HeMode(Mode):
         plain = torch.cat([model.plain().ops.reveal(model.plain().encode(i)) for i in ids_list])
         cos = torch.nn.functional.cosine_similarity(vecs, plain).tolist()
         figures = {**figures, "he_s": round(time.perf_counter() - t0, 3), "cosine_to_plain": cos}
-        _record(costs, details, figures)
+        _record(stats.costs, stats.details, figures)
         print(
             f"he: cosine to plaintext {', '.join(f'{c:.7f}' for c in cos)}; "
             f"{figures['he_s']:.1f} s; {figures['rounds']} refresh rounds; "
@@ -178,11 +176,9 @@ class HeMode(Mode):
     def generate(
         self,
         model: Any,
-        prompt_ids: list[int],
-        *,
-        sampler: Sampler,
-        max_new_tokens: int,
+        req: Request,
         stats: GenerationStats,
+        *,
         server: str | None = None,
         in_process: bool = False,
         context_tokens: int | None = None,
@@ -192,13 +188,14 @@ class HeMode(Mode):
         from privinfer.he.session import HeClient
         from privinfer.models.generate import check_budget, timed_stream
 
-        budget = check_budget(len(prompt_ids), max_new_tokens, model.cfg.max_context)
+        prompt_ids = req.prompt_ids
+        budget = check_budget(len(prompt_ids), req.max_new_tokens, model.cfg.max_context)
         ctx_t = context_tokens or _context_tokens(len(prompt_ids) + budget)
         if ctx_t > 64:
             raise InputError("mode he supports prompt + new tokens <= 64 in this version")
         client = HeClient.create(
             PARAMS_16384,
-            sampler=sampler,
+            sampler=req.sampler,
             stop_ids=tuple(model.tokenizer.eos_ids),
             max_new_tokens=budget,
         )

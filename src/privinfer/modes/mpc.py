@@ -15,15 +15,14 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from privinfer.errors import InputError
-from privinfer.modes import Mode, Option
+from privinfer.modes import Mode, Option, Request
 from privinfer.security.matrix import ASSETS, META_LEAK, Cell
 
 if TYPE_CHECKING:
     import torch
 
-    from privinfer.models.costs import CostReport
+    from privinfer.models.costs import CostReport, EmbeddingStats
     from privinfer.models.generate import GenerationStats
-    from privinfer.models.ops import Sampler
 
 OPTIONS = (
     Option(
@@ -174,32 +173,30 @@ class MpcMode(Mode):
     def generate(
         self,
         model: Any,
-        prompt_ids: list[int],
-        *,
-        sampler: Sampler,
-        max_new_tokens: int,
+        req: Request,
         stats: GenerationStats,
+        *,
         cluster: str | None = None,
         connect_timeout_s: float = 20.0,
         timeout_s: float = 120.0,
         progress: Any = "stderr",
     ) -> Iterator[int]:
         """Tokens revealed to this client only; greedy or Gumbel-max sampling inside MPC."""
-        if sampler.top_p < 1.0:
+        if req.sampler.top_p < 1.0:
             raise InputError(
                 "--top-p below 1 is not supported in mode mpc: nucleus sampling would need a "
                 "private sort of the whole vocabulary; use --temperature with --top-p 1"
             )
         from privinfer.models.generate import check_budget
 
-        check_budget(len(prompt_ids), max_new_tokens, model.cfg.max_context)
+        check_budget(len(req.prompt_ids), req.max_new_tokens, model.cfg.max_context)
         with _client(model, cluster, connect_timeout_s, timeout_s, progress) as client:
             yield from client.generate(
                 model.name,
                 model.cfg,
-                prompt_ids,
-                sampler=sampler,
-                max_new_tokens=max_new_tokens,
+                req.prompt_ids,
+                sampler=req.sampler,
+                max_new_tokens=req.max_new_tokens,
                 stop_ids=model.tokenizer.eos_ids,
                 stats=stats,
             )
@@ -209,9 +206,8 @@ class MpcMode(Mode):
         self,
         model: Any,
         ids_list: list[list[int]],
+        stats: EmbeddingStats,
         *,
-        costs: CostReport,
-        details: dict[str, Any],
         cluster: str | None = None,
         connect_timeout_s: float = 20.0,
         timeout_s: float = 120.0,
@@ -220,7 +216,7 @@ class MpcMode(Mode):
         """Sentence embeddings [n, dim], revealed to this client only."""
         with _client(model, cluster, connect_timeout_s, timeout_s, progress) as client:
             vecs = client.embed(model.name, int(model.cfg.vocab_size), ids_list)
-            _fill(costs, details, client.report)
+            _fill(stats.costs, stats.details, client.report)
             return vecs
 
 

@@ -5,15 +5,14 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
-from privinfer.modes import Mode
+from privinfer.modes import Mode, Request
 from privinfer.security.matrix import ADVERSARIES, ASSETS, NA, Cell
 
 if TYPE_CHECKING:
     import torch
 
-    from privinfer.models.costs import CostReport
+    from privinfer.models.costs import EmbeddingStats
     from privinfer.models.generate import GenerationStats
-    from privinfer.models.ops import Sampler
 
 
 class PlainMode(Mode):
@@ -35,39 +34,26 @@ class PlainMode(Mode):
     bench_workloads = ("generate",)
 
     def generate(
-        self,
-        model: Any,
-        prompt_ids: list[int],
-        *,
-        sampler: Sampler,
-        max_new_tokens: int,
-        stats: GenerationStats,
-        **options: Any,
+        self, model: Any, req: Request, stats: GenerationStats, **options: Any
     ) -> Iterator[int]:
         from privinfer.models.generate import generate_ids
 
         return generate_ids(
             model.plain(),
-            prompt_ids,
-            sampler=sampler,
-            max_new_tokens=max_new_tokens,
+            req.prompt_ids,
+            sampler=req.sampler,
+            max_new_tokens=req.max_new_tokens,
             stop_ids=model.tokenizer.eos_ids,
             stats=stats,
         )
 
     def embed(
-        self,
-        model: Any,
-        ids_list: list[list[int]],
-        *,
-        costs: CostReport,
-        details: dict[str, Any],
-        **options: Any,
+        self, model: Any, ids_list: list[list[int]], stats: EmbeddingStats, **options: Any
     ) -> torch.Tensor:
         import torch
 
         m = model.plain()
-        with torch.inference_mode(), costs.timed("encode"):
+        with torch.inference_mode(), stats.costs.timed("encode"):
             return torch.cat([m.ops.reveal(m.encode(i)) for i in ids_list])
 
 

@@ -14,12 +14,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from privinfer.modes import Mode, Option
+from privinfer.modes import Mode, Option, Request
 from privinfer.security.matrix import ASSETS, META_LEAK, NA, Cell
 
 if TYPE_CHECKING:
     from privinfer.models.generate import GenerationStats
-    from privinfer.models.ops import Sampler
 
 GEN = frozenset({"generate"})
 
@@ -113,11 +112,9 @@ class TeeMode(Mode):
     def generate(
         self,
         model: Any,
-        prompt_ids: list[int],
-        *,
-        sampler: Sampler,
-        max_new_tokens: int,
+        req: Request,
         stats: GenerationStats,
+        *,
         server: str | None = None,
         root_cert: bytes | str | Path | None = None,
         measurement: bytes | str | None = None,
@@ -144,21 +141,19 @@ class TeeMode(Mode):
             t0 = time.perf_counter()
             session = client.attest()
             stats.costs.record("attest", wall_s=time.perf_counter() - t0, rounds=1)
-            req = {
-                "prompt_ids": list(prompt_ids),
-                "max_new_tokens": max_new_tokens,
-                "temperature": sampler.temperature,
-                "top_p": sampler.top_p,
-                "seed": sampler.seed,
+            body = {
+                "prompt_ids": list(req.prompt_ids),
+                "max_new_tokens": req.max_new_tokens,
+                "temperature": req.sampler.temperature,
+                "top_p": req.sampler.top_p,
+                "seed": req.sampler.seed,
             }
             res = TeeResult()
-            t0 = time.perf_counter()
             try:
-                ids = (int(msg["id"]) for msg in session.stream(req, res))
-                yield from timed_stream(ids, stats, prompt_tokens=len(prompt_ids))
+                ids = (int(msg["id"]) for msg in session.stream(body, res))
+                yield from timed_stream(ids, stats, prompt_tokens=len(req.prompt_ids))
             finally:
                 session.close()
-            stats.costs.record("decode", wall_s=time.perf_counter() - t0, rounds=stats.new_tokens)
             stats.stop_reason = res.stop_reason
         finally:
             client.close()
