@@ -5,15 +5,24 @@ Security assumption: none needed; keys are throw-away and inputs are public sent
 
 from __future__ import annotations
 
+import argparse
+import dataclasses
+import json
 import statistics
 import time
 
 import numpy as np
 import torch
 
+import privinfer
 from privinfer.he import linear, packing
-from privinfer.he.calibrate import SENTENCES
+from privinfer.he.calibrate import SENTENCES, calibrate_decoder
 from privinfer.he.ckks import PARAMS_8192, PARAMS_16384, CkksContext, CkksParams
+from privinfer.he.client import embed_remote
+from privinfer.he.ops import HeOps
+from privinfer.he.ranges import HeRanges, minilm_ranges
+from privinfer.he.session import HeClient, LocalKeyHolder
+from privinfer.models.llama import Llama
 
 
 def _params(n: int) -> CkksParams:
@@ -112,17 +121,11 @@ def _sentence_of(model, tokens: int) -> list[int]:
 
 def bench_minilm(tokens: int = 16, two_process: bool = False) -> dict:
     """MiniLM-L6 end to end under CKKS for one `tokens`-token input: time, rounds, bytes, cos."""
-    import privinfer
-    from privinfer.he.ops import HeOps
-    from privinfer.he.ranges import minilm_ranges
-
     model = privinfer.load("minilm-l6")
     ids = _sentence_of(model, tokens)
     plain = model.plain().ops.reveal(model.plain().encode(ids))
     t0 = time.perf_counter()
     if two_process:
-        from privinfer.he.client import embed_remote
-
         got, stats = embed_remote(model, [ids], None)
         keys_s = 0.0
     else:
@@ -154,25 +157,15 @@ def bench_smollm2(context_tokens: int = 8, prompt: str = "The capital of France 
     Measures a prefill and one decode step of layer 0 with the LM head cut to one ciphertext
     block of 8192 / context_tokens rows, then scales: per token = 30 x layer + blocks x head.
     """
-    import dataclasses
-
-    import privinfer
-    from privinfer.he.calibrate import calibrate_decoder
-    from privinfer.he.ckks import PARAMS_16384 as P
-    from privinfer.he.ops import HeOps
-    from privinfer.he.ranges import HeRanges
-    from privinfer.he.session import HeClient, LocalKeyHolder
-    from privinfer.models.llama import Llama
-
     lm = privinfer.load("smollm2-135m")
     cfg = lm.cfg
     ids = lm.tokenizer.encode(prompt)[: context_tokens - 1]
     rec = calibrate_decoder(lm, [lm.tokenizer.encode(s) for s in SENTENCES[:4]], new_tokens=2)
-    block = P.slots // context_tokens
+    block = PARAMS_16384.slots // context_tokens
     w = dict(lm.weights)
     w["lm_head.weight"] = w["model.embed_tokens.weight"][:block]
     one = dataclasses.replace(cfg, n_layers=1, tie_embeddings=False)
-    client = HeClient.create(P, max_new_tokens=2)
+    client = HeClient.create(PARAMS_16384, max_new_tokens=2)
     ops = HeOps(
         keyholder=LocalKeyHolder(client),
         ranges=HeRanges.from_calibration(rec),
@@ -261,10 +254,6 @@ def _ranking(he_m: torch.Tensor, pl_m: torch.Tensor) -> dict:
 def bench_fidelity(count: int = 20, say=None) -> dict:
     """MiniLM-L6 under CKKS on `count` held-out sentences (ten paraphrase pairs, not used for
     calibration): cosine to plaintext per sentence and the pair ranking (`_ranking`)."""
-    import privinfer
-    from privinfer.he.ops import HeOps
-    from privinfer.he.ranges import minilm_ranges
-
     if not 2 <= count <= len(FIDELITY_SENTENCES):
         raise ValueError(f"count must lie in [2, {len(FIDELITY_SENTENCES)}]")
     model = privinfer.load("minilm-l6")
@@ -291,9 +280,6 @@ def bench_fidelity(count: int = 20, say=None) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     """python -m privinfer.bench.he_bench {matvec,packed,minilm,smollm2,fidelity} [--json]"""
-    import argparse
-    import json
-
     p = argparse.ArgumentParser(prog="python -m privinfer.bench.he_bench")
     p.add_argument("which", choices=["matvec", "packed", "minilm", "smollm2", "fidelity"])
     p.add_argument("--json", action="store_true")

@@ -15,16 +15,15 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import privinfer
+from privinfer.bench.fidelity import raise_net_unsupported
+
 Say = Callable[[str], None]
 PROMPT = "The capital of France is"
 
 
 def workload_he_smollm2(args: argparse.Namespace, say: Say) -> dict[str, Any]:
-    import privinfer
-
     if args.net != "none":
-        from privinfer.bench.fidelity import raise_net_unsupported
-
         raise_net_unsupported()
     tokens = 2 if args.quick else (args.steps or 2) + 1
     lm = privinfer.load("smollm2-135m")

@@ -12,6 +12,7 @@ emulation). Results are per party: wall and CPU seconds, rounds and bytes sent.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import gc
 import json
 import os
@@ -28,14 +29,18 @@ from typing import Any
 import numpy as np
 import torch
 
+import privinfer
 from privinfer.models.costs import peak_rss_mb
+from privinfer.models.gpt2 import GPT2, GPT2Config, gpt2_reference_logits, random_gpt2_weights
+from privinfer.mpc.ops import MpcOps
 from privinfer.mpc.prf import PairwiseRandomness
 from privinfer.mpc.protocols import activations, arith, compare, nonlinear, norms, softmax
 from privinfer.mpc.ring import DEFAULT_FRAC_BITS, bits_to_bytes
 from privinfer.mpc.runtime import N_PARTIES, Party, run_local
 from privinfer.mpc.shares import RShare, reveal, reveal_ring, share_from
-from privinfer.net.cluster import free_ports
+from privinfer.net.cluster import free_ports, init_cluster, load_cluster
 from privinfer.net.memory import MemoryLink
+from privinfer.net.tls import connect_parties
 
 Program = Callable[[Party], dict[str, Any]]
 
@@ -136,9 +141,6 @@ def ops_program(repeats: int = 3, seed: int = 0) -> Program:
 # ----------------------------------------------------------------------------- gpt2 suite
 def gpt2_program(tokens: int = 8, seed: int = 0, frac_bits: int = DEFAULT_FRAC_BITS) -> Program:
     """GPT-2-small shape, random weights shared by party 0, private token ids, one forward."""
-    from privinfer.models.gpt2 import GPT2, GPT2Config, gpt2_reference_logits, random_gpt2_weights
-    from privinfer.mpc.ops import MpcOps
-
     cfg = GPT2Config()
     weights = random_gpt2_weights(cfg, seed)
     ids = torch.randint(0, cfg.vocab_size, (tokens,), generator=torch.Generator().manual_seed(1))
@@ -170,11 +172,6 @@ def smollm2_program(
     """Real SmolLM2-135M (private weights), a prompt of exactly `prompt_tokens` ids, then greedy
     decode steps with the KV cache (argmax in MPC, the index opened). `layers` keeps only the
     first decoder layers (a cheaper, smaller-memory run for comparing protocol overheads)."""
-    import dataclasses
-
-    import privinfer
-    from privinfer.mpc.ops import MpcOps
-
     lm = privinfer.load("smollm2-135m")
     if layers is not None:
         lm.cfg = dataclasses.replace(lm.cfg, n_layers=layers)
@@ -273,8 +270,6 @@ def run_suite(
         return out
     with tempfile.TemporaryDirectory(prefix="privinfer-bench-") as tmp:
         if cluster is None:
-            from privinfer.net.cluster import init_cluster
-
             hosts = [f"127.0.0.1:{port}" for port in free_ports(N_PARTIES)]
             init_cluster(Path(tmp) / "cluster", hosts)
             cluster = Path(tmp) / "cluster"
@@ -291,9 +286,6 @@ def run_suite(
 
 
 def _party_main(suite: str, party_id: int, cluster_dir: str, out: str, params: dict) -> int:
-    from privinfer.net.cluster import load_cluster
-    from privinfer.net.tls import connect_parties
-
     torch.set_num_threads(1)
     program = PROGRAMS[suite](**params)
     path = Path(cluster_dir)

@@ -18,6 +18,9 @@ from typing import Any
 
 import torch
 
+import privinfer
+from privinfer.api import LanguageModel
+from privinfer.engines.plain import PlainOps
 from privinfer.errors import PrivinferError
 from privinfer.models.ops import Sampler
 from privinfer.mpc.client import LocalClient
@@ -69,8 +72,6 @@ def check_mpc(
 ) -> dict[str, Any]:
     """Run `lm` (a loaded decoder) on `ids` in float32 and in MPC; per-layer residual errors,
     logit errors per generated token and greedy agreement."""
-    from privinfer.engines.plain import PlainOps
-
     if n_tokens < 1:
         raise PrivinferError("--tokens must be at least 1.")
     plain_ops = PlainOps()
@@ -140,9 +141,6 @@ def format_report(r: dict[str, Any]) -> str:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    import privinfer
-    from privinfer.api import LanguageModel
-
     if args.mode != "mpc":
         raise PrivinferError(f"check supports --mode mpc only, not {args.mode}.")
     if not 12 <= args.frac_bits <= 24:

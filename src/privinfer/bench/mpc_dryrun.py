@@ -11,11 +11,15 @@ from __future__ import annotations
 
 import argparse
 import math
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 
+import privinfer
+from privinfer.mpc.client import LocalClient
+from privinfer.mpc.ops import MpcOps
 from privinfer.mpc.protocols import activations, arith, compare, nonlinear, norms, softmax
 from privinfer.mpc.runtime import Party, run_local
 from privinfer.mpc.shares import RShare, reveal, share_from
@@ -183,12 +187,6 @@ def smollm2_fidelity(
 ) -> dict[str, object]:
     """One MPC forward of the real SmolLM2-135M over the chat-formatted `prompt` against the
     plain float32 engine: max logit error, top-2 gap, argmax agreement, per-op costs."""
-    import time
-
-    import privinfer
-    from privinfer.mpc.client import LocalClient
-    from privinfer.mpc.ops import MpcOps
-
     lm = privinfer.load("smollm2-135m")
     ids = lm.prompt_ids(prompt)
     plain = lm.plain()

@@ -24,6 +24,8 @@ from typing import Any
 
 import torch
 
+import privinfer
+from privinfer.engines.plain import PlainOps
 from privinfer.models.ops import Sampler
 from privinfer.mpc.client import LocalClient
 from privinfer.mpc.ops import MpcOps
@@ -107,8 +109,6 @@ def run_fidelity(
 ) -> dict[str, Any]:
     """Greedy tokens in plain and in MPC for every prompt (chat template applied); the weights are
     shared once and reused across prompts, each prompt gets a fresh KV cache."""
-    from privinfer.engines.plain import PlainOps
-
     say = say or (lambda _m: None)
     stop = set(lm.tokenizer.eos_ids)
     id_lists = [lm.prompt_ids(p) for p in prompts]
@@ -169,8 +169,6 @@ def summary_line(r: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    import privinfer
-
     ap = argparse.ArgumentParser(description="SmolLM2 greedy tokens under MPC against plain.")
     ap.add_argument("--prompts", type=int, default=len(PROMPTS))
     ap.add_argument("--tokens", type=int, default=16)

@@ -13,6 +13,8 @@ from typing import Any
 
 import torch
 
+import privinfer
+
 # 32 tokens of English once the ChatML template is not applied (raw text prompt).
 PROMPT_32 = (
     "The history of the city of Paris begins with a small settlement on an island in the "
@@ -73,8 +75,6 @@ def bench_plain(
     progress: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
     """SmolLM2 32-token prefill and per-token decode, MiniLM embedding; medians of `runs`."""
-    import privinfer
-
     say = progress or (lambda _m: None)
     res: dict[str, Any] = {
         "threads": torch.get_num_threads(),
@@ -89,11 +89,12 @@ def bench_plain(
     ref = None
     if with_reference:
         try:
+            # lazy: transformers is a test/bench extra (ImportError -> no reference)
             import transformers  # noqa: F401
 
             say("loading transformers' LlamaForCausalLM from the same GGUF")
-            from transformers import AutoModelForCausalLM
-            from transformers.utils import logging as hf_logging
+            from transformers import AutoModelForCausalLM  # lazy: test/bench extra
+            from transformers.utils import logging as hf_logging  # lazy: test/bench extra
 
             hf_logging.set_verbosity_error()
             hf_logging.disable_progress_bar()
@@ -136,8 +137,6 @@ def bench_plain(
 
 
 def _bench_minilm(runs: int, with_reference: bool, say: Callable[[str], None]) -> dict[str, Any]:
-    import privinfer
-
     say("loading minilm-l6")
     em = privinfer.load("minilm-l6")
     text = "A quick benchmark sentence about private inference on two small CPU cores today."
@@ -147,6 +146,7 @@ def _bench_minilm(runs: int, with_reference: bool, say: Callable[[str], None]) -
     st = None
     if with_reference:
         try:
+            # lazy: sentence-transformers is a test/bench extra (ImportError -> no reference)
             from sentence_transformers import SentenceTransformer
 
             st = SentenceTransformer(str(em.source), device="cpu")

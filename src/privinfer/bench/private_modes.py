@@ -7,12 +7,20 @@ import argparse
 import contextlib
 import statistics
 import tempfile
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from privinfer.bench.fidelity import WORKLOADS as FIDELITY_WORKLOADS
 from privinfer.bench.he_generate import WORKLOADS as HE_GENERATE_WORKLOADS
+from privinfer.bench.mpc_bench import bench_gpt2_shape, bench_mpc_ops, bench_smollm2
+from privinfer.bench.netem import emulated_network
+from privinfer.engines.plain import PlainOps
+from privinfer.errors import InputError
+from privinfer.models import gpt2
 
 Say = Callable[[str], None]
 PEERS_GPT2 = (
@@ -26,8 +34,6 @@ def _mpc_network(args: argparse.Namespace, say: Say) -> Iterator[dict[str, Any]]
     if args.net == "none":
         yield {"net": "loopback", "cluster": None, "spawn": None, "measured": {"profile": "none"}}
         return
-    from privinfer.bench.netem import emulated_network
-
     say(f"building the emulated {args.net} network (namespaces, tbf, delaying relays)")
     with (
         emulated_network(args.net, 3) as setup,
@@ -50,8 +56,6 @@ def _mb(x: float) -> str:
 def run_mpc(
     args: argparse.Namespace, runs: int, steps: int, say: Say, plain: dict[str, Any]
 ) -> dict[str, Any]:
-    from privinfer.bench.mpc_bench import bench_smollm2
-
     with _mpc_network(args, say) as net:
         say("mpc: SmolLM2 prefill + decode, 3 party processes over TLS (private weights)")
         r = bench_smollm2(
@@ -98,8 +102,6 @@ def run_mpc(
 
 
 def workload_mpc_ops(args: argparse.Namespace, say: Say) -> dict[str, Any]:
-    from privinfer.bench.mpc_bench import bench_mpc_ops
-
     with _mpc_network(args, say) as net:
         say("mpc-ops: protocol micro-benchmarks, 3 party processes over TLS")
         ops = bench_mpc_ops(
@@ -122,14 +124,6 @@ def workload_mpc_ops(args: argparse.Namespace, say: Say) -> dict[str, Any]:
 
 
 def workload_gpt2_shape(args: argparse.Namespace, say: Say) -> dict[str, Any]:
-    import time
-
-    import torch
-
-    from privinfer.bench.mpc_bench import bench_gpt2_shape
-    from privinfer.engines.plain import PlainOps
-    from privinfer.models import gpt2
-
     say("mpc-gpt2-shape: plain float baseline")
     cfg = gpt2.GPT2Config()
     model = gpt2.GPT2(cfg, gpt2.random_gpt2_weights(cfg), PlainOps())
@@ -176,7 +170,7 @@ def run_he(
     args: argparse.Namespace, runs: int, steps: int, say: Say, plain: dict[str, Any]
 ) -> dict[str, Any]:
     """HE next to plain on MiniLM (SmolLM2 under HE takes tens of minutes: `he-smollm2`)."""
-    from privinfer.bench.he_bench import bench_minilm
+    from privinfer.bench.he_bench import bench_minilm  # lazy: he_bench imports tenseal
 
     if args.net != "none":
         raise_net_unsupported("he")
@@ -205,13 +199,11 @@ def run_he(
 
 
 def raise_net_unsupported(mode: str) -> None:
-    from privinfer.errors import InputError
-
     raise InputError(f"--net is not wired for mode {mode} yet; run it with --net none")
 
 
 def workload_he_ops(args: argparse.Namespace, say: Say) -> dict[str, Any]:
-    from privinfer.bench.he_bench import bench_matvec, bench_packed
+    from privinfer.bench.he_bench import bench_matvec, bench_packed  # lazy: imports tenseal
 
     say("he-ops: 576x576 matvec on one ciphertext (N=8192), single thread")
     mv = bench_matvec(n=576)

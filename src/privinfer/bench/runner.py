@@ -8,6 +8,7 @@ import argparse
 import json
 import os
 import platform
+import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -16,6 +17,8 @@ from typing import Any
 
 from privinfer import modes
 from privinfer.api import set_threads
+from privinfer.bench.plain import bench_plain
+from privinfer.bench.table import render
 from privinfer.errors import InputError
 
 Say = Callable[[str], None]
@@ -27,7 +30,7 @@ def _say(args: argparse.Namespace) -> Say:
     quiet = args.json
     console = None
     if sys.stderr.isatty():
-        from rich.console import Console
+        from rich.console import Console  # lazy: only on a terminal, and rich is slow to import
 
         console = Console(stderr=True)
 
@@ -46,7 +49,7 @@ def _say(args: argparse.Namespace) -> Say:
 def _tee(
     args: argparse.Namespace, runs: int, steps: int, say: Say, plain: dict[str, Any]
 ) -> dict[str, Any]:
-    from privinfer.bench.tee_bench import bench_tee
+    from privinfer.bench.tee_bench import bench_tee  # lazy: the TEE client pulls httpx and rich
 
     r = bench_tee(runs=runs, decode_steps=steps, progress=say)
     how = f"{r['threads']} thr, median of {runs}, software platform, loopback HTTP"
@@ -72,7 +75,7 @@ def _tee(
 
 
 def _mode_runner(mode: str) -> Callable[..., dict[str, Any]]:
-    from privinfer.bench import private_modes
+    from privinfer.bench import private_modes  # lazy: see _extra_workloads' ImportError guard
 
     runners: dict[str, Callable[..., dict[str, Any]]] = {"tee": _tee, **private_modes.RUNNERS}
     if mode not in runners:
@@ -93,8 +96,6 @@ def check_modes_measured(workload: str, mode_names: list[str]) -> None:
 
 
 def run_generate(args: argparse.Namespace, say: Say) -> dict[str, Any]:
-    from privinfer.bench.plain import bench_plain
-
     runs = 2 if args.quick else args.runs
     steps = getattr(args, "steps", None) or (4 if args.quick else 16)
     result: dict[str, Any] = {
@@ -116,6 +117,7 @@ WORKLOADS: dict[str, Callable[[argparse.Namespace, Say], dict[str, Any]]] = {
 
 def _extra_workloads() -> dict[str, Callable[[argparse.Namespace, Say], dict[str, Any]]]:
     try:
+        # lazy and guarded: a failing private-mode import leaves `generate` runnable
         from privinfer.bench import private_modes as modes_extra
 
         return {**WORKLOADS, **modes_extra.WORKLOADS}
@@ -125,8 +127,6 @@ def _extra_workloads() -> dict[str, Callable[[argparse.Namespace, Say], dict[str
 
 def _commit() -> str | None:
     """The checkout's short commit id (with "+dirty" for local changes), when there is one."""
-    import subprocess
-
     if os.environ.get("PRIVINFER_COMMIT"):  # set by whoever runs from an exported tree
         return os.environ["PRIVINFER_COMMIT"]
     here = Path(__file__).resolve().parent
@@ -189,11 +189,9 @@ def run_bench(args: argparse.Namespace) -> int:
     path.write_text(json.dumps(result, indent=2, default=str) + "\n")
     plots: list[Path] = []
     if not args.no_plots:
-        from privinfer.bench.plots import make_plots
+        from privinfer.bench.plots import make_plots  # lazy: matplotlib; skipped by --no-plots
 
         plots = make_plots(result, out_dir, stem)
-    from privinfer.bench.table import render
-
     if args.json:
         print(json.dumps({**result, "written": [str(path), *map(str, plots)]}, default=str))
     else:

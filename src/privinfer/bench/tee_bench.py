@@ -17,6 +17,11 @@ from typing import Any
 
 import torch
 
+import privinfer
+from privinfer.bench.plain import ours_decode, prompt_ids
+from privinfer.tee.client import TeeClient, TeeResult
+from privinfer.tee.local import LocalServer
+
 TARGET_ATTEST_HANDSHAKE_S = 0.050
 TARGET_DECODE_RATIO = 1.10
 
@@ -25,11 +30,6 @@ def bench_tee(
     runs: int = 5, decode_steps: int = 16, *, progress: Callable[[str], None] | None = None
 ) -> dict[str, Any]:
     """Medians over `runs` (interleaved tee/plain): attest+handshake, per-token decode, their ratio."""
-    import privinfer
-    from privinfer.bench.plain import ours_decode, prompt_ids
-    from privinfer.tee.client import TeeClient, TeeResult
-    from privinfer.tee.local import LocalServer
-
     say = progress or (lambda _m: None)
     threads = torch.get_num_threads()
     tmp = Path(tempfile.mkdtemp(prefix="privinfer-bench-tee-"))

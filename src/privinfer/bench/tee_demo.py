@@ -18,6 +18,7 @@ from collections.abc import Sequence
 import httpx
 
 from privinfer.errors import PrivinferError
+from privinfer.models.registry import resolve
 from privinfer.tee.client import TeeClient, TeeResult, claims_summary
 from privinfer.tee.local import LocalServer
 
@@ -28,8 +29,6 @@ def run_demo(
     prompt: str = DEFAULT_PROMPT, *, max_new_tokens: int = 64, threads: int | None = None
 ) -> int:
     """Start serve in the background, attest, stream the answer, shut everything down."""
-    from privinfer.models.registry import resolve
-
     model_file = resolve("smollm2-135m")[1]
     t0 = time.perf_counter()
     print("privinfer tee demo: starting the enclave and its host ...", file=sys.stderr, flush=True)
