@@ -17,6 +17,7 @@ from typing import Any
 
 from privinfer import modes
 from privinfer.api import set_threads
+from privinfer.bench import private_modes
 from privinfer.bench.plain import bench_plain
 from privinfer.bench.table import render
 from privinfer.errors import InputError
@@ -75,8 +76,6 @@ def _tee(
 
 
 def _mode_runner(mode: str) -> Callable[..., dict[str, Any]]:
-    from privinfer.bench import private_modes  # lazy: see _extra_workloads' ImportError guard
-
     runners: dict[str, Callable[..., dict[str, Any]]] = {"tee": _tee, **private_modes.RUNNERS}
     if mode not in runners:
         raise InputError(f"no benchmark for mode {mode!r} in this version")
@@ -116,13 +115,7 @@ WORKLOADS: dict[str, Callable[[argparse.Namespace, Say], dict[str, Any]]] = {
 
 
 def _extra_workloads() -> dict[str, Callable[[argparse.Namespace, Say], dict[str, Any]]]:
-    try:
-        # lazy and guarded: a failing private-mode import leaves `generate` runnable
-        from privinfer.bench import private_modes as modes_extra
-
-        return {**WORKLOADS, **modes_extra.WORKLOADS}
-    except ImportError:
-        return dict(WORKLOADS)
+    return {**WORKLOADS, **private_modes.WORKLOADS}
 
 
 def _commit() -> str | None:
