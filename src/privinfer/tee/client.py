@@ -10,6 +10,8 @@ caller's policy admits them explicitly.
 from __future__ import annotations
 
 import base64
+import os
+import statistics
 import struct
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -21,6 +23,8 @@ from typing import Any
 import httpx
 from cryptography import x509
 
+from privinfer.errors import InputError, PrivinferError
+from privinfer.models.registry import resolve
 from privinfer.tee.attestation import new_nonce, verify_attestation
 from privinfer.tee.channel import ChannelError, RecordType, SecureChannel, client_channel
 from privinfer.tee.claims import Claims
@@ -31,6 +35,7 @@ from privinfer.tee.protocol import (
     RecordSplitter,
     TeeServerError,
     decode_message,
+    default_root_cert,
     encode_message,
     expected_identity,
     generate_body,
@@ -164,8 +169,6 @@ class Session:
                         res.enclave = msg
                         res.stop_reason = str(msg.get("stop_reason", ""))
                     elif msg.get("type") == "error":
-                        from privinfer.errors import InputError
-
                         raise InputError(str(msg.get("message", "the enclave refused the request")))
             if split.pending:
                 raise ChannelError("stream ended inside a record (truncated)")
@@ -199,8 +202,6 @@ class TeeClient:
         if policy is None:
             if measurement is None:
                 if model_file is None:
-                    from privinfer.models.registry import resolve
-
                     model_file = resolve("smollm2-135m")[1]
                 measurement = expected_identity(model_file, config).measurement
             if isinstance(measurement, str):
@@ -289,11 +290,6 @@ def client_for(
 ) -> TeeClient:
     """A TeeClient with the documented defaults: the root `tee init-platform` exported, the
     measurement from $PRIVINFER_TEE_MEASUREMENT or computed from the local code and `model`."""
-    import os
-
-    from privinfer.errors import InputError
-    from privinfer.tee.protocol import default_root_cert
-
     root = str(root or default_root_cert())
     if not os.path.isfile(root):
         raise InputError(
@@ -302,8 +298,6 @@ def client_for(
     measurement = measurement or os.environ.get("PRIVINFER_TEE_MEASUREMENT")
     model_file = None
     if not measurement:
-        from privinfer.models.registry import resolve
-
         model_file = resolve(model)[1]
     try:
         return TeeClient(server, root_cert=root, measurement=measurement, model_file=model_file)
@@ -314,8 +308,6 @@ def client_for(
 @contextmanager
 def reachable(url: str) -> Iterator[None]:
     """Turn a transport failure to `url` into one sentence (a PrivinferError)."""
-    from privinfer.errors import PrivinferError
-
     try:
         yield
     except httpx.HTTPError as exc:
@@ -328,8 +320,6 @@ def run_generation(
     session: Session, request: dict[str, Any], write: Callable[[str], None] | None
 ) -> dict[str, Any]:
     """Stream one request; `write(text)` each delta; return ids, text and client-side timings."""
-    import statistics
-
     res = TeeResult()
     t0 = time.perf_counter()
     for msg in session.stream(request, res):
