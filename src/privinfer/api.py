@@ -13,7 +13,6 @@ options are checked (one error type, the CLI's flag names) before anything runs.
 from __future__ import annotations
 
 import json
-import math
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -31,7 +30,7 @@ from privinfer.models.io.tokenizer import Tokenizer
 from privinfer.models.loaded import LoadedDecoder, LoadedEncoder
 from privinfer.models.ops import Sampler
 from privinfer.models.registry import resolve
-from privinfer.modes import Mode, Request
+from privinfer.modes import Mode, Request, check_sampling
 from privinfer.modes import get as get_mode
 
 ProgressFn = Callable[[int, int], None]
@@ -46,21 +45,8 @@ def set_threads(n: int | None) -> int:
     return torch.get_num_threads()
 
 
-SEED_MAX = 2**63 - 1
-
-
 def _mode(name: str) -> Mode:
     return get_mode(name)
-
-
-def check_sampling(temperature: float, top_p: float, seed: int | None) -> None:
-    """Refuse sampling settings no mode can use, in the CLI's flag names."""
-    if not math.isfinite(temperature) or temperature < 0:
-        raise InputError("--temperature must be a finite number >= 0")
-    if not math.isfinite(top_p) or not 0 < top_p <= 1:
-        raise InputError("--top-p must be in (0, 1]")
-    if seed is not None and not 0 <= seed <= SEED_MAX:
-        raise InputError(f"--seed must be between 0 and {SEED_MAX}")
 
 
 @dataclass

@@ -8,6 +8,7 @@ import sys
 import time
 from typing import Any
 
+from privinfer import modes
 from privinfer.cli import options
 from privinfer.cli.main import add_common
 from privinfer.errors import InputError
@@ -60,7 +61,7 @@ def check_generate(args: argparse.Namespace) -> dict[str, Any]:
     """Every generate argument, before anything loads; returns the mode's options."""
     options.check_threads(args)
     options.check_positive("--max-tokens", args.max_tokens)
-    options.check_sampling(args.temperature, args.top_p, args.seed)
+    modes.check_sampling(args.temperature, args.top_p, args.seed)
     options.check_text(args.prompt, "the prompt")
     opts = options.mode_options(args, "generate")
     if not _remote_tee(args.mode, opts):

@@ -14,9 +14,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from privinfer import modes
 from privinfer.errors import InputError
 
-SEED_MAX = 2**63 - 1
 # mode options that name a file which must exist before anything starts
 PATH_OPTIONS = ("cluster", "root_cert")
 
@@ -37,15 +37,11 @@ class ModeOption:
 
 def mode_names() -> tuple[str, ...]:
     """Every mode name, in the order `--mode` lists them (no plug-in is imported)."""
-    from privinfer import modes
-
     return modes.names()
 
 
 def all_options() -> list[ModeOption]:
     """One ModeOption per CLI option name over every mode."""
-    from privinfer import modes
-
     by_name: dict[str, list[tuple[str, Any]]] = {}
     for mode in modes.names():
         for opt in modes.get(mode).options:
@@ -63,22 +59,16 @@ def all_options() -> list[ModeOption]:
 
 def check_mode_options(mode: str, task: str, given: dict[str, Any]) -> dict[str, Any]:
     """The options `mode` runs `task` with (given + defaults); InputError naming the flags."""
-    from privinfer import modes
-
     return dict(modes.get(mode).check_options(task, given))
 
 
 def security_needs_model(mode: str) -> bool:
     """Whether the security report of `mode` needs the loaded model (mpc: op counts)."""
-    from privinfer import modes
-
     return bool(modes.get(mode).security_needs_model)
 
 
 def modes_taking(name: str, task: str) -> list[str]:
     """The modes that take option `name` for `task` on the command line."""
-    from privinfer import modes
-
     return [
         m
         for m in modes.names()
@@ -156,16 +146,6 @@ def check_threads(args: argparse.Namespace) -> None:
 def check_positive(flag: str, value: int) -> None:
     if value < 1:
         raise InputError(f"{flag} must be at least 1 (got {value})")
-
-
-def check_sampling(temperature: float, top_p: float, seed: int | None) -> None:
-    """--temperature finite and >= 0, --top-p in (0, 1], --seed in 0..2**63-1."""
-    if not math.isfinite(temperature) or temperature < 0:
-        raise InputError(f"--temperature must be a finite number >= 0 (got {temperature})")
-    if not math.isfinite(top_p) or not 0 < top_p <= 1:
-        raise InputError(f"--top-p must be a number in (0, 1] (got {top_p})")
-    if seed is not None and not 0 <= seed <= SEED_MAX:
-        raise InputError(f"--seed must be between 0 and 2**63-1 = {SEED_MAX} (got {seed})")
 
 
 def check_text(text: str, what: str) -> None:

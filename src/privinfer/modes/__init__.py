@@ -33,6 +33,19 @@ REGISTRY: dict[str, str] = {
 }
 
 TASKS = frozenset({"generate", "embed"})
+GENERATION_SETTINGS = "chat, max_new_tokens, temperature, top_p and seed"
+SEED_MAX = 2**63 - 1
+
+
+def check_sampling(temperature: float, top_p: float, seed: int | None) -> None:
+    """--temperature finite and >= 0, --top-p in (0, 1], --seed in 0..2**63-1 (every mode's
+    sampler takes these; the CLI and the Python API both check here, before anything runs)."""
+    if not math.isfinite(temperature) or temperature < 0:
+        raise InputError(f"--temperature must be a finite number >= 0 (got {temperature})")
+    if not math.isfinite(top_p) or not 0 < top_p <= 1:
+        raise InputError(f"--top-p must be a number in (0, 1] (got {top_p})")
+    if seed is not None and not 0 <= seed <= SEED_MAX:
+        raise InputError(f"--seed must be between 0 and 2**63-1 = {SEED_MAX} (got {seed})")
 
 
 class OptionError(InputError):
@@ -45,7 +58,8 @@ class Option:
 
     `type` parses the CLI string (`bool` means a flag without a value). `tasks` says whether
     the option applies to generation, embedding or both. `cli=False` keeps an option to the
-    Python API (a progress callback); `cli_flag` names its flag when it differs from the name.
+    Python API (a progress callback); `cli_flag` names its flag when it differs from the name;
+    `positive` refuses a number that is not greater than 0 (timeouts, sizes).
     """
 
     name: str
@@ -55,6 +69,7 @@ class Option:
     tasks: frozenset[str] = TASKS
     cli: bool = True
     cli_flag: str | None = None
+    positive: bool = False
 
     @property
     def flag(self) -> str:
@@ -109,7 +124,11 @@ class Mode:
         flags = {o.name: o.flag for m in REGISTRY for o in get(m).options}
         stray = [k for k in unknown if k not in flags]
         if stray:
-            raise OptionError(f"unknown option {', '.join(map(repr, stray))} ({takes})")
+            settings = GENERATION_SETTINGS if task == "generate" else "texts"
+            raise OptionError(
+                f"unknown option {', '.join(map(repr, stray))}: {takes}; "
+                f"the {task} call itself takes {settings}"
+            )
         if unknown:
             names = ", ".join(flags[k] for k in unknown)
             raise OptionError(f"mode {self.name} does not take {names} ({takes})")
@@ -117,6 +136,8 @@ class Mode:
         for k, v in given.items():
             if isinstance(v, float) and not math.isfinite(v):
                 raise OptionError(f"{known[k].flag} must be a finite number")
+            if known[k].positive and v is not None and not v > 0:
+                raise OptionError(f"{known[k].flag} must be greater than 0 (got {v})")
             out[k] = v
         return out
 

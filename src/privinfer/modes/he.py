@@ -42,6 +42,7 @@ OPTIONS = (
         "slots reserved for prompt + new tokens (default: the next power of two)",
         frozenset({"generate"}),
         cli=False,
+        positive=True,
     ),
 )
 

@@ -31,8 +31,16 @@ OPTIONS = (
         None,
         "cluster file of running MPC parties (default: start three local ones)",
     ),
-    Option("connect_timeout_s", float, 20.0, "seconds to wait for the parties to accept"),
-    Option("timeout_s", float, 120.0, "seconds to wait for any one reply from the parties"),
+    Option(
+        "connect_timeout_s", float, 20.0, "seconds to wait for the parties to accept", positive=True
+    ),
+    Option(
+        "timeout_s",
+        float,
+        120.0,
+        "seconds to wait for any one reply from the parties",
+        positive=True,
+    ),
     Option("progress", str, "stderr", "progress lines: 'stderr', a callable, or None", cli=False),
 )
 
