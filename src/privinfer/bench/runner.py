@@ -118,30 +118,24 @@ def _extra_workloads() -> dict[str, Callable[[argparse.Namespace, Say], dict[str
     return {**WORKLOADS, **private_modes.WORKLOADS}
 
 
+def _git(*args: str) -> str:
+    here = Path(__file__).resolve().parent
+    done = subprocess.run(
+        ["git", *args], cwd=here, capture_output=True, text=True, timeout=10, check=True
+    )
+    return done.stdout.strip()
+
+
 def _commit() -> str | None:
     """The checkout's short commit id (with "+dirty" for local changes), when there is one."""
     if os.environ.get("PRIVINFER_COMMIT"):  # set by whoever runs from an exported tree
         return os.environ["PRIVINFER_COMMIT"]
-    here = Path(__file__).resolve().parent
     try:
-        head = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"],
-            cwd=here,
-            capture_output=True,
-            text=True,
-            timeout=10,
-            check=True,
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
-            cwd=here,
-            capture_output=True,
-            text=True,
-            timeout=10,
-        ).stdout.strip()
+        head = _git("rev-parse", "--short", "HEAD")
+        dirty = _git("status", "--porcelain", "--untracked-files=no")
     except (OSError, subprocess.SubprocessError):
         return None
-    return head + ("+dirty" if dirty else "")  # fmt: skip
+    return head + ("+dirty" if dirty else "")
 
 
 def run_bench(args: argparse.Namespace) -> int:
