@@ -103,3 +103,74 @@ def test_gateway_refuses_unattested_enclave(server):
         r = tc.post("/v1/chat/completions", json={"model": "x", "messages": MESSAGES})
     assert r.status_code == 502
     assert "measurement-not-allowed" in r.json()["error"]["message"]
+
+
+# ------------------------------------------------------------- bad numbers: 400 naming the field
+
+BAD_BODIES = [
+    ('"max_tokens": 1e400', "max_tokens"),
+    ('"seed": 1e400', "seed"),
+    ('"n": 1e400', "n"),
+    ('"max_tokens": "abc"', "max_tokens"),
+    ('"max_completion_tokens": -3', "max_completion_tokens"),
+    ('"temperature": NaN', "temperature"),
+    ('"temperature": -1e400', "temperature"),
+    ('"top_p": 1.5', "top_p"),
+    ('"seed": 1180591620717411303424', "seed"),
+    ('"seed": -1', "seed"),
+    ('"n": 3', "n"),
+]
+
+
+@pytest.fixture(scope="module")
+def offline_gateway(tmp_path_factory):
+    """A gateway whose TEE server does not exist: anything that gets past validation is a 502."""
+    from privinfer.tee.platform import init_platform
+
+    d = tmp_path_factory.mktemp("gw-offline")
+    init_platform(d / "platform", export_root_to=d / "root.pem")
+    client = TeeClient(f"http://127.0.0.1:{free_port()}", root_cert=d / "root.pem",
+                       measurement=b"\x00" * 48)  # fmt: skip
+    with TestClient(create_gateway_app(client)) as tc:
+        yield tc
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["json", "sse"])
+@pytest.mark.parametrize(("field", "name"), BAD_BODIES, ids=[b[0] for b in BAD_BODIES])
+def test_bad_number_is_400_naming_the_field(offline_gateway, field, name, stream):
+    body = '{"model": "smollm2-135m", "messages": [{"role": "user", "content": "hi"}], '
+    body += f'"stream": {"true" if stream else "false"}, {field}}}'
+    r = offline_gateway.post(
+        "/v1/chat/completions", content=body, headers={"content-type": "application/json"}
+    )
+    assert r.status_code == 400, r.text
+    msg = r.json()["error"]["message"]
+    assert r.json()["error"]["type"] == "invalid_request_error"
+    assert name in msg.split()[0] or f"{name}=" in msg, msg
+    assert msg.count(". ") == 0 and "\n" not in msg, msg
+
+
+def test_good_numbers_pass_validation(offline_gateway):
+    """Accepted values reach the attestation step (which fails here: no server)."""
+    r = offline_gateway.post("/v1/chat/completions", json={
+        "model": "m", "messages": MESSAGES, "max_tokens": 4, "seed": 2**63 - 1, "n": 1,
+        "temperature": 0.7, "top_p": 1, "stop": ["\n"], "max_completion_tokens": None,
+    })  # fmt: skip
+    assert r.status_code == 502, r.text
+
+
+def test_streamed_refusal_comes_before_the_stream(server, smollm):
+    """A request only the enclave can refuse (the prompt overflows the context) is a 400 before
+    any SSE byte, not a 200 with a role chunk followed by an error."""
+    client = TeeClient(server.url, root_cert=server.root, model_file=smollm.source)
+    long = [{"role": "user", "content": " hello" * 9000}]
+    with TestClient(create_gateway_app(client)) as tc:
+        for stream in (True, False):
+            r = tc.post("/v1/chat/completions",
+                        json={"model": "m", "messages": long, "max_tokens": 2, "stream": stream})  # fmt: skip
+            assert r.status_code == 400, r.text
+            assert "context" in r.json()["error"]["message"]
+        r = tc.post("/v1/chat/completions",
+                    json={"model": "m", "messages": MESSAGES, "max_tokens": 3, "stream": True})  # fmt: skip
+        assert r.status_code == 200 and r.text.rstrip().endswith("data: [DONE]"), r.text
+    client.close()

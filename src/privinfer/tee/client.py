@@ -33,6 +33,7 @@ from privinfer.tee.protocol import (
     PROTOCOL,
     ProtocolError,
     RecordSplitter,
+    RequestRefused,
     TeeServerError,
     decode_message,
     default_root_cert,
@@ -138,7 +139,9 @@ class Session:
         return generate_body(idx, pub, recs), ch
 
     def stream(self, request: Mapping[str, Any], result: TeeResult | None = None) -> Iterator[dict]:
-        """Send one request; yield decrypted token messages ({"id", "text"}); fill `result`."""
+        """Send one request; yield decrypted token messages ({"id", "text"}); fill `result`.
+
+        A request the enclave refuses raises `RequestRefused` (400 bad_request, an InputError)."""
         res = result if result is not None else TeeResult()
         body, ch = self.request_body(request)
         url = f"{self.client.url}/v1/sessions/{self.sid.hex()}/generate"
@@ -149,6 +152,7 @@ class Session:
                 resp.read()
                 _raise_for(resp)
             split = RecordSplitter()
+            refused: RequestRefused | None = None
             for chunk in resp.iter_bytes():
                 for rec in split.feed(chunk):
                     rtype, pt = ch.open(rec)
@@ -169,10 +173,15 @@ class Session:
                         res.enclave = msg
                         res.stop_reason = str(msg.get("stop_reason", ""))
                     elif msg.get("type") == "error":
-                        raise InputError(str(msg.get("message", "the enclave refused the request")))
+                        # The enclave's answer (authenticated by the channel), not a broken
+                        # stream: raised once the stream has ended properly, below.
+                        text = str(msg.get("message") or "the enclave refused the request")
+                        refused = RequestRefused(text, str(msg.get("code") or "bad_request"))
             if split.pending:
                 raise ChannelError("stream ended inside a record (truncated)")
             ch.require_end()
+            if refused is not None:
+                raise refused
 
     def close(self) -> None:
         try:

@@ -8,21 +8,23 @@ measurement) before the prompt leaves this process, and only AES-GCM records go 
 
 from __future__ import annotations
 
+import itertools
 import json
 import secrets
 import sys
 import time
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Generator, Iterator
+from typing import Annotated, Any
 
 import httpx
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, StreamingResponse
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError
 from starlette.concurrency import run_in_threadpool
 
 from privinfer.errors import InputError, PrivinferError, SecurityError
 from privinfer.tee.client import Session, TeeClient, TeeResult, claims_summary
-from privinfer.tee.protocol import TeeServerError
+from privinfer.tee.protocol import SEED_MAX, TeeServerError
 
 MAX_BODY = 1 << 20
 
@@ -34,7 +36,43 @@ def _oai_error(status: int, message: str, etype: str, code: str | None = None) -
     )
 
 
+Finite = Annotated[float, Field(allow_inf_nan=False)]
+
+
+class CompletionNumbers(BaseModel):
+    """The numbers of a chat completion request, checked before anything is sent: strict
+    integers (a JSON 1e400 reads as inf, which is no integer), finite floats, OpenAI's ranges
+    where privinfer has no narrower one. Other fields pass through (`stop`, `tools`, ... are
+    ignored)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    n: StrictInt | None = Field(None, ge=1, le=1)
+    max_tokens: StrictInt | None = Field(None, ge=1, le=SEED_MAX)
+    max_completion_tokens: StrictInt | None = Field(None, ge=1, le=SEED_MAX)
+    seed: StrictInt | None = Field(None, ge=0, le=SEED_MAX)
+    temperature: Finite | None = Field(None, ge=0)
+    top_p: Finite | None = Field(None, gt=0, le=1)
+    stream: bool | None = None
+    model: str | None = None
+
+
+def _field_error(exc: ValidationError) -> str:
+    """One sentence naming the first bad field, e.g. `max_tokens is invalid: input should be a
+    valid integer`."""
+    err = exc.errors(include_url=False, include_input=False)[0]
+    field = ".".join(str(p) for p in err["loc"]) or "the body"
+    msg = str(err["msg"]).rstrip(".")
+    if field == "n" and err["type"] in ("less_than_equal", "greater_than_equal"):
+        return "only n=1 is supported"
+    return f"{field} is invalid: {msg[:1].lower()}{msg[1:]}"
+
+
 def _request_from(body: dict[str, Any]) -> dict[str, Any]:
+    try:
+        nums = CompletionNumbers.model_validate(body)
+    except ValidationError as exc:
+        raise InputError(_field_error(exc)) from None
     msgs = body.get("messages")
     if not isinstance(msgs, list) or not msgs:
         raise InputError("messages must be a non-empty list")
@@ -44,22 +82,19 @@ def _request_from(body: dict[str, Any]) -> dict[str, Any]:
             raise InputError("each message needs a role and a content")
         content = m.get("content", "")
         if isinstance(content, list):  # content parts: keep the text ones
-            content = "".join(p.get("text", "") for p in content if isinstance(p, dict))
+            content = "".join(
+                p["text"] for p in content if isinstance(p, dict) and isinstance(p.get("text"), str)
+            )
         if not isinstance(content, str):
             raise InputError("message content must be text")
         messages.append({"role": m["role"], "content": content})
-    if int(body.get("n") or 1) != 1:
-        raise InputError("only n=1 is supported")
-    max_tokens = body.get("max_completion_tokens") or body.get("max_tokens") or 128
-    temperature = body.get("temperature")
-    top_p = body.get("top_p")
     return {
         "messages": messages,
         "chat": True,
-        "max_new_tokens": int(max_tokens),
-        "temperature": float(temperature) if temperature is not None else 0.0,
-        "top_p": float(top_p) if top_p is not None else 1.0,
-        "seed": int(body["seed"]) if body.get("seed") is not None else None,
+        "max_new_tokens": nums.max_completion_tokens or nums.max_tokens or 128,
+        "temperature": nums.temperature if nums.temperature is not None else 0.0,
+        "top_p": nums.top_p if nums.top_p is not None else 1.0,
+        "seed": nums.seed,
     }
 
 
@@ -119,8 +154,21 @@ def create_gateway_app(client: TeeClient, model_name: str = "smollm2-135m") -> F
             "attest_s": round(session.attest_s, 6),
         }
         if body.get("stream"):
+            # Wait for the enclave's first answer before the 200 and the role chunk go out: a
+            # request the enclave refuses is then a 400, like an unstreamed one.
+            res = TeeResult()
+            tokens = session.stream(req, res)
+            try:
+                first = await run_in_threadpool(next, tokens, None)
+            except InputError as exc:
+                session.close()
+                return _oai_error(400, str(exc), "invalid_request_error")
+            except (PrivinferError, OSError, httpx.HTTPError) as exc:
+                session.close()
+                return _oai_error(502, f"TEE stream failed ({type(exc).__name__})", "server_error")
             return StreamingResponse(
-                _sse(session, req, cid, created, model, meta), media_type="text/event-stream"
+                _sse(session, tokens, first, res, cid, created, model, meta),
+                media_type="text/event-stream",
             )
         res = TeeResult()
         try:
@@ -152,8 +200,18 @@ def create_gateway_app(client: TeeClient, model_name: str = "smollm2-135m") -> F
 
 
 def _sse(
-    session: Session, req: dict[str, Any], cid: str, created: int, model: str, meta: dict[str, Any]
+    session: Session,
+    tokens: Generator[dict[str, Any], None, None],
+    first: dict[str, Any] | None,
+    res: TeeResult,
+    cid: str,
+    created: int,
+    model: str,
+    meta: dict[str, Any],
 ) -> Iterator[str]:
+    """SSE chunks of an answer whose first token message (`first`, None if there is none) the
+    handler already received; `tokens` yields the rest and fills `res`."""
+
     def chunk(delta: dict[str, Any], finish: str | None = None, **extra: Any) -> str:
         obj = {
             "id": cid,
@@ -165,10 +223,9 @@ def _sse(
         }
         return f"data: {json.dumps(obj)}\n\n"
 
-    res = TeeResult()
     yield chunk({"role": "assistant", "content": ""})
     try:
-        for msg in session.stream(req, res):
+        for msg in itertools.chain([first] if first is not None else [], tokens):
             if msg.get("text"):
                 yield chunk({"content": msg["text"]})
     except (PrivinferError, OSError, httpx.HTTPError) as exc:
@@ -181,6 +238,7 @@ def _sse(
         yield f"data: {json.dumps(err)}\n\n"
         return
     finally:
+        tokens.close()
         session.close()
     yield chunk({}, _finish(res), usage=_usage(res), privinfer=meta)
     yield "data: [DONE]\n\n"

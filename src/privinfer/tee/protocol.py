@@ -33,7 +33,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from privinfer.errors import PrivinferError
+from privinfer.errors import InputError, PrivinferError
 from privinfer.tee.measurement import (
     EnclaveIdentity,
     combine_measurement,
@@ -59,10 +59,14 @@ SVN = 1
 # clients admit any signer while pinning the measurement.
 UNSIGNED_SIGNER = b"privinfer-unsigned-enclave-v1"
 
+# max_sessions bounds sessions whose attested handshake completed (their first request opened);
+# sessions still waiting for it are bounded apart (max_pending_sessions) and live pending_ttl_s.
 DEFAULT_CONFIG: dict[str, Any] = {
     "protocol": PROTOCOL,
     "max_sessions": 64,
     "session_ttl_s": 300,
+    "max_pending_sessions": 16,
+    "pending_ttl_s": 30,
     "max_new_tokens": 512,
     "max_request_bytes": 1 << 20,
     "record_pad": RECORD_PAD,
@@ -84,6 +88,9 @@ STATUS = {
 }
 
 
+SEED_MAX = 2**63 - 1  # torch.Generator.manual_seed takes at most 64 bits; privinfer uses 63
+
+
 class ProtocolError(PrivinferError):
     """A frame or body is malformed, or the peer closed the connection early."""
 
@@ -96,6 +103,14 @@ class TeeServerError(PrivinferError):
         super().__init__(
             f"TEE server refused the request ({status} {code}){': ' + message if message else ''}"
         )
+
+
+class RequestRefused(TeeServerError, InputError):
+    """The enclave refused a request's content (400 bad_request, sent inside the channel)."""
+
+    def __init__(self, message: str, code: str = "bad_request") -> None:
+        self.message = message
+        super().__init__(STATUS.get(code, 400), code, message)
 
 
 # ---------------------------------------------------------------- enclave code, config, identity
