@@ -38,6 +38,10 @@ BAD = [
     (("he", "serve", "--max-sessions", "0"), "--max-sessions must be at least 1"),
     (("tee", "serve", "--session-ttl", "nan"), "--session-ttl must be a finite number"),
     (("tee", "serve", "--port", "70000"), "--port must be between 0 and 65535"),
+    (
+        ("tee", "serve", "--max-sessions-per-client", "0"),
+        "--max-sessions-per-client must be at least 1",
+    ),
     (("tee", "demo", "--max-tokens", "0"), "--max-tokens must be at least 1"),
 ]
 

@@ -77,11 +77,21 @@ def test_session_bound(debug_client):
     # rightly admitted. The enclave stamps sessions with the same monotonic clock, so an attempt
     # that ended within TTL of its start is conclusive (all 4 alive: the 5th must be refused);
     # a slower attempt that got a 5th session in proves nothing, and is retried.
+    # Only sessions whose handshake completed (a first request opened) count against the
+    # bound, so each of the 4 runs a one-token request before the 5th attestation.
     ttl = CONFIG["session_ttl_s"]
     for _attempt in range(5):
         time.sleep(ttl + 0.1)  # sessions of earlier tests (or attempts) expire
         t0 = time.monotonic()
         sessions = [debug_client.attest() for _ in range(4)]
+        try:
+            for s in sessions:
+                for _ in s.stream({"prompt_ids": [1], "chat": False, "max_new_tokens": 1}):
+                    pass
+        except TeeServerError as e:  # too slow: the first session expired; retry
+            assert (e.status, e.code) == (410, "session_expired")
+            assert time.monotonic() - t0 >= ttl
+            continue
         try:
             fifth = debug_client.attest()
         except TeeServerError as e:

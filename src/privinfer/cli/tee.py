@@ -20,7 +20,12 @@ from privinfer.cli.main import EXIT_REJECTED, EXIT_USAGE, add_common, error
 from privinfer.errors import InputError, PrivinferError
 from privinfer.tee.claims import Claims, EvidenceRejected
 from privinfer.tee.evidence.detect import EVIDENCE_TYPES
-from privinfer.tee.protocol import default_data_dir, default_platform_dir, default_root_cert
+from privinfer.tee.protocol import (
+    DEFAULT_MAX_SESSIONS_PER_CLIENT,
+    default_data_dir,
+    default_platform_dir,
+    default_root_cert,
+)
 
 
 # --- clients: attest, gateway, generate --mode tee --server -----------------------------------
@@ -295,6 +300,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         )
     if args.max_sessions is not None:
         options.check_positive("--max-sessions", args.max_sessions)
+    options.check_positive("--max-sessions-per-client", args.max_sessions_per_client)
     config = _config(args)
     options.check_model(args.model)
     from privinfer.tee.host import serve
@@ -309,6 +315,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         config=config,
         debug_enclave=args.debug_enclave,
         trace=args.trace,
+        max_sessions_per_client=args.max_sessions_per_client,
     )
 
 
@@ -351,14 +358,24 @@ def register(sub: Any) -> None:
         type=float,
         default=None,
         metavar="SECONDS",
-        help="idle session lifetime, part of the measured config (default: the enclave's)",
+        help="session lifetime from attestation, part of the measured config "
+        "(default: the enclave's, 300)",
     )
     p.add_argument(
         "--max-sessions",
         type=int,
         default=None,
         metavar="N",
-        help="sessions at once, part of the measured config (default: the enclave's)",
+        help="sessions with a completed handshake at once, part of the measured config "
+        "(default: the enclave's, 64)",
+    )
+    p.add_argument(
+        "--max-sessions-per-client",
+        type=int,
+        default=DEFAULT_MAX_SESSIONS_PER_CLIENT,
+        metavar="N",
+        help="sessions (pending or established) one client address may hold; enforced by the "
+        f"untrusted host, not measured (default: {DEFAULT_MAX_SESSIONS_PER_CLIENT})",
     )
     p.add_argument("--config", default=None, help=argparse.SUPPRESS)
     p.add_argument(

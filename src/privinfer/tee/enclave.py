@@ -77,13 +77,19 @@ class Refused(Exception):
 
 @dataclass
 class Session:
+    """One attested session. It stays `pending` (short TTL, its own bound) until its first
+    request's records open: only then has the client verified the quote and derived the channel
+    key, and only then does it count against `max_sessions`."""
+
     sid: bytes
     key: X25519PrivateKey
     nonce: bytes
     quote: bytes
+    created: float
     expires: float
     last_index: int = 0
     busy: bool = False
+    pending: bool = True
 
 
 # ---------------------------------------------------------------- request checks
@@ -118,7 +124,11 @@ def _number(req: dict[str, Any], name: str, default: float) -> float:
 
 
 class Enclave:
-    """Sessions (bounded, with a TTL) and request handling; one model step runs at a time."""
+    """Sessions (bounded, with a TTL) and request handling; one model step runs at a time.
+
+    Two bounds: `max_pending_sessions` sessions waiting for their handshake (each lives
+    `pending_ttl_s`), and `max_sessions` sessions whose handshake completed (each lives
+    `session_ttl_s` from its attestation). Both are part of the measured config."""
 
     def __init__(
         self, platform: Platform, identity: EnclaveIdentity, lm: Any, config: dict[str, Any]
@@ -165,11 +175,26 @@ class Enclave:
         with self._lock:
             now = time.monotonic()
             self._purge(now)
-            if len(self._sessions) >= int(self.config["max_sessions"]):
-                raise Refused("too_many_sessions")
-            ttl = float(self.config["session_ttl_s"])
-            self._sessions[sid] = Session(sid, key, nonce, quote, now + ttl)
+            pending = sum(s.pending for s in self._sessions.values())
+            if len(self._sessions) - pending >= int(self.config["max_sessions"]):
+                raise Refused("too_many_sessions", "the enclave's session limit is reached")
+            if pending >= int(self.config["max_pending_sessions"]):
+                raise Refused("too_many_sessions", "too many handshakes are in progress")
+            ttl = min(float(self.config["pending_ttl_s"]), float(self.config["session_ttl_s"]))
+            self._sessions[sid] = Session(sid, key, nonce, quote, now, now + ttl)
         return sid + pub + quote
+
+    def _establish(self, s: Session) -> None:
+        """The session's first request opened: it now counts against `max_sessions`."""
+        with self._lock:
+            if not s.pending:
+                return
+            established = sum(not v.pending for v in self._sessions.values())
+            if established >= int(self.config["max_sessions"]):
+                self._end(s.sid)
+                raise Refused("too_many_sessions", "the enclave's session limit is reached")
+            s.pending = False
+            s.expires = s.created + float(self.config["session_ttl_s"])
 
     def close_session(self, sid: bytes) -> None:
         with self._lock:
@@ -179,7 +204,8 @@ class Enclave:
     def health(self) -> bytes:
         with self._lock:
             self._purge(time.monotonic())
-            n = len(self._sessions)
+            pending = sum(s.pending for s in self._sessions.values())
+            n = len(self._sessions) - pending
         return json.dumps(
             {
                 "status": "ok",
@@ -187,6 +213,10 @@ class Enclave:
                 "debug": self.identity.debug,
                 "sessions": n,
                 "max_sessions": self.config["max_sessions"],
+                "pending_sessions": pending,
+                "max_pending_sessions": self.config["max_pending_sessions"],
+                "session_ttl_s": self.config["session_ttl_s"],
+                "pending_ttl_s": self.config["pending_ttl_s"],
             }
         ).encode()
 
@@ -227,6 +257,7 @@ class Enclave:
                 if isinstance(exc, Refused):
                     raise
                 raise Refused("bad_record", "record rejected; session ended") from None
+            self._establish(s)
             conn.sendall(frame(ST_OK))
             self._stream(conn, ch, req)
             conn.sendall(frame(ST_DONE))

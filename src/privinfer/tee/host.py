@@ -29,6 +29,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse, Response, Streami
 from privinfer.errors import PrivinferError
 from privinfer.tee.protocol import (
     DEFAULT_CONFIG,
+    DEFAULT_MAX_SESSIONS_PER_CLIENT,
     OP_ATTEST,
     OP_CLOSE,
     OP_GENERATE,
@@ -49,6 +50,8 @@ from privinfer.tee.protocol import (
 OCTETS = "application/octet-stream"
 MAX_JSON = 4096
 STREAM_FRAME_TIMEOUT_S = 300.0
+# Enclave refusals of a generate after which the session no longer exists there.
+ENDS_SESSION = frozenset({"bad_record", "unknown_session", "session_expired", "too_many_sessions"})
 
 
 class ApiError(Exception):
@@ -143,11 +146,78 @@ def _session_id(text: str) -> bytes:
     return sid
 
 
-def create_app(link: EnclaveLink, *, max_request_bytes: int | None = None) -> FastAPI:
-    """The host's HTTP API (no docs pages: nothing to browse)."""
+class ClientSessions:
+    """The host's per-client session count, keyed by the client's address (denial-of-service
+    protection only: the host is untrusted and can always refuse service; the enclave enforces its
+    own measured bounds). A session is pending from its attestation until its first request is
+    accepted, then established; it is forgotten when it is closed, when the enclave ends or
+    refuses it, or when its TTL (the enclave config's, on the host's clock) passes."""
+
+    def __init__(self, limit: int, config: dict[str, Any]) -> None:
+        self.limit = limit
+        self.pending_ttl = min(float(config["pending_ttl_s"]), float(config["session_ttl_s"]))
+        self.session_ttl = float(config["session_ttl_s"])
+        self._owner: dict[bytes, str] = {}
+        self._sessions: dict[str, dict[bytes, tuple[float, float]]] = {}  # (created, expires)
+        self._reserved: Counter[str] = Counter()
+
+    def _live(self, client: str) -> dict[bytes, tuple[float, float]]:
+        now = time.monotonic()
+        mine = self._sessions.get(client, {})
+        for sid in [k for k, (_, exp) in mine.items() if exp <= now]:
+            del mine[sid]
+            self._owner.pop(sid, None)
+        return mine
+
+    def reserve(self, client: str) -> None:
+        if len(self._live(client)) + self._reserved[client] >= self.limit:
+            raise ApiError(
+                "too_many_sessions", f"this client already has {self.limit} sessions open"
+            )
+        self._reserved[client] += 1
+
+    def release(self, client: str, sid: bytes | None) -> None:
+        self._reserved[client] -= 1
+        if self._reserved[client] <= 0:
+            del self._reserved[client]
+        if sid is not None:
+            now = time.monotonic()
+            self._sessions.setdefault(client, {})[sid] = (now, now + self.pending_ttl)
+            self._owner[sid] = client
+
+    def established(self, sid: bytes) -> None:
+        client = self._owner.get(sid)
+        if client is not None and sid in self._sessions.get(client, {}):
+            created, _ = self._sessions[client][sid]
+            self._sessions[client][sid] = (created, created + self.session_ttl)
+
+    def forget(self, sid: bytes) -> None:
+        client = self._owner.pop(sid, None)
+        if client is not None:
+            self._sessions.get(client, {}).pop(sid, None)
+            if not self._sessions.get(client):
+                self._sessions.pop(client, None)
+
+
+def _client_key(request: Request) -> str:
+    return request.client.host if request.client is not None else "unknown"
+
+
+def create_app(
+    link: EnclaveLink,
+    *,
+    max_request_bytes: int | None = None,
+    config: dict[str, Any] | None = None,
+    max_sessions_per_client: int = DEFAULT_MAX_SESSIONS_PER_CLIENT,
+) -> FastAPI:
+    """The host's HTTP API (no docs pages: nothing to browse). `config` is the enclave's
+    measured config (for its TTLs); `max_sessions_per_client` bounds the sessions, pending or
+    established, that one client address holds at a time."""
     app = FastAPI(docs_url=None, redoc_url=None, openapi_url=None)
-    limit = int(max_request_bytes or DEFAULT_CONFIG["max_request_bytes"])
+    cfg = {**DEFAULT_CONFIG, **(config or {})}
+    limit = int(max_request_bytes or cfg["max_request_bytes"])
     metrics: Counter[str] = Counter()
+    per_client = ClientSessions(max_sessions_per_client, cfg)
 
     @app.exception_handler(ApiError)
     async def _api_error(_request: Request, exc: ApiError) -> JSONResponse:
@@ -183,8 +253,15 @@ def create_app(link: EnclaveLink, *, max_request_bytes: int | None = None) -> Fa
             raise ApiError("bad_request", "body must be JSON {nonce: hex, context: hex}") from None
         if len(nonce) != 32:
             raise ApiError("bad_request", "nonce must be 32 bytes (64 hex digits)")
-        out = await link.call(OP_ATTEST, nonce + context)
-        sid, pub, quote = out[:SESSION_ID_LEN], out[SESSION_ID_LEN : SESSION_ID_LEN + 32], out[48:]
+        who = _client_key(request)
+        per_client.reserve(who)
+        sid = None
+        try:
+            out = await link.call(OP_ATTEST, nonce + context)
+            sid = out[:SESSION_ID_LEN]
+        finally:
+            per_client.release(who, sid)
+        pub, quote = out[SESSION_ID_LEN : SESSION_ID_LEN + 32], out[48:]
         return JSONResponse(
             {
                 "session_id": sid.hex(),
@@ -196,7 +273,11 @@ def create_app(link: EnclaveLink, *, max_request_bytes: int | None = None) -> Fa
 
     @app.delete("/v1/sessions/{sid}")
     async def close(sid: str) -> Response:
-        await link.call(OP_CLOSE, _session_id(sid))
+        s = _session_id(sid)
+        try:
+            await link.call(OP_CLOSE, s)
+        finally:
+            per_client.forget(s)
         return Response(status_code=204)
 
     @app.post("/v1/sessions/{sid}/generate")
@@ -209,9 +290,15 @@ def create_app(link: EnclaveLink, *, max_request_bytes: int | None = None) -> Fa
             kind, _ = await link.first(reader, 60.0)
             if kind != ST_OK:
                 raise ApiError("internal")
+        except ApiError as exc:
+            writer.close()
+            if exc.code in ENDS_SESSION:
+                per_client.forget(s)
+            raise
         except BaseException:
             writer.close()
             raise
+        per_client.established(s)
 
         async def relay() -> AsyncIterator[bytes]:
             try:
@@ -308,6 +395,7 @@ def serve(
     debug_enclave: bool = False,
     trace: Path | str | None = None,
     access_log: bool = True,
+    max_sessions_per_client: int = DEFAULT_MAX_SESSIONS_PER_CLIENT,
 ) -> int:
     """`privinfer tee serve`: start the enclave, then the HTTP host until interrupted."""
     import uvicorn
@@ -327,7 +415,12 @@ def serve(
     trace_f = open(trace, "ab") if trace else None  # noqa: SIM115 - closed below
     link.trace = trace_f
     try:
-        app = create_app(link, max_request_bytes=(config or {}).get("max_request_bytes"))
+        app = create_app(
+            link,
+            max_request_bytes=(config or {}).get("max_request_bytes"),
+            config=config,
+            max_sessions_per_client=max_sessions_per_client,
+        )
         print(
             f"privinfer tee serve: http://{host}:{port} enclave measurement "
             f"{info['measurement']}{' DEBUG' if info['debug'] else ''}",

@@ -7,6 +7,7 @@ The server it starts is the ordinary untrusted host + enclave pair; clients stil
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -57,6 +58,8 @@ class LocalServer:
         port: int | None = None,
         session_ttl: float | None = None,
         max_sessions: int | None = None,
+        max_sessions_per_client: int | None = None,
+        config: dict[str, Any] | None = None,
         debug_enclave: bool = False,
         trace: Path | str | None = None,
         stdout: IO[Any] | int | None = None,
@@ -67,7 +70,8 @@ class LocalServer:
         self.data_dir = Path(data_dir) if data_dir else default_data_dir()
         self.root = Path(root) if root else default_root_cert()
         self.threads, self.session_ttl, self.debug_enclave = threads, session_ttl, debug_enclave
-        self.max_sessions = max_sessions
+        self.max_sessions, self.max_sessions_per_client = max_sessions, max_sessions_per_client
+        self.config = config
         self.trace, self.stdout, self.stderr = trace, stdout, stderr
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -83,6 +87,10 @@ class LocalServer:
             cmd += ["--session-ttl", str(self.session_ttl)]
         if self.max_sessions is not None:
             cmd += ["--max-sessions", str(self.max_sessions)]
+        if self.max_sessions_per_client is not None:
+            cmd += ["--max-sessions-per-client", str(self.max_sessions_per_client)]
+        if self.config:
+            cmd += ["--config", json.dumps(self.config)]
         if self.debug_enclave:
             cmd.append("--debug-enclave")
         if self.trace:

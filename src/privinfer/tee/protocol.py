@@ -72,6 +72,11 @@ DEFAULT_CONFIG: dict[str, Any] = {
     "record_pad": RECORD_PAD,
 }
 
+# The host's own bound on one client address's sessions (pending or established). Not measured:
+# it protects against one client exhausting the enclave's bounds, and the untrusted host can deny
+# service anyway (docs/tee.md, "Sessions").
+DEFAULT_MAX_SESSIONS_PER_CLIENT = 32
+
 # Error codes the enclave or host returns, with their HTTP status.
 STATUS = {
     "bad_request": 400,
