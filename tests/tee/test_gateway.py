@@ -169,6 +169,7 @@ def test_streamed_refusal_comes_before_the_stream(server, smollm):
             r = tc.post("/v1/chat/completions",
                         json={"model": "m", "messages": long, "max_tokens": 2, "stream": stream})  # fmt: skip
             assert r.status_code == 400, r.text
+            assert r.json()["error"]["message"].startswith("the prompt has")  # the enclave's
             assert "context" in r.json()["error"]["message"]
         r = tc.post("/v1/chat/completions",
                     json={"model": "m", "messages": MESSAGES, "max_tokens": 3, "stream": True})  # fmt: skip

@@ -24,7 +24,7 @@ from starlette.concurrency import run_in_threadpool
 
 from privinfer.errors import InputError, PrivinferError, SecurityError
 from privinfer.tee.client import Session, TeeClient, TeeResult, claims_summary
-from privinfer.tee.protocol import SEED_MAX, TeeServerError
+from privinfer.tee.protocol import SEED_MAX, RequestRefused, TeeServerError
 
 MAX_BODY = 1 << 20
 
@@ -98,6 +98,11 @@ def _request_from(body: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def _refusal(exc: InputError) -> str:
+    """The enclave's own sentence for a request it refused; any other InputError as it is."""
+    return exc.message if isinstance(exc, RequestRefused) else str(exc)
+
+
 def _finish(res: TeeResult) -> str:
     return "stop" if res.stop_reason == "eos" else "length"
 
@@ -162,7 +167,7 @@ def create_gateway_app(client: TeeClient, model_name: str = "smollm2-135m") -> F
                 first = await run_in_threadpool(next, tokens, None)
             except InputError as exc:
                 session.close()
-                return _oai_error(400, str(exc), "invalid_request_error")
+                return _oai_error(400, _refusal(exc), "invalid_request_error")
             except (PrivinferError, OSError, httpx.HTTPError) as exc:
                 session.close()
                 return _oai_error(502, f"TEE stream failed ({type(exc).__name__})", "server_error")
@@ -174,7 +179,7 @@ def create_gateway_app(client: TeeClient, model_name: str = "smollm2-135m") -> F
         try:
             await run_in_threadpool(lambda: [None for _ in session.stream(req, res)])
         except InputError as exc:
-            return _oai_error(400, str(exc), "invalid_request_error")
+            return _oai_error(400, _refusal(exc), "invalid_request_error")
         except (PrivinferError, OSError, httpx.HTTPError) as exc:
             return _oai_error(502, f"TEE stream failed ({type(exc).__name__})", "server_error")
         finally:
