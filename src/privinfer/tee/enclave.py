@@ -189,6 +189,9 @@ class Enclave:
         with self._lock:
             if not s.pending:
                 return
+            self._purge(time.monotonic())  # expired sessions hold no slot
+            if s.sid not in self._sessions:
+                raise Refused("session_expired")
             established = sum(not v.pending for v in self._sessions.values())
             if established >= int(self.config["max_sessions"]):
                 self._end(s.sid)
