@@ -89,7 +89,9 @@ def test_comparison_oracle_learns_nothing():
     sampler = Sampler(temperature=1.0)
     for q in range(14):
         mid = (lo + hi) / 2
-        (tok,) = _draws(CraftingClient(mid), sampler, 1, keys=[bytes([q, k]) * 8 for k in (1, 2, 3)])
+        (tok,) = _draws(
+            CraftingClient(mid), sampler, 1, keys=[bytes([q, k]) * 8 for k in (1, 2, 3)]
+        )
         if tok == 0:  # "logit_0 > logit_1 + mid"
             lo = mid
         else:
@@ -137,3 +139,20 @@ def test_party_noise_is_gumbel_within_the_stated_error():
     cdf = np.exp(-np.exp(-x))
     ks = np.max(np.maximum(np.arange(1, n + 1) / n - cdf, cdf - np.arange(n) / n))
     assert ks < 1.95 / math.sqrt(n)  # p = 0.001
+
+
+def test_mode_refuses_a_seed_with_sampling_and_states_the_exact_claim():
+    from privinfer.errors import InputError
+    from privinfer.models.generate import GenerationStats
+    from privinfer.modes import Request
+    from privinfer.modes.mpc import MpcMode
+    from privinfer.mpc.protocols.gumbel import T_MAX, sampling_security
+
+    req = Request([1, 2], Sampler(temperature=0.7, seed=3), 2)
+    with pytest.raises(InputError, match="--seed is not supported with sampling in mode mpc"):
+        next(iter(MpcMode().generate(None, req, GenerationStats())))
+    # the threat matrix's client row quotes the code's constants
+    cell = MpcMode.threat["the client"]["weights"].mechanism
+    tv = sampling_security(49152)["per_temperature"]["T=1"]["tv_distance_per_token"]
+    assert f"[0, {T_MAX:g}]" in cell and f"{tv:.2g}" in cell, (cell, tv)
+    assert any(f"[0, {T_MAX:g}]" in item for item in MpcMode.leakage)

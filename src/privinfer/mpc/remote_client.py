@@ -1,7 +1,6 @@
 """The MPC client: tokenised input in, one-hot (and, when sampling, temperature) shares out,
-token shares back
-(semi-honest honest majority; the client trusts that no two parties collude, and sees only the
-shares of what it asked to open: token ids, or the embedding).
+token shares back (semi-honest honest majority; the client trusts that no two parties collude,
+and sees only the shares of what it asked to open: token ids, or the embedding).
 
 It joins the cluster as endpoint 3 with its own certificate (mutual TLS), so every session has
 fresh pairwise keys between all four endpoints. Decoding runs `models.generate.decode_loop`: the client
