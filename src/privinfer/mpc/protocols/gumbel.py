@@ -224,8 +224,10 @@ def sampling_security(vocab: int, temperatures: tuple[float, ...] = (1.0, 0.1)) 
         "gumbel_max_abs_error": MAX_ABS_ERROR,
         "working_bits": WORK_BITS,
         "polynomial_degree": DEGREE,
-        "rare_event_per_entry": RARE_EVENT,
+        "rare_event_per_entry": f"2^{math.log2(RARE_EVENT):.0f} (X < 2^24)",
         "vocab": vocab,
+        "bound": f"tv <= exp(2 delta) - 1 + vocab * 2^{math.log2(RARE_EVENT):.0f}, delta = "
+        f"{MAX_ABS_ERROR:g} + 2 * 2^-24 + 2^-{WORK_BITS} / T (Gumbel-max coupling)",
         "per_temperature": per_t,
         "meaning": "statistical distance of each revealed token from an exact softmax(logits/T) "
         "draw; the noise itself is computationally hidden (AES-128). Far below 40 bits: the "
