@@ -16,17 +16,17 @@ u = 1 - X / 2^61 (s = 1) is uniform on the 2^-61 grid of [0, 1], and g = -ln(-ln
   s = 0 (u < 1/2): g = -ln ln 2 - k ln 2 - ln w, w = (n + 1 - log2 U) 2^-k in (1, 3];
   w = (n + 1 + t) 2^-k lies in (1, 2] because n + 1 < 2^(k+1). -ln U, -log2 U (U in
   [1/2, 1)), -ln phi (y in [0, 1)) and ln w (w in [1, 2]) are degree-6 Chebyshev interpolants
-  (fit error <= 2.4e-6) evaluated at WORK_BITS = 20 fractional bits (coefficients at 36 bits,
-  one truncation per polynomial), so the absolute error of g stays small in both tails (the
+  (fit error <= 2.4e-6) evaluated at WORK_BITS = 20 fractional bits (the powers that feed no
+  product, t^3, t^5, t^6, stay raw at 40 bits; one truncation per polynomial), so the absolute error of g stays small in both tails (the
   upper tail, where samples are won, comes from y's leading bit, not from 1 - u).
 
-Measured against the exact -ln(-ln u) of opened r: max |error| 7.1e-6 on 20,000 draws, g in
-[-2.35, 9.66]; `MAX_ABS_ERROR` = 2e-5 is asserted on 2^17 draws (tests/mpc/
-test_sampling_noise.py). |g| <= 43 for every r. Outside the analysis: X < 2^24 (the grid step
-of u moves g by up to 2 / X; X = 0 gives garbage), probability 2^-36 per entry.
-Cost for 49,152 entries (the SmolLM2 vocabulary), per party: 47 rounds, 41.3-41.7 MB sent
-(a2b 8 rounds, suffix OR 6, injection 2, mantissa 3, truncation 2, powers and polynomials of
-U and y 11, w 3, the polynomial of w 11, select 1), i.e. ~850 bytes per entry; the product by T adds 3.
+Measured against the exact -ln(-ln u) of opened r: max |error| 9.0e-6 (mean 1.3e-6) on 2^17
+draws, g in [-2.55, 11.61]; `MAX_ABS_ERROR` = 2e-5 is asserted on 2^17 draws
+(tests/mpc/test_sampling_noise.py). |g| <= 43 for every r. Outside the analysis: X < 2^24 (the
+grid step of u moves g by up to 2 / X; X = 0 gives garbage), probability 2^-36 per entry.
+Cost per entry and party: 43 rounds (a2b 8, suffix OR 6, injection 2, mantissa 3, truncation
+2, powers and polynomials of U and y 8, w 3, the polynomial of w 10, select 1) and ~656 bytes
+sent, 32 MB for the 49,152 entries of the SmolLM2 vocabulary.
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ from numpy.polynomial import chebyshev
 
 from privinfer.mpc.protocols.arith import mul_bits, raw_mul_many, trunc_many
 from privinfer.mpc.protocols.boolean import a2b, and_many, bits_to_arith
-from privinfer.mpc.protocols.poly import powers
+from privinfer.mpc.protocols.poly import powers_for_dot
 from privinfer.mpc.runtime import Party
 from privinfer.mpc.shares import BShare, RShare
 
@@ -79,7 +79,7 @@ COEFFS_U = torch.stack(
 )
 COEFFS_Y = _cheb(_neg_ln_phi, 0.0, 1.0, DEGREE)
 COEFFS_W = _cheb(np.log, 1.0, 2.0, DEGREE)
-COEF_BITS = 36  # coefficients (|c| < 1) times powers at WORK_BITS stay below 2^58
+POLY_BITS = 60  # fractional bits of a polynomial's sum before its one truncation
 
 
 @lru_cache(maxsize=1)
@@ -151,12 +151,13 @@ def gumbel_from(party: Party, r: RShare) -> RShare:
         u, y = trunc_many(party, [mant.with_f(60), x.with_f(60)], w)
         tu = u.mul_ring(4).add_public(-3.0)  # 4U - 3 in [-1, 1)
         ty = y.mul_ring(2).add_public(-1.0)  # 2y - 1 in [-1, 1)
-        pw = powers(party, RShare.stack([tu, ty]), DEGREE)
+        pw = powers_for_dot(party, RShare.stack([tu, ty]), DEGREE)
         pu = [p.map(lambda t: t[0]) for p in pw]
         py = [p.map(lambda t: t[1]) for p in pw]
-        neg_ln_u, neg_log2_u, neg_ln_phi = trunc_many(
+        # -ln U - ln phi(y) (|sum| <= 1.03) is truncated once; -log2 U on its own
+        neg_ln_u_phi, neg_log2_u = trunc_many(
             party,
-            [_raw_poly(pu, COEFFS_U[0]), _raw_poly(pu, COEFFS_U[1]), _raw_poly(py, COEFFS_Y)],
+            [_raw_poly(pu, COEFFS_U[0]) + _raw_poly(py, COEFFS_Y), _raw_poly(pu, COEFFS_U[1])],
             w,
         )
         n_val = sum((nb[i].mul_ring(1 << i) for i in range(1, 6)), nb[0])
@@ -166,22 +167,27 @@ def gumbel_from(party: Party, r: RShare) -> RShare:
         q1, q2 = raw_mul_many(party, [(n_val.add_ring(1), inv_2k), (neg_log2_u, inv_2k)])
         (wv,) = trunc_many(party, [q1.mul_ring(1 << w).with_f(2 * w) + q2], w)
         tw = wv.mul_ring(2).add_public(-3.0)  # w in (1, 2]: 2w - 3 in (-1, 1]
-        (ln_w,) = trunc_many(party, [_raw_poly(powers(party, tw, DEGREE), COEFFS_W)], w)
+        (ln_w,) = trunc_many(party, [_raw_poly(powers_for_dot(party, tw, DEGREE), COEFFS_W)], w)
         k_ln2 = hk.map(lambda t: t @ torch.tensor([round(i * LN2 * 2**w) for i in range(6)]))
         g0 = (-ln_w - k_ln2.with_f(w)).add_public(-math.log(LN2))
         n_ln2 = n_val.mul_ring(round(LN2 * 2**w)).with_f(w).add_public(LN2)
-        g1 = n_ln2 + neg_ln_u + neg_ln_phi
+        g1 = n_ln2 + neg_ln_u_phi
         (d,) = mul_bits(party, sbit, [g1 - g0])
         return g0 + d
 
 
 def _raw_poly(pw: list[RShare], coeffs: torch.Tensor) -> RShare:
-    """sum_k c_k t^k at WORK_BITS + COEF_BITS fractional bits (local; the caller truncates)."""
-    acc = pw[0].mul_ring(round(float(coeffs[1]) * 2**COEF_BITS))
-    for k in range(2, len(coeffs)):
-        acc = acc + pw[k - 1].mul_ring(round(float(coeffs[k]) * 2**COEF_BITS))
-    const = round(float(coeffs[0]) * 2.0 ** (WORK_BITS + COEF_BITS))
-    return acc.add_ring(const).with_f(WORK_BITS + COEF_BITS)
+    """sum_k c_k t^k at POLY_BITS fractional bits (local; the caller truncates). Powers come at
+    WORK_BITS, or raw at 2 WORK_BITS (those that fed no product): each coefficient is encoded at
+    POLY_BITS - f of its power (40 or 20 bits; |c_k| < 0.5 and |t| <= 1 keep every term and the
+    sum, |p| <= 1, below 2^60)."""
+    acc = None
+    for k in range(1, len(coeffs)):
+        p = pw[k - 1]
+        term = p.mul_ring(round(float(coeffs[k]) * 2.0 ** (POLY_BITS - p.f)))
+        acc = term if acc is None else acc + term
+    assert acc is not None
+    return acc.add_ring(round(float(coeffs[0]) * 2.0**POLY_BITS)).with_f(POLY_BITS)
 
 
 def exact_gumbel(r: torch.Tensor) -> torch.Tensor:
