@@ -156,3 +156,18 @@ def test_mode_refuses_a_seed_with_sampling_and_states_the_exact_claim():
     tv = sampling_security(49152)["per_temperature"]["T=1"]["tv_distance_per_token"]
     assert f"[0, {T_MAX:g}]" in cell and f"{tv:.2g}" in cell, (cell, tv)
     assert any(f"[0, {T_MAX:g}]" in item for item in MpcMode.leakage)
+
+
+@pytest.mark.parametrize("frac_bits", [16, 24])
+def test_sampling_runs_at_any_fraction_bits(frac_bits):
+    """The logits are lifted to max(f, 20) bits before the noise is added (f = 24 keeps f)."""
+    client = LocalClient(frac_bits)
+    peaked = torch.tensor([[0.0, 9.0, 0.0, 0.0]], dtype=torch.float64)
+
+    def program(p: Party) -> list[int]:
+        ops = MpcOps(p, client)
+        x = share_from(p, 0, peaked if p.pid == 0 else None, tuple(peaked.shape))
+        return [ops.next_token(x, Sampler(temperature=0.5), k) for k in range(8)]
+
+    out = run_local(program, frac_bits=frac_bits, keys=KEYS, timeout_s=120.0)
+    assert out[0] == [1] * 8  # p(1) = 1 - 3 e^-18

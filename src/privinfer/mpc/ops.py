@@ -336,15 +336,16 @@ class MpcOps:
         return -1 if got is None else int(got.item())
 
     def _add_noise(self, row: RShare, sampler: Sampler) -> RShare:
-        """row + T g at gumbel.WORK_BITS fractional bits (the logits are lifted exactly):
-        |T g| <= T_MAX * 43 keeps the raw product below 2^60."""
+        """row + T g at max(f, gumbel.WORK_BITS) fractional bits (the logits are lifted exactly):
+        |T g| <= T_MAX * 43 keeps the raw product (at 2 WORK_BITS) below 2^60."""
         p, w = self.party, gumbel.WORK_BITS
         if self._temperature is None:
             payload = self.client.sampling_temperature(p.pid, w, sampler)
             self._temperature = _clamp_temperature(p, accept_client_share(p, payload, (1,)))
         g = gumbel.gumbel(p, int(row.shape[-1]))
-        (noise,) = arith.trunc_many(p, arith.raw_mul_many(p, [(self._temperature, g)]), w)
-        return row.mul_ring(1 << (w - row.f)).with_f(w) + noise
+        out_f = max(row.f, w)
+        (noise,) = arith.trunc_many(p, arith.raw_mul_many(p, [(self._temperature, g)]), out_f)
+        return row.mul_ring(1 << (out_f - row.f)).with_f(out_f) + noise
 
     def mean_pool(self, x: RShare, *, normalize: bool) -> RShare:
         p = self.party
