@@ -1,5 +1,6 @@
-"""Gumbel-max sampling inside MPC (in-process parties, LocalClient): seeded draws are
-reproducible and their frequencies follow softmax(logits / T); top_p < 1 is refused."""
+"""Gumbel-max sampling inside MPC (in-process parties, LocalClient): the noise comes from the
+parties' PRF keys, not from the client's seed, and the draws' frequencies follow
+softmax(logits / T); top_p < 1 is refused."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from privinfer.mpc.shares import share_from
 LOGITS = torch.tensor([[2.0, 1.0, 0.5, 0.0, -1.0, -3.0]], dtype=torch.float64)
 
 
-def _draws(sampler: Sampler, n: int) -> list[int]:
+def _draws(sampler: Sampler, n: int, keys: list[bytes] | None = None) -> list[int]:
     client = LocalClient(16)
 
     def program(p: Party) -> list[int]:
@@ -24,15 +25,19 @@ def _draws(sampler: Sampler, n: int) -> list[int]:
         x = share_from(p, 0, LOGITS if p.pid == 0 else None, tuple(LOGITS.shape))
         return [ops.next_token(x, sampler, k) for k in range(n)]
 
-    out = run_local(program, timeout_s=120.0)
+    out = run_local(program, keys=keys, timeout_s=120.0)
     assert out[0] == out[1] == out[2]
     return out[0]
 
 
-def test_seeded_sampling_is_reproducible_and_seed_dependent():
-    a = _draws(Sampler(temperature=1.0, seed=7), 24)
-    b = _draws(Sampler(temperature=1.0, seed=7), 24)
-    c = _draws(Sampler(temperature=1.0, seed=8), 24)
+def test_noise_follows_the_parties_keys_not_the_client_seed():
+    """A client seed used to fix the noise (the client chose it: the leak of issue 14). Now the
+    same session keys give the same draws whatever the seed, and fresh keys give fresh draws."""
+    keys = [bytes([k]) * 16 for k in (1, 2, 3)]
+    other = [bytes([k]) * 16 for k in (4, 5, 6)]
+    a = _draws(Sampler(temperature=1.0, seed=7), 24, keys)
+    b = _draws(Sampler(temperature=1.0, seed=8), 24, keys)
+    c = _draws(Sampler(temperature=1.0, seed=7), 24, other)
     assert a == b
     assert a != c
 

@@ -3,8 +3,9 @@ against any single semi-honest party (honest majority), no trusted dealer.
 
 Modules: `ring` (encoding, wrapping ops), `prf` (pairwise AES-CTR randomness), `shares` (share
 types, sharing, reveal), `runtime` (the `Party` context and cost meter), `protocols/` (arith,
-trunc, boolean, compare, poly, nonlinear, activations, softmax, norms), `client` (the client's
-side of sharing and reconstruction), `ops` (`MpcOps`, the model-facing `Ops`). The fixed-point
-error and cost report, the check, the benchmarks and the fidelity run live in `privinfer.bench`
+trunc, boolean, compare, poly, nonlinear, activations, softmax, norms, and gumbel: the parties'
+own sampling noise), `client` (the client's side of sharing and reconstruction), `ops`
+(`MpcOps`, the model-facing `Ops`). The fixed-point error and cost report, the check, the
+benchmarks and the fidelity run live in `privinfer.bench`
 (`mpc_dryrun`, `mpc_check`, `mpc_bench`, `mpc_fidelity`).
 """

@@ -4,15 +4,16 @@ parties, so it proves nothing about isolation; the protocol messages are the rea
 
 A `ClientPort` is what `MpcOps` calls: `token_input` returns this party's payload of the
 client's one-hot shares (deployments ignore the `ids` argument, which parties never see), and
-`output` hands this party's reveal payload to the client; `sampling_noise` returns this party's
-payload of the client's shared Gumbel noise (scaled by the temperature) for one sampling step.
+`output` hands this party's reveal payload to the client; `sampling_temperature` returns this
+party's payload of the client's shared temperature (once per session, when sampling: the
+parties clamp it to [0, T_MAX] and generate the Gumbel noise themselves; the client sends no
+noise, so it cannot bias the sample).
 In the in-process harness `output` returns the reconstructed value so that one decoding loop can
 drive all parties; a deployed port returns None and the client alone learns the value.
 """
 
 from __future__ import annotations
 
-import os
 import threading
 from collections.abc import Sequence
 from typing import Protocol
@@ -31,26 +32,16 @@ class ClientPort(Protocol):
         self, party_id: int, payload: bytes, shape: tuple[int, ...], frac_bits: int
     ) -> torch.Tensor | None: ...
 
-    def sampling_noise(
-        self, party_id: int, vocab: int, frac_bits: int, sampler: Sampler
-    ) -> bytes: ...
+    def sampling_temperature(self, party_id: int, frac_bits: int, sampler: Sampler) -> bytes: ...
 
 
-def gumbel_noise(vocab: int, temperature: float, generator: torch.Generator) -> torch.Tensor:
-    """T * g with g ~ Gumbel(0, 1), float64 [vocab]; u is kept in [2^-53, 1 - 2^-53] so that
-    |g| <= 37.4 and the noise stays far inside the fixed-point range."""
-    u = torch.rand(vocab, generator=generator, dtype=torch.float64).clamp(2.0**-53, 1 - 2.0**-53)
-    return -torch.log(-torch.log(u)) * temperature
+def temperature_shares(temperature: float, frac_bits: int) -> list[bytes]:
+    """The client's three payloads of its temperature (shape (1,)); values above T_MAX are sent
+    as T_MAX (the parties clamp to [0, T_MAX] whatever arrives)."""
+    from privinfer.mpc.protocols.gumbel import T_MAX
 
-
-def sampling_generator(sampler: Sampler) -> torch.Generator:
-    """The client's noise source: seeded when the sampler has a seed (reproducible), else fresh."""
-    g = torch.Generator()
-    if sampler.seed is not None:
-        g.manual_seed(int(sampler.seed))
-    else:
-        g.manual_seed(int.from_bytes(os.urandom(8), "little") >> 1)
-    return g
+    t = min(float(temperature), T_MAX)
+    return client_make_shares(torch.tensor([t], dtype=torch.float64), frac_bits)
 
 
 class LocalClient:
@@ -64,9 +55,7 @@ class LocalClient:
         self._outputs: dict[int, list[bytes | None]] = {}
         self._results: dict[int, torch.Tensor] = {}
         self._output_calls = [0] * N_PARTIES
-        self._noise: dict[int, list[bytes]] = {}
-        self._noise_calls = [0] * N_PARTIES
-        self._noise_gen: torch.Generator | None = None
+        self._temperature: list[bytes] | None = None
 
     def token_input(self, party_id: int, ids: Sequence[int], vocab: int) -> bytes:
         with self._lock:
@@ -93,13 +82,8 @@ class LocalClient:
                 raise TimeoutError("the other parties did not deliver their output shares")
             return self._results[k]
 
-    def sampling_noise(self, party_id: int, vocab: int, frac_bits: int, sampler: Sampler) -> bytes:
+    def sampling_temperature(self, party_id: int, frac_bits: int, sampler: Sampler) -> bytes:
         with self._lock:
-            k = self._noise_calls[party_id]
-            self._noise_calls[party_id] += 1
-            if k not in self._noise:
-                if self._noise_gen is None:
-                    self._noise_gen = sampling_generator(sampler)
-                noise = gumbel_noise(vocab, sampler.temperature, self._noise_gen)
-                self._noise[k] = client_make_shares(noise, frac_bits)
-            return self._noise[k][party_id]
+            if self._temperature is None:
+                self._temperature = temperature_shares(sampler.temperature, frac_bits)
+            return self._temperature[party_id]

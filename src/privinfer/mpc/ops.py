@@ -19,7 +19,7 @@ from privinfer.errors import InputError
 from privinfer.models.costs import CostReport
 from privinfer.models.ops import Sampler, WeightKind
 from privinfer.mpc.client import ClientPort
-from privinfer.mpc.protocols import activations, arith, compare, norms, softmax
+from privinfer.mpc.protocols import activations, arith, compare, gumbel, norms, softmax
 from privinfer.mpc.protocols.trunc import trunc, trunc_mixed
 from privinfer.mpc.ring import encode, ring_matmul
 from privinfer.mpc.runtime import Party
@@ -75,6 +75,7 @@ class MpcOps:
         self.private_weights = private_weights
         self.weight_owner = weight_owner
         self._concat: dict[tuple[int, ...], Weight] = {}
+        self._temperature: RShare | None = None  # the client's T, clamped, once per session
         self._prepared: dict[tuple[int, ...], tuple[str, Weight, torch.Tensor]] = {}
         self._rope_pending: RShare | None = None  # a rope output whose truncation is deferred
         self._rope_key: tuple | None = None
@@ -310,11 +311,13 @@ class MpcOps:
         return x.map(lambda a: a[-1:])
 
     def next_token(self, logits: RShare, sampler: Sampler, step: int) -> int:
-        """Greedy argmax in MPC, or, for temperature T > 0, the Gumbel-max trick: the client
-        secret-shares T*g with g ~ Gumbel(0, 1) per vocabulary entry, and argmax(logits + T*g)
-        = argmax(logits / T + g) is a sample of softmax(logits / T); the parties learn neither
-        T, the distribution nor the sample. Only the index is opened, to the client, after a
-        zero-sharing re-randomisation of the components it receives. top_p < 1 is refused."""
+        """Greedy argmax in MPC, or, for temperature T > 0, the Gumbel-max trick on noise the
+        parties generate themselves (`protocols.gumbel`, from their pairwise PRFs): argmax(logits
+        + T g) = argmax(logits / T + g) is a sample of softmax(logits / T). The client's only
+        sampling input is T (shared once per session, clamped in MPC to [0, T_MAX]); it cannot
+        bias g, and the parties learn neither T, the distribution nor the sample. Only the index
+        is opened, to the client, after a zero-sharing re-randomisation of the components it
+        receives. top_p < 1 is refused."""
         if sampler.top_p < 1.0:
             raise InputError(
                 "top_p < 1 is not supported in mpc mode: nucleus sampling needs a private sort "
@@ -322,16 +325,27 @@ class MpcOps:
             )
         p = self.party
         row = logits.map(lambda a: a[-1])
+        if not sampler.greedy:
+            with p.op("sampling_noise"):
+                row = self._add_noise(row, sampler)
         with p.op("argmax"):
-            if not sampler.greedy:
-                vocab = int(row.shape[-1])
-                payload = self.client.sampling_noise(p.pid, vocab, row.f, sampler)
-                row = row + accept_client_share(p, payload, (vocab,)).with_f(row.f)
             _, idx = compare.argmax_lastdim(p, row)
         flat = idx.map(lambda a: a.reshape(1))
         masked = RShare(flat.a + p.rand.zero_share((1,)), flat.b, p.pid, 0)
         got = self.client.output(p.pid, reveal_to_client_payload(masked), (1,), 0)
         return -1 if got is None else int(got.item())
+
+    def _add_noise(self, row: RShare, sampler: Sampler) -> RShare:
+        """row + T g at max(f, gumbel.WORK_BITS) fractional bits (the logits are lifted exactly):
+        |T g| <= T_MAX * 43 keeps the raw product (at 2 WORK_BITS) below 2^60."""
+        p, w = self.party, gumbel.WORK_BITS
+        if self._temperature is None:
+            payload = self.client.sampling_temperature(p.pid, w, sampler)
+            self._temperature = _clamp_temperature(p, accept_client_share(p, payload, (1,)))
+        g = gumbel.gumbel(p, int(row.shape[-1]))
+        out_f = max(row.f, w)
+        (noise,) = arith.trunc_many(p, arith.raw_mul_many(p, [(self._temperature, g)]), out_f)
+        return row.mul_ring(1 << (out_f - row.f)).with_f(out_f) + noise
 
     def mean_pool(self, x: RShare, *, normalize: bool) -> RShare:
         p = self.party
@@ -349,3 +363,16 @@ class MpcOps:
 
     def costs(self) -> CostReport:
         return self.party.meter.snapshot()
+
+
+def _clamp_temperature(p: Party, t: RShare) -> RShare:
+    """The client's T (any ring value) clamped to [0, T_MAX] at gumbel.WORK_BITS: [T < 0] is the
+    exact sign bit; [T > T_MAX] can wrap only for T near -2^63, where [T < 0] wins (12 rounds,
+    once per session)."""
+    t = t.with_f(gumbel.WORK_BITS)
+    room = (-t).add_public(gumbel.T_MAX)
+    neg, over = compare.ltz_many(p, [t, room])
+    (d,) = arith.mul_bits(p, over, [room])
+    capped = t + d
+    (d2,) = arith.mul_bits(p, neg, [capped])
+    return capped - d2

@@ -1,6 +1,6 @@
-"""The MPC client: tokenised input in, one-hot and Gumbel-noise shares out, token shares back
-(semi-honest honest majority; the client trusts that no two parties collude, and sees only the
-shares of what it asked to open: token ids, or the embedding).
+"""The MPC client: tokenised input in, one-hot (and, when sampling, temperature) shares out,
+token shares back (semi-honest honest majority; the client trusts that no two parties collude,
+and sees only the shares of what it asked to open: token ids, or the embedding).
 
 It joins the cluster as endpoint 3 with its own certificate (mutual TLS), so every session has
 fresh pairwise keys between all four endpoints. Decoding runs `models.generate.decode_loop`: the client
@@ -18,7 +18,8 @@ import torch
 
 from privinfer.models.generate import GenerationStats, check_budget, decode_loop
 from privinfer.models.ops import Sampler
-from privinfer.mpc.client import gumbel_noise, sampling_generator
+from privinfer.mpc.client import temperature_shares
+from privinfer.mpc.protocols.gumbel import WORK_BITS
 from privinfer.mpc.ring import bytes_to_ring, decode
 from privinfer.mpc.runtime import N_PARTIES
 from privinfer.mpc.session import ABORT, CLIENT_ID, CONTINUE, PROTOCOL, STOP, MpcSessionError
@@ -151,7 +152,7 @@ class MpcClient:
         """Yield token ids as the parties reveal them to this client."""
         budget = check_budget(len(prompt_ids), max_new_tokens, cfg.max_context)
         vocab = int(cfg.vocab_size)
-        noise = None if sampler.greedy else sampling_generator(sampler)
+        sampling = not sampler.greedy
         link = self._connect()
         healthy = False
         try:
@@ -161,7 +162,7 @@ class MpcClient:
                     "kind": "generate",
                     "model": model_id,
                     "n_prompt": len(prompt_ids),
-                    "sample": noise is not None,
+                    "sample": sampling,
                 },
             )
             healthy = True
@@ -170,9 +171,8 @@ class MpcClient:
                 if i:  # a decode step: tell the parties to go on
                     self._send_all(link, [CONTINUE] * N_PARTIES)
                 self._send_onehot(link, ids, vocab)
-                if noise is not None:
-                    g = gumbel_noise(vocab, sampler.temperature, noise)
-                    self._send_all(link, client_make_shares(g, self.frac_bits))
+                if sampling and i == 0:  # the parties draw the noise; T goes once
+                    self._send_all(link, temperature_shares(sampler.temperature, WORK_BITS))
                 tok = int(self._recv_value(link, (1,)).round().item())
                 if not 0 <= tok < vocab:
                     raise MpcSessionError(

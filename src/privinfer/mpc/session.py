@@ -3,7 +3,8 @@ the party-side client port and the session's PRF keys (semi-honest honest majori
 session keys are fresh per session and each pairwise key is known to its two endpoints only).
 
 Client <-> party messages, in order: REQUEST (JSON) -> REPLY (JSON); per forward pass the
-client's one-hot shares, then (when sampling) its Gumbel-noise shares; the party's token share
+client's one-hot shares, then (when sampling, after the first pass only) its temperature
+shares (16 bytes per party; the parties generate the Gumbel noise); the party's token share
 (one byte of fractional bits + its re-randomised component); after each token the client's
 CONTINUE byte (1 go on, 0 stop); at the end the party's STATS (JSON, counters only). Token ids,
 prompts and the temperature never reach a party.
@@ -112,8 +113,8 @@ class RemotePort:
     def token_input(self, party_id: int, ids: Sequence[int], vocab: int) -> bytes:
         return self.recv(2 * 8 * len(ids) * vocab)
 
-    def sampling_noise(self, party_id: int, vocab: int, frac_bits: int, sampler: Sampler) -> bytes:
-        return self.recv(2 * 8 * vocab)
+    def sampling_temperature(self, party_id: int, frac_bits: int, sampler: Sampler) -> bytes:
+        return self.recv(2 * 8)
 
     def output(
         self, party_id: int, payload: bytes, shape: tuple[int, ...], frac_bits: int
