@@ -41,7 +41,7 @@ def _deliver_weighted(holder, w, circuit_privacy, sigma=None):
         ops.flood_sigma = sigma
     x = ops._enc(ClientRows(16, 0, torch.zeros(16, 8)))
     y = ops.ctx.multiply_values(x.cts[0], float(w))
-    out = ops.reveal(HeTensor([y], 16, 8, 16))
+    out = ops.reveal(HeTensor([y], 16, 512, 16))  # every slot valid: nothing masked
     if sigma is None:
         assert float(out.abs().max()) < 1e-3  # every output value is 0, whatever w
     holder.last_output = out
@@ -104,6 +104,23 @@ def test_rerandomised_c1_is_fresh(holder):
         ops.reveal(HeTensor([y], 16, 8, 16))
         blobs.append(holder.client.ctx.ciphertext_to_bytes(holder.delivered[0]))
     assert blobs[0] == blobs[1] and blobs[2] != blobs[3]
+
+
+def test_only_the_valid_slots_carry_values(holder):
+    """Slots outside the output's rows and columns (earlier positions' logits, padded rows)
+    are zeroed before delivery: what is left there is below the flood."""
+    ops = HeOps(keyholder=holder, circuit_privacy=False)
+    full = torch.arange(16 * 8, dtype=torch.float64).reshape(16, 8) / 10
+    x = ops._enc(ClientRows(16, 0, full))
+    last = HeTensor(x.cts, 1, 4, 16, 15)  # the last row's first 4 columns
+    for flag in (False, True):
+        ops.circuit_privacy = flag
+        out = ops.reveal(last)
+        assert torch.allclose(out.double(), full[15:, :4], atol=1e-3)
+        z = holder.client.ctx.decrypt(holder.delivered[0])
+        valid = ops._valid(last, 0) > 0
+        others = np.abs(z[~valid]).max()
+        assert (others > 1.0) if not flag else (others < 10 * privacy.FLOOD_SLOT_STD), others
 
 
 def test_figures_state_the_counts_and_the_bound():

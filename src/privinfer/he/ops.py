@@ -370,8 +370,11 @@ class HeOps(DecoderMixin, NonlinearMixin):
     # ---- outputs -----------------------------------------------------------------------
     def _deliver(self, x: HeTensor, kind: str) -> Any:
         """Send x (plus the range-check total) to the client; returns what the client says.
-        With `circuit_privacy` every ciphertext is first mod-switched to the delivery level,
-        re-randomised and flooded (`privacy.sanitize`)."""
+        With `circuit_privacy` the output ciphertexts are first multiplied by the public 0/1
+        mask of their valid rows and columns (the other slots hold values the client is not
+        owed: logits of earlier positions, padded rows computed from pad values), then every
+        ciphertext is mod-switched to the delivery level, re-randomised and flooded
+        (`privacy.sanitize`)."""
         cts = list(x.cts)
         meta = {
             "tokens": x.tokens,
@@ -387,6 +390,9 @@ class HeOps(DecoderMixin, NonlinearMixin):
         if self.circuit_privacy:
             with self._op("circuit_privacy"):
                 n_out = len(x.cts)  # outputs drop to the delivery level, the check keeps its own
+                outs = self._ready(cts[:n_out], 1)
+                outs = [self.ctx.multiply_values(c, self._valid(x, i)) for i, c in enumerate(outs)]
+                cts = outs + cts[n_out:]
                 cts = [
                     privacy.sanitize(self.ctx, c, self.flood_sigma, self.value_bound, i < n_out)
                     for i, c in enumerate(cts)
