@@ -7,6 +7,9 @@ steps, refreshes of sigma=40-masked ciphertexts, the client's encrypted input ro
 delivery of outputs (embedding, logits) to the client. The embedding table (and BERT's embedding
 LayerNorm) is published to the client, which computes its input rows itself: the server never
 sees token ids. Shapes, token count, positions and the calibrated ranges (`HeRanges`) are public.
+Deliveries are masked to their valid slots, re-randomised and flooded (`he.privacy`): c1 is
+fresh, but the flood is sized to the outputs' precision and does not statistically hide the
+circuit's noise (the figures are in `privacy.figures`).
 """
 
 from __future__ import annotations
