@@ -87,6 +87,11 @@ def test_he_report_computes_security_level_from_parameters():
     assert p["total_modulus_bits"] <= p["max_total_bits_at_128"]
     assert p["security_level_bits"] >= 128
     assert p["refresh"]["statistical_security_bits"] == 40
+    cp = p["circuit_privacy"]  # derived in he.privacy.figures from the same parameters
+    assert cp["flood_slot_error_std"] == 2.0**-15
+    assert cp["delivered_ciphertexts"]["minilm_sentence"] == 2
+    assert cp["statistical_security_bits_per_ciphertext"] == 0.0  # stated, not claimed
+    assert cp["sigma_for_40_bits_per_session"]["minilm_sentence"]["slot_error_std"] > 1e6
 
 
 def test_threat_model_doc_is_current():

@@ -19,7 +19,7 @@ from privinfer.he import linear, packing
 from privinfer.he.calibrate import SENTENCES, calibrate_decoder
 from privinfer.he.ckks import PARAMS_8192, PARAMS_16384, CkksContext, CkksParams
 from privinfer.he.client import embed_remote
-from privinfer.he.ops import HeOps
+from privinfer.he.ops import HeOps, HeTensor
 from privinfer.he.ranges import HeRanges, minilm_ranges
 from privinfer.he.session import HeClient, LocalKeyHolder
 from privinfer.models.llama import Llama
@@ -119,8 +119,67 @@ def _sentence_of(model, tokens: int) -> list[int]:
     return ids[: tokens - 1] + ids[-1:]
 
 
+class _BothWays(HeOps):
+    """Delivers each output twice in one run, without then with circuit privacy (the same
+    ciphertexts and range checks): what flooding costs in time, bytes and error."""
+
+    deliveries: list[dict]
+
+    def _deliver(self, x, kind):
+        self.deliveries = getattr(self, "deliveries", [])
+        terms, overflow = list(self.checks.terms), self.checks.overflow_checks
+        out = None
+        for flag in (False, True):
+            self.checks.terms, self.checks.overflow_checks = list(terms), overflow
+            self.circuit_privacy = flag
+            sent = self.refresher.stats.bytes_to_client
+            t0 = time.perf_counter()
+            out = super()._deliver(x, kind)
+            self.deliveries.append(
+                {
+                    "circuit_privacy": flag,
+                    "ciphertexts": len(x.cts) + (1 if terms else 0),
+                    "levels": sorted({self.ctx.level(c) for c in x.cts}),
+                    "deliver_s": round(time.perf_counter() - t0, 4),
+                    "bytes_to_client": self.refresher.stats.bytes_to_client - sent,
+                    "output": out.clone() if torch.is_tensor(out) else out,
+                }
+            )
+        return out
+
+
+def bench_deliver(
+    count: int,
+    level: int,
+    repeats: int = 3,
+    N: int = 16384,  # noqa: N803
+) -> dict:
+    """`count` output ciphertexts at `level` (+ a range-check total) delivered to an in-process
+    client without and with circuit privacy: median time (server + client) and bytes."""
+    params = _params(N)
+    ops = HeOps(params, keyholder=LocalKeyHolder(HeClient.create(params)))
+    ct = ops.ctx.mod_switch_to(ops.ctx.encrypt(np.full(params.slots, 0.5)), level)
+    check = ops.ctx.mod_switch_to(ops.ctx.encrypt(np.zeros(params.slots)), level)
+    x = HeTensor([ct] * count, 16, params.slots // 16 * count, 16)
+    out: dict = {"ciphertexts": count + 1, "level": level, "N": N}
+    for flag in (False, True):
+        ops.circuit_privacy = flag
+        times, sent = [], 0
+        for _ in range(repeats):
+            ops.checks.terms, ops.checks.overflow_checks = [check], 0
+            before = ops.refresher.stats.bytes_to_client
+            t0 = time.perf_counter()
+            ops._deliver(x, "reveal")
+            times.append(time.perf_counter() - t0)
+            sent = ops.refresher.stats.bytes_to_client - before
+        key = "flooded" if flag else "raw"
+        out[key] = {"median_s": round(statistics.median(times), 4), "bytes": sent}
+    return out
+
+
 def bench_minilm(tokens: int = 16, two_process: bool = False) -> dict:
-    """MiniLM-L6 end to end under CKKS for one `tokens`-token input: time, rounds, bytes, cos."""
+    """MiniLM-L6 end to end under CKKS for one `tokens`-token input: time, rounds, bytes, cos;
+    in-process, the output is delivered twice (`_BothWays`): without and with circuit privacy."""
     model = privinfer.load("minilm-l6")
     ids = _sentence_of(model, tokens)
     plain = model.plain().ops.reveal(model.plain().encode(ids))
@@ -129,14 +188,22 @@ def bench_minilm(tokens: int = 16, two_process: bool = False) -> dict:
         got, stats = embed_remote(model, [ids], None)
         keys_s = 0.0
     else:
-        ops = HeOps(ranges=minilm_ranges())
+        ops = _BothWays(ranges=minilm_ranges())
         keys_s = time.perf_counter() - t0
         got = ops.reveal(model.build(ops).encode(ids))
         s = ops.refresher.stats
+        deliveries = []
+        for d in ops.deliveries:
+            d = dict(d)
+            d["error_vs_plain"] = float((d.pop("output") - plain).norm())
+            deliveries.append(d)
         stats = {
+            "deliveries": deliveries,
             "rounds": s.rounds,
             "bytes_to_server": s.bytes_to_server + ops.key_bytes,
-            "bytes_to_client": s.bytes_to_client,
+            # the session as run with circuit privacy (the raw extra deliveries left out)
+            "bytes_to_client": s.bytes_to_client
+            - sum(d["bytes_to_client"] for d in deliveries if not d["circuit_privacy"]),
             "galois_key_bytes": ops.key_bytes,
             "by_op_s": {k: round(v["wall_s"], 2) for k, v in ops.costs().to_dict().items()},
         }
@@ -279,9 +346,11 @@ def bench_fidelity(count: int = 20, say=None) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """python -m privinfer.bench.he_bench {matvec,packed,minilm,smollm2,fidelity} [--json]"""
+    """python -m privinfer.bench.he_bench {matvec,packed,minilm,smollm2,fidelity,deliver} [--json]"""
     p = argparse.ArgumentParser(prog="python -m privinfer.bench.he_bench")
-    p.add_argument("which", choices=["matvec", "packed", "minilm", "smollm2", "fidelity"])
+    p.add_argument(
+        "which", choices=["matvec", "packed", "minilm", "smollm2", "fidelity", "deliver"]
+    )
     p.add_argument("--json", action="store_true")
     p.add_argument("--tokens", type=int, default=16)
     p.add_argument("--two-process", action="store_true")
@@ -294,6 +363,8 @@ def main(argv: list[str] | None = None) -> int:
         out = bench_minilm(a.tokens, a.two_process)
     elif a.which == "fidelity":
         out = bench_fidelity()
+    elif a.which == "deliver":
+        out = {"minilm": bench_deliver(1, 2), "smollm2_context_16": bench_deliver(96, 2)}
     else:
         out = bench_smollm2()
     print(json.dumps(out) if a.json else "\n".join(f"{k}: {v}" for k, v in out.items()))

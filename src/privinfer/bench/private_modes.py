@@ -203,12 +203,18 @@ def raise_net_unsupported(mode: str) -> None:
 
 
 def workload_he_ops(args: argparse.Namespace, say: Say) -> dict[str, Any]:
-    from privinfer.bench.he_bench import bench_matvec, bench_packed  # lazy: imports tenseal
+    from privinfer.bench.he_bench import (  # lazy: imports tenseal
+        bench_deliver,
+        bench_matvec,
+        bench_packed,
+    )
 
     say("he-ops: 576x576 matvec on one ciphertext (N=8192), single thread")
     mv = bench_matvec(n=576)
     say("he-ops: 64 packed vectors through 576x576")
     pk = bench_packed(vectors=64, n=576)
+    say("he-ops: delivery without / with circuit privacy (MiniLM output, SmolLM2 logits T=16)")
+    dl = {"minilm": bench_deliver(1, 2), "smollm2_token_t16": bench_deliver(96, 2)}
     rows = [
         [
             "576x576 encrypted matvec, one ciphertext, N=8192",
@@ -225,7 +231,21 @@ def workload_he_ops(args: argparse.Namespace, say: Say) -> dict[str, Any]:
             f"max error {pk['max_abs_error']:.1e}, 1 thread",
         ],
     ]
-    return {"he-ops": {"matvec": mv, "packed": pk, "rows": rows}, "plain": None}
+    for what, d in (
+        ("MiniLM sentence", dl["minilm"]),
+        ("SmolLM2 token, T=16", dl["smollm2_token_t16"]),
+    ):
+        raw, fl = d["raw"], d["flooded"]
+        rows.append(
+            [
+                f"output delivery per {what}: {d['ciphertexts']} ciphertexts from level {d['level']}",
+                f"{fl['median_s'] * 1000:.0f} ms, {fl['bytes'] / 1e6:.2f} MB",
+                f"without circuit privacy {raw['median_s'] * 1000:.0f} ms, {raw['bytes'] / 1e6:.2f} MB",
+                f"{fl['median_s'] / raw['median_s']:.2f}x",
+                "mask + fresh encryption of zero + flood (he.privacy), server and client, 1 thread",
+            ]
+        )
+    return {"he-ops": {"matvec": mv, "packed": pk, "deliver": dl, "rows": rows}, "plain": None}
 
 
 RUNNERS: dict[str, Callable[..., dict[str, Any]]] = {"mpc": run_mpc, "he": run_he}

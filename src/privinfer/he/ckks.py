@@ -191,6 +191,21 @@ class CkksContext:
         ct.scale = scale
         return ct
 
+    def rerandomize(self, ct: Ciphertext, flood: np.ndarray | None = None) -> Ciphertext:
+        """ct + a fresh public-key encryption of zero (c1 becomes a fresh RLWE sample, and
+        the noise gains the fresh encryption's) + (flood, 0) for an integer polynomial."""
+        out = self.add(ct, self.encrypt_zero(self.level(ct), ct.scale))
+        return out if flood is None else self.add_integer_poly(out, flood)
+
+    def decrypt_complex(self, ct: Ciphertext) -> np.ndarray:
+        """Client only: all slots as complex values (imaginary parts of a real-valued
+        computation are its noise)."""
+        if self._decryptor is None:
+            raise SecurityError("This CKKS context holds no secret key and cannot decrypt.")
+        pt = seal.Plaintext()
+        self._decryptor.decrypt(ct, pt)
+        return np.asarray(self.encoder.decode_complex(pt))
+
     def decrypt(self, ct: Ciphertext) -> np.ndarray:
         """Client only: decrypt and decode all slots to a float64 array."""
         if self._decryptor is None:

@@ -7,6 +7,9 @@ steps, refreshes of sigma=40-masked ciphertexts, the client's encrypted input ro
 delivery of outputs (embedding, logits) to the client. The embedding table (and BERT's embedding
 LayerNorm) is published to the client, which computes its input rows itself: the server never
 sees token ids. Shapes, token count, positions and the calibrated ranges (`HeRanges`) are public.
+Deliveries are masked to their valid slots, re-randomised and flooded (`he.privacy`): c1 is
+fresh, but the flood is sized to the outputs' precision and does not statistically hide the
+circuit's noise (the figures are in `privacy.figures`).
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from privinfer.errors import InputError
-from privinfer.he import linear, packing, wire
+from privinfer.he import linear, packing, privacy, wire
 from privinfer.he.ckks import PARAMS_16384, Ciphertext, CkksContext, CkksParams
 from privinfer.he.decoder import DecoderMixin
 from privinfer.he.nonlinear import CheckAccumulator, plan_rsqrt
@@ -108,9 +111,11 @@ class HeOps(DecoderMixin, NonlinearMixin):
         keyholder: KeyHolder | None = None,
         context_tokens: int = 0,
         progress: Callable[[str], None] | None = None,
+        circuit_privacy: bool = True,
     ) -> None:
         """`context_tokens` > 0 fixes the packing (decoders: the context capacity, a power of
-        two); `cache_weights` keeps encoded plaintexts per (weight, tokens, level)."""
+        two); `cache_weights` keeps encoded plaintexts per (weight, tokens, level);
+        `circuit_privacy` re-randomises and floods what goes to the client (`he.privacy`)."""
         self.keyholder = keyholder or LocalKeyHolder(HeClient.create(params))
         self.ctx = CkksContext.from_public(self.keyholder.public_bundle())
         self.ctx.pin_scale = True
@@ -126,6 +131,9 @@ class HeOps(DecoderMixin, NonlinearMixin):
         self._encoded: dict[tuple[int, int, int], linear.PackedMatrix] = {}
         self._calls: dict[str, int] = {}
         self.key_bytes = 0
+        self.circuit_privacy = circuit_privacy
+        self.flood_sigma = privacy.flood_sigma(self.ctx.params)
+        self.value_bound = float(value_bound)
         self._init_decoder()
 
     # ---- bookkeeping -------------------------------------------------------------------
@@ -264,7 +272,11 @@ class HeOps(DecoderMixin, NonlinearMixin):
         cts = [self.ctx.mod_switch_to(c, level) for c in cts]
         if not self.cache_weights or handle is None:
             # Streamed: each diagonal is encoded right before its product (few MB alive).
-            n1 = babies.n1 if babies else linear.streamed_n1(w.shape, self.ctx.params.slots, x.tokens)
+            n1 = (
+                babies.n1
+                if babies
+                else linear.streamed_n1(w.shape, self.ctx.params.slots, x.tokens)
+            )
             self._steps(linear.streamed_steps(w.shape, self.ctx.params.slots, x.tokens, n1))
             out = linear.streamed_matmul(self.ctx, w, cts, x.tokens, babies and babies.cts, n1)
             return HeTensor(out, x.rows, w.shape[0], x.tokens, x.start)
@@ -360,7 +372,12 @@ class HeOps(DecoderMixin, NonlinearMixin):
 
     # ---- outputs -----------------------------------------------------------------------
     def _deliver(self, x: HeTensor, kind: str) -> Any:
-        """Send x (plus the range-check total) to the client; returns what the client says."""
+        """Send x (plus the range-check total) to the client; returns what the client says.
+        With `circuit_privacy` the output ciphertexts are first multiplied by the public 0/1
+        mask of their valid rows and columns (the other slots hold values the client is not
+        owed: logits of earlier positions, padded rows computed from pad values), then every
+        ciphertext is mod-switched to the delivery level, re-randomised and flooded
+        (`privacy.sanitize`)."""
         cts = list(x.cts)
         meta = {
             "tokens": x.tokens,
@@ -373,6 +390,16 @@ class HeOps(DecoderMixin, NonlinearMixin):
         check = self._check_total()
         if check is not None:
             cts.append(check)
+        if self.circuit_privacy:
+            with self._op("circuit_privacy"):
+                n_out = len(x.cts)  # outputs drop to the delivery level, the check keeps its own
+                outs = self._ready(cts[:n_out], 1)
+                outs = [self.ctx.multiply_values(c, self._valid(x, i)) for i, c in enumerate(outs)]
+                cts = outs + cts[n_out:]
+                cts = [
+                    privacy.sanitize(self.ctx, c, self.flood_sigma, self.value_bound, i < n_out)
+                    for i, c in enumerate(cts)
+                ]
         payload = wire.pack_ciphertexts(self.ctx, cts)
         self.refresher.stats.bytes_to_client += len(payload)
         if kind == "reveal":

@@ -93,6 +93,23 @@ def check_window(coeffs: np.ndarray, mask_bits: int, value_bits: int) -> None:
         raise SecurityError(OUT_OF_BOUND)
 
 
+def uniform_poly(bits: int, n: int) -> np.ndarray:
+    """n coefficients uniform in [-2^bits, 2^bits) from the OS CSPRNG (object array)."""
+    return np.array([secrets.randbits(bits + 1) - (1 << bits) for _ in range(n)], dtype=object)
+
+
+def gaussian_poly(sigma: float, n: int) -> np.ndarray:
+    """n coefficients round(sigma * g), g standard normal by Box-Muller on 53-bit uniforms
+    from the OS CSPRNG (int64 array). A rounded continuous Gaussian: for sigma >= 4 its
+    distance to the discrete Gaussian of the same width is below 2^-60 per coefficient;
+    |g| <= sqrt(2 * 53 ln 2) = 8.6, so coefficients stay below 9 sigma."""
+    u = np.frombuffer(secrets.token_bytes(16 * n), np.uint64).reshape(2, n) >> np.uint64(11)
+    u1 = (u[0].astype(np.float64) + 1.0) / 2.0**53  # (0, 1]: log is finite
+    u2 = u[1].astype(np.float64) / 2.0**53
+    g = np.sqrt(-2.0 * np.log(u1)) * np.cos(2.0 * np.pi * u2)
+    return np.rint(sigma * g).astype(np.int64)
+
+
 class RefreshClient(Protocol):
     """The key holder's side of a refresh: masked ciphertexts in, fresh ciphertexts out."""
 
@@ -174,9 +191,9 @@ class Refresher:
         return self.ctx.level(ct) - depth < max(self.level, self.ctx.params.floor_level)
 
     def _mask(self) -> np.ndarray:
-        k = self.mask_bits(self.ctx.scale * 2.0)
-        n = self.ctx.params.poly_modulus_degree
-        return np.array([secrets.randbits(k + 1) - (1 << k) for _ in range(n)], dtype=object)
+        return uniform_poly(
+            self.mask_bits(self.ctx.scale * 2.0), self.ctx.params.poly_modulus_degree
+        )
 
     def refresh(self, cts: list[Ciphertext]) -> list[Ciphertext]:
         """Refresh a batch in one round trip; outputs are at the top level, same scales."""

@@ -108,11 +108,12 @@ def mpc_parameters(
 
 
 def he_parameters() -> dict[str, Any]:
-    """The he mode's CKKS parameters, security level from the standard table, refresh masking."""
+    """The he mode's CKKS parameters, security level from the standard table, refresh masking,
+    and the circuit privacy of delivered outputs (`he.privacy.figures`)."""
     import math
 
     from privinfer.he import params as he_params
-    from privinfer.he import refresh
+    from privinfer.he import privacy, refresh
 
     p = he_params.PARAMS_16384
     n, total = p.poly_modulus_degree, sum(p.coeff_modulus_bits)
@@ -137,6 +138,7 @@ def he_parameters() -> dict[str, Any]:
             "polynomial much wider than the data (noise flooding); the client decrypts only "
             "masked values and re-encrypts at the top level; one round trip per refresh",
         },
+        "circuit_privacy": privacy.figures(p),
         "refuses_below_128_bits": True,
     }
 
