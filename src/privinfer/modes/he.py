@@ -107,7 +107,10 @@ class HeMode(Mode):
                 "partly",
                 "refresh values are masked by the server (statistical masking + noise "
                 "flooding); the output itself and, where the embedding runs client-side, "
-                "the embedding table are revealed",
+                "the embedding table are revealed; delivered outputs are re-randomised (fresh "
+                "c1, slots outside the output zeroed) but their CKKS noise is only blurred: "
+                "the flood the outputs' precision allows gives 0 bits of statistical "
+                "circuit privacy (figures: privinfer security --mode he)",
             ),
             "output": Cell("n/a", "the client owns the output"),
             "metadata": Cell("n/a", "the client owns its metadata"),
