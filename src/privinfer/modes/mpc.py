@@ -15,13 +15,14 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from privinfer.errors import InputError
+from privinfer.models.costs import OpCost
 from privinfer.modes import Mode, Option, Request
 from privinfer.security.matrix import ASSETS, META_LEAK, Cell
 
 if TYPE_CHECKING:
     import torch
 
-    from privinfer.models.costs import CostReport, EmbeddingStats
+    from privinfer.models.costs import EmbeddingStats
     from privinfer.models.generate import GenerationStats
 
 OPTIONS = (
@@ -68,21 +69,15 @@ def _summary(report: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _fill(
-    costs: CostReport,
-    details: dict[str, Any],
-    report: dict[str, Any],
-) -> None:
-    """Per-party figures into `details["mpc"]`; party 0's by-op rounds and bytes into `costs`."""
+def _fill(stats: GenerationStats | EmbeddingStats, report: dict[str, Any]) -> None:
+    """Per-party figures into `stats.details["mpc"]`; party 0's by-op rounds and bytes into
+    `stats.costs` (the parties are symmetric, and their STATS are keyed "0", "1", "2")."""
     summary = _summary(report)
-    details["mpc"] = summary
-    parties = summary.get("parties", {})
-    first = parties.get("0") or parties.get(0) or next(iter(parties.values()), None)
-    for op, c in ((first or {}).get("by_op") or {}).items():
-        oc = costs.by_op[op]
-        oc.calls += int(c.get("calls", 0))
-        oc.rounds += int(c.get("rounds", 0))
-        oc.bytes_sent += int(c.get("bytes_sent", 0))
+    stats.details["mpc"] = summary
+    for op, c in (summary["parties"].get("0", {}).get("by_op") or {}).items():
+        stats.costs.by_op[op].add(
+            OpCost(c["calls"], rounds=c["rounds"], bytes_sent=c["bytes_sent"])
+        )
 
 
 @contextlib.contextmanager
@@ -229,7 +224,7 @@ class MpcMode(Mode):
                 stop_ids=model.tokenizer.eos_ids,
                 stats=stats,
             )
-            _fill(stats.costs, stats.details, client.report)
+            _fill(stats, client.report)
 
     def embed(
         self,
@@ -245,7 +240,7 @@ class MpcMode(Mode):
         """Sentence embeddings [n, dim], revealed to this client only."""
         with _client(model, cluster, connect_timeout_s, timeout_s, progress) as client:
             vecs = client.embed(model.name, int(model.cfg.vocab_size), ids_list)
-            _fill(stats.costs, stats.details, client.report)
+            _fill(stats, client.report)
             return vecs
 
 
