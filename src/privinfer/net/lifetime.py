@@ -1,0 +1,53 @@
+"""Child processes that never outlive the process that started them.
+
+Every launcher in privinfer (the tee host starting its enclave, the mpc launcher starting its
+three parties, the he client starting a local server, the proxy starting any of these, tests
+starting `privinfer ... serve`) spawns through `spawn` here, or passes `die_with_parent()` as
+`preexec_fn`. On Linux the child asks the kernel (prctl PR_SET_PDEATHSIG) for SIGKILL when its
+parent dies, however the parent dies, SIGKILL included; then it checks that the parent did not
+die between fork and the prctl call (the documented race) and exits at once if it did.
+
+Caveat stated by the kernel: the signal is tied to the parent *thread* that forked. Spawn from
+a thread that lives as long as the child should (the main thread, or a server's own thread), not
+from a short-lived worker thread. Elsewhere than Linux this is a no-op and launchers fall back to
+their own stop paths.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any
+
+_PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent() -> Callable[[], None]:
+    """A `preexec_fn` for `subprocess.Popen`: the child gets SIGKILL when this process dies.
+
+    Call it in the parent (it records the parent's pid before the fork); the function it returns
+    runs in the child between fork and exec and exits at once if the parent is already gone.
+    """
+    return functools.partial(_pdeathsig, os.getpid())
+
+
+def _pdeathsig(parent: int) -> None:
+    if not sys.platform.startswith("linux"):
+        return
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0) != 0:
+        return
+    if os.getppid() != parent:  # the parent died before the prctl took effect
+        os._exit(1)
+
+
+def spawn(argv: Sequence[str], **kwargs: Any) -> subprocess.Popen[Any]:
+    """`subprocess.Popen(argv, **kwargs)` whose child dies with this process (see module doc)."""
+    if "preexec_fn" in kwargs:
+        raise TypeError("spawn sets preexec_fn itself")
+    return subprocess.Popen(list(argv), preexec_fn=die_with_parent(), **kwargs)
