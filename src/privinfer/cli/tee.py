@@ -183,8 +183,30 @@ def add_verify_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--collateral",
         default=None,
-        metavar="JSON",
-        help="Intel DCAP collateral JSON, SGX only (default: none)",
+        metavar="JSON_OR_DIR",
+        help="Intel DCAP collateral JSON for SGX/TDX, or a directory of them picked by FMSPC; "
+        "with it the TCB policy is enforced (default: none, TCB status not checked)",
+    )
+    parser.add_argument(
+        "--allow-tcb-status",
+        nargs="+",
+        action="extend",
+        default=[],
+        metavar="STATUS",
+        help="Intel TCB statuses to accept with --collateral (default: UpToDate "
+        "SWHardeningNeeded; e.g. OutOfDate, ConfigurationNeeded)",
+    )
+    parser.add_argument(
+        "--min-tcb-eval",
+        type=int,
+        default=0,
+        metavar="N",
+        help="lowest Intel tcbEvaluationDataNumber to accept with --collateral (default: 0)",
+    )
+    parser.add_argument(
+        "--allow-unknown-debug",
+        action="store_true",
+        help="accept evidence that does not show its debug state (NVIDIA SPDM; default: refuse)",
     )
     parser.add_argument("--json", action="store_true", help="print one JSON object")
 
@@ -193,7 +215,10 @@ def _print_claims(claims: Claims, notes: list[str]) -> None:
     print(f"OK: {claims.evidence_type} evidence verified")
     for name in ("measurement", "signer", "report_data"):
         print(f"  {name}: {getattr(claims, name).hex() or '(none)'}")
-    print(f"  product_id: {claims.product_id}  svn: {claims.svn}  debug: {claims.debug}")
+    debug = "unknown" if claims.debug is None else claims.debug
+    print(f"  product_id: {claims.product_id}  svn: {claims.svn}  debug: {debug}")
+    if claims.evidence_type in ("sgx", "tdx") and "tcb_status" not in claims.extra:
+        print("  tcb_status: not checked (no collateral)")
     for k, v in claims.components.items():
         print(f"  component {k}: {v.hex()}")
     for k, v in claims.extra.items():
@@ -223,6 +248,9 @@ def run_verify(args: argparse.Namespace) -> int:
             report_data=args.report_data,
             roots=args.root,
             collateral=args.collateral,
+            allow_tcb_status=args.allow_tcb_status,
+            min_tcb_eval=args.min_tcb_eval,
+            allow_unknown_debug=args.allow_unknown_debug,
         )
     except InputError as exc:
         error(str(exc))

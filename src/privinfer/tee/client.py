@@ -25,7 +25,7 @@ from cryptography import x509
 
 from privinfer.errors import InputError, PrivinferError
 from privinfer.models.registry import resolve
-from privinfer.tee.attestation import new_nonce, verify_attestation
+from privinfer.tee.attestation import HardwareTrust, new_nonce, verify_attestation
 from privinfer.tee.channel import ChannelError, RecordType, SecureChannel, client_channel
 from privinfer.tee.claims import Claims
 from privinfer.tee.policy import ANY, Policy
@@ -72,7 +72,7 @@ def claims_summary(claims: Claims) -> str:
         f"(code {comp.get('code', b'').hex()[:8]}, config {comp.get('config', b'').hex()[:8]},"
         f" model {comp.get('model', b'').hex()[:8]})",
         f"svn {claims.svn}",
-        "debug " + ("ON" if claims.debug else "off"),
+        "debug " + ("unknown" if claims.debug is None else "ON" if claims.debug else "off"),
         f"root {str(claims.extra.get('root_sha256', ''))[:16]}",
         "- software platform: no hardware root of trust",
     ]
@@ -197,7 +197,7 @@ class TeeClient:
         self,
         server_url: str,
         *,
-        root_cert: bytes | str | Path | x509.Certificate,
+        root_cert: bytes | str | Path | x509.Certificate | HardwareTrust,
         policy: Policy | None = None,
         measurement: bytes | str | None = None,
         model_file: Path | str | None = None,
@@ -207,7 +207,7 @@ class TeeClient:
         transport: httpx.BaseTransport | None = None,
     ) -> None:
         self.url = server_url.rstrip("/")
-        self.root = load_root(root_cert)
+        self.root = root_cert if isinstance(root_cert, HardwareTrust) else load_root(root_cert)
         if policy is None:
             if measurement is None:
                 if model_file is None:
