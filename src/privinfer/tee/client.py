@@ -64,7 +64,7 @@ def measurement_policy(measurement: bytes, *, allow_debug: bool = False) -> Poli
 
 
 def claims_summary(claims: Claims) -> str:
-    """One line for stderr: what was verified, and that this is the software platform."""
+    """One line for stderr: what was verified, and whether a hardware root vouches for it."""
     comp = claims.components
     parts = [
         f"attested {claims.evidence_type}",
@@ -74,8 +74,11 @@ def claims_summary(claims: Claims) -> str:
         f"svn {claims.svn}",
         "debug " + ("unknown" if claims.debug is None else "ON" if claims.debug else "off"),
         f"root {str(claims.extra.get('root_sha256', ''))[:16]}",
-        "- software platform: no hardware root of trust",
     ]
+    if claims.evidence_type not in ("sgx", "tdx", "snp", "nvidia"):
+        parts.append("- software platform: no hardware root of trust")
+    elif "tcb_status" in claims.extra:
+        parts.append(f"tcb {claims.extra['tcb_status']}")
     return " ".join(parts)
 
 
