@@ -217,3 +217,21 @@ def test_client_trust_not_host_bytes_picks_the_verifier() -> None:
         with pytest.raises(EvidenceRejected) as err:
             verify_attestation(SGX, *args, trust, ANY_ID, now=AT_2025)  # type: ignore[arg-type]
         assert err.value.reason == reason, err.value
+
+
+def test_client_requires_collateral_for_dcap_evidence(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """The client's default policy refuses a TDX quote without collateral and accepts it with a
+    collateral cache directory. The sample's report_data stands in for the session binding."""
+    import privinfer.tee.attestation as attestation
+
+    monkeypatch.setattr(attestation, "report_data", lambda *a: TDX4[48 + 520 : 48 + 584])
+    pol = Policy(allowed_measurements=ANY, allowed_signers=ANY)  # TCB defaults
+    args = (b"n" * 32, b"k" * 32, b"ctx")
+    with pytest.raises(EvidenceRejected) as err:
+        verify_attestation(TDX4, *args, HardwareTrust("tdx"), pol, now=AT_2025)
+    assert err.value.reason == Reason.TCB_NOT_CHECKED
+    (tmp_path / "tdx.json").write_bytes(TDX4_COLL)
+    claims = verify_attestation(TDX4, *args, HardwareTrust("tdx", tmp_path), pol, now=AT_2025)
+    assert claims.extra["tcb_status"] == "UpToDate"
