@@ -235,3 +235,17 @@ def test_client_requires_collateral_for_dcap_evidence(
     (tmp_path / "tdx.json").write_bytes(TDX4_COLL)
     claims = verify_attestation(TDX4, *args, HardwareTrust("tdx", tmp_path), pol, now=AT_2025)
     assert claims.extra["tcb_status"] == "UpToDate"
+
+
+def test_client_for_hardware_needs_a_measurement_and_keeps_the_trust(tmp_path: Path) -> None:
+    from privinfer.errors import InputError
+    from privinfer.tee.client import client_for
+
+    trust = HardwareTrust("tdx", collateral=tmp_path)
+    with pytest.raises(InputError, match="needs --measurement"):
+        client_for("http://127.0.0.1:9", trust=trust, measurement=None)
+    mrtd = TDX4[48 + 136 : 48 + 184].hex()
+    with client_for("http://127.0.0.1:9", trust=trust, measurement=mrtd) as client:
+        assert client.root is trust
+        assert client.policy.allowed_measurements == frozenset({bytes.fromhex(mrtd)})
+        assert client.policy.require_tcb

@@ -42,19 +42,52 @@ def _client_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--model", default="smollm2-135m", help="local model the measurement is computed from"
     )
+    p.add_argument(
+        "--hardware",
+        choices=EVIDENCE_TYPES,
+        default=None,
+        help="accept only this hardware evidence, against the pinned vendor root (default: the "
+        "software platform's --root); needs --measurement",
+    )
+    p.add_argument(
+        "--collateral",
+        default=None,
+        metavar="JSON_OR_DIR",
+        help="Intel DCAP collateral file or cache directory (--hardware sgx/tdx: without it the "
+        "quote is refused)",
+    )
+    p.add_argument(
+        "--certs",
+        nargs="+",
+        default=[],
+        metavar="PEM_OR_DER",
+        help="certificates the evidence does not carry (--hardware snp: VCEK, ASK+ARK)",
+    )
 
 
-def _client(server: str, root: str | None, measurement: str | None, model: str) -> Any:
+def _client(
+    server: str, root: str | None, measurement: str | None, model: str, args: Any = None
+) -> Any:
+    from privinfer.tee.attestation import HardwareTrust
     from privinfer.tee.client import client_for
 
-    return client_for(server, root=root, measurement=measurement, model=model)
+    trust = None
+    if args is not None and getattr(args, "hardware", None):
+        from privinfer.tee.verify import read_file
+
+        trust = HardwareTrust(
+            args.hardware,
+            collateral=args.collateral,
+            certs=tuple(read_file(p) for p in args.certs),
+        )
+    return client_for(server, root=root, measurement=measurement, model=model, trust=trust)
 
 
 def cmd_attest(args: argparse.Namespace) -> int:
     """Verify a fresh quote from --server and print the claims."""
     from privinfer.tee.client import claims_summary, reachable
 
-    with _client(args.server, args.root, args.measurement, args.model) as client:
+    with _client(args.server, args.root, args.measurement, args.model, args) as client:
         with reachable(args.server):
             session = client.attest()
             session.close()
@@ -117,7 +150,7 @@ def cmd_gateway(args: argparse.Namespace) -> int:
     from privinfer.tee.gateway import run_gateway
 
     check_port(args.port)
-    client = _client(args.server, args.root, args.measurement, args.model)
+    client = _client(args.server, args.root, args.measurement, args.model, args)
     return run_gateway(client, model_name=args.model, host=args.host, port=args.port)
 
 

@@ -299,15 +299,29 @@ def client_for(
     root: str | Path | None = None,
     measurement: str | None = None,
     model: str = "smollm2-135m",
+    trust: HardwareTrust | None = None,
 ) -> TeeClient:
     """A TeeClient with the documented defaults: the root `tee init-platform` exported, the
-    measurement from $PRIVINFER_TEE_MEASUREMENT or computed from the local code and `model`."""
+    measurement from $PRIVINFER_TEE_MEASUREMENT or computed from the local code and `model`.
+
+    With `trust` the client accepts only that hardware evidence (pinned vendor root, Intel
+    collateral for SGX/TDX); its measurement (MRTD, SNP MEASUREMENT, MRENCLAVE) must be given,
+    since it is the measurement of a whole VM or enclave image, not of the local code."""
+    measurement = measurement or os.environ.get("PRIVINFER_TEE_MEASUREMENT")
+    if trust is not None:
+        if not measurement:
+            raise InputError(
+                f"--hardware {trust.evidence_type} needs --measurement (the image's measurement)"
+            )
+        try:
+            return TeeClient(server, root_cert=trust, measurement=measurement)
+        except ValueError:
+            raise InputError("--measurement must be hex") from None
     root = str(root or default_root_cert())
     if not os.path.isfile(root):
         raise InputError(
             f"no pinned root certificate at {root}: pass --root or run `privinfer tee init-platform`"
         )
-    measurement = measurement or os.environ.get("PRIVINFER_TEE_MEASUREMENT")
     model_file = None
     if not measurement:
         model_file = resolve(model)[1]
