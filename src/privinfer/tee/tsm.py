@@ -208,7 +208,10 @@ def detect_platform(
     gramine_dev: Path | str = GRAMINE_DEV,
     fs: ConfigFs | None = None,
 ) -> str:
-    """The platform present: "tdx" or "snp" (configfs TSM), "sgx-gramine", else "software"."""
+    """The platform present: "tdx" or "snp" (configfs TSM), "sgx-gramine", else "software".
+
+    A TSM tree whose probe fails (no provider loaded, or no permission to create an entry) counts
+    as absent; `hardware_provider(name)` says why in that case."""
     if TsmProvider.available(tsm_root):
         try:
             return TsmProvider(tsm_root, fs=fs).platform
