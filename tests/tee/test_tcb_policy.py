@@ -249,3 +249,20 @@ def test_client_for_hardware_needs_a_measurement_and_keeps_the_trust(tmp_path: P
         assert client.root is trust
         assert client.policy.allowed_measurements == frozenset({bytes.fromhex(mrtd)})
         assert client.policy.require_tcb
+
+
+def test_host_made_crl_is_refused() -> None:
+    """A PCK CRL in the PCK CA's name but signed by another key (say, one that omits a revoked
+    leaf) is refused."""
+    coll = json.loads(SGX_COLL)
+    real = x509.load_der_x509_crl(bytes.fromhex(coll["pck_crl"]))
+    key, _ = host_root(real.issuer)
+    forged = (
+        x509.CertificateRevocationListBuilder()
+        .issuer_name(real.issuer)
+        .last_update(real.last_update_utc)
+        .next_update(real.next_update_utc)  # type: ignore[arg-type]
+        .sign(key, hashes.SHA256())
+    )
+    coll["pck_crl"] = forged.public_bytes(serialization.Encoding.DER).hex()
+    assert reason_of(SGX, at=AT_2025, collateral=json.dumps(coll).encode()) == Reason.BAD_CHAIN
