@@ -27,6 +27,7 @@ from privinfer.mpc.ring import encode
 from privinfer.mpc.session import MpcSessionError
 from privinfer.mpc.store import prepared_weights, share_model, stored_components
 from privinfer.net.cluster import free_ports, init_cluster
+from privinfer.net.lifetime import spawn
 
 CANARY = "zq-canary-5e1f"
 
@@ -39,7 +40,7 @@ def start_parties(cluster: Path, stores: list[Path], logs: Path, **opts: str) ->
         for k, v in opts.items():
             cmd += [f"--{k.replace('_', '-')}", v]
         with open(logs / f"party-{i}.log", "wb") as f:
-            procs.append(subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT))
+            procs.append(spawn(cmd, stdout=f, stderr=subprocess.STDOUT))
     return procs
 
 

@@ -39,6 +39,7 @@ from privinfer.mpc.ring import DEFAULT_FRAC_BITS, bits_to_bytes
 from privinfer.mpc.runtime import N_PARTIES, Party, run_local
 from privinfer.mpc.shares import RShare, reveal, reveal_ring, share_from
 from privinfer.net.cluster import free_ports, init_cluster, load_cluster
+from privinfer.net.lifetime import spawn as spawn_child
 from privinfer.net.memory import MemoryLink
 from privinfer.net.tls import connect_parties
 
@@ -278,7 +279,7 @@ def run_suite(
             cmd = [sys.executable, "-m", "privinfer.bench.mpc_bench", suite, "--party", str(i)]
             cmd += ["--cluster", str(cluster), "--out", str(Path(tmp) / f"p{i}.json")]
             cmd += ["--params", json.dumps(params)]
-            procs.append(spawn(i, cmd) if spawn else subprocess.Popen(cmd))
+            procs.append(spawn(i, cmd) if spawn else spawn_child(cmd))
         for pr in procs:
             if pr.wait(timeout=timeout_s) != 0:
                 raise RuntimeError(f"bench party exited with status {pr.returncode}")
