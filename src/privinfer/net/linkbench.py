@@ -20,8 +20,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from privinfer.net.lifetime import spawn
 from privinfer.net.cluster import free_ports, init_cluster, load_cluster
+from privinfer.net.lifetime import spawn
 from privinfer.net.tls import connect_parties
 
 
@@ -64,7 +64,9 @@ def _run_once(small: int, big: int, big_size: int) -> list[dict]:
         cmd = [sys.executable, "-m", "privinfer.net.linkbench", "--worker", str(cluster.path)]
         args = ["--small-rounds", str(small), "--big-rounds", str(big), "--big-size", str(big_size)]
         procs = [
-            spawn([*cmd, "--party", str(i), *args], stdout=subprocess.PIPE, text=True, env=os.environ)
+            spawn(
+                [*cmd, "--party", str(i), *args], stdout=subprocess.PIPE, text=True, env=os.environ
+            )
             for i in range(3)
         ]
         out = []
