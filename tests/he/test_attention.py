@@ -78,12 +78,8 @@ def test_packed_scores_row_sums_and_weighted_values(client16384, rng):
     for h in range(d // head_dim):
         for j in range(tokens):
             f = h * head_dim + j
-            pv[f * tokens : (f + 1) * tokens] = [
-                probs[h][t, (t + j) % tokens] for t in range(tokens)
-            ]
-    out = att.packed_weighted_values(
-        c, c.encrypt(pv), cv, tokens, head_dim, diags, np.full(slots, 2.0)
-    )
+            pv[f * tokens : (f + 1) * tokens] = [probs[h][t, (t + j) % tokens] for t in range(tokens)]
+    out = att.packed_weighted_values(c, c.encrypt(pv), cv, tokens, head_dim, diags, np.full(slots, 2.0))
     got = packing.unpack_tokens([c.decrypt(out)], tokens, d, tokens)
     ref = np.concatenate(
         [probs[h] @ v[:, h * head_dim : (h + 1) * head_dim] for h in range(2)], axis=1
