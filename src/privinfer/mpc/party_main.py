@@ -28,6 +28,7 @@ from privinfer.models.generate import GenerationStats, decode_loop
 from privinfer.models.ops import Sampler
 from privinfer.mpc.ops import MpcOps
 from privinfer.mpc.prf import PairwiseRandomness
+from privinfer.mpc.protocols.onehot import InputCheckError
 from privinfer.mpc.runtime import N_PARTIES, Party
 from privinfer.mpc.session import (
     CLIENT_ID,
@@ -216,6 +217,10 @@ def serve(
         )
         try:
             st = run_session(link, store, pid)
+        except InputCheckError as exc:  # every party reaches the same verdict in the same round
+            RemotePort(link).abort(PeerError(CLIENT_ID, str(exc)))
+            log(pid, "refused the client's input: not consistent one-hot shares")
+            st = {"refused": True}
         except PeerError as exc:
             if exc.peer != CLIENT_ID:  # a party failed: tell the client, then stop serving
                 RemotePort(link).abort(exc)
