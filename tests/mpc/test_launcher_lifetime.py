@@ -1,6 +1,7 @@
 """The mpc launcher (`LocalCluster`, tiny LLaMA) never leaves its parties behind: SIGKILLed, its
 three parties die with it (the kernel's parent-death signal); SIGTERMed, it stops them and
-deletes its `privinfer-mpc-*` folder. Both launchers run at once, to share the start-up time."""
+deletes its `privinfer-mpc-*` folder, and each party handles the SIGTERM it gets and exits
+with 143. Both launchers run at once, to share the start-up time."""
 
 from __future__ import annotations
 
@@ -24,9 +25,12 @@ sys.path.insert(0, {src!r})
 import privinfer
 from privinfer.mpc.launcher import LocalCluster
 lm = privinfer.load({model!r})
-with LocalCluster(lm, "tiny", progress=None, ready_timeout_s=120) as c:
+c = LocalCluster(lm, "tiny", progress=None, ready_timeout_s=120).start()
+try:
     print(json.dumps({{"parties": [p.pid for p in c.procs], "dir": str(c.dir)}}), flush=True)
     time.sleep(300)
+finally:  # what LocalCluster.__exit__ does, keeping the parties' exit codes
+    print(json.dumps({{"codes": c.stop(grace_s=0.5)}}), flush=True)
 """
 
 
@@ -69,6 +73,8 @@ def test_parties_die_with_a_killed_launcher_and_a_terminated_one_cleans_up(tmp_p
         assert not wait_gone(info[0]["parties"], 5.0), "parties outlived a SIGKILLed launcher"
 
         assert termed.wait(20) == 128 + signal.SIGTERM  # SystemExit(143): stop() ran
+        codes = json.loads(termed.stdout.read())["codes"]  # type: ignore[union-attr]
+        assert codes == [128 + signal.SIGTERM] * 3  # each party handled its SIGTERM and exited
         assert not wait_gone(info[1]["parties"], 5.0), "parties outlived a SIGTERMed launcher"
         assert not Path(info[1]["dir"]).exists(), "the SIGTERMed launcher left its temp folder"
     finally:

@@ -158,9 +158,10 @@ class LocalCluster:
                 p.wait(max(0.0, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
                 p.terminate()
-        for p in self.procs:
+        deadline = time.monotonic() + 10.0  # a terminated party closes its links and exits;
+        for p in self.procs:  # on a loaded machine that can take seconds
             try:
-                p.wait(3.0)
+                p.wait(max(0.0, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
                 p.kill()
                 p.wait()
