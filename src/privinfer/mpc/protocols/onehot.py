@@ -80,7 +80,7 @@ class OneHotCheck:
         p = self.party
         if x.a.dim() != 2:
             raise ValueError("the one-hot check takes [rows, vocab] shares")
-        n, v = int(x.shape[0]), int(x.shape[1])
+        n = int(x.shape[0])
         coin = self._coin_stream()
         a = np.ascontiguousarray(x.a.numpy())
         b = np.ascontiguousarray(x.b.numpy())
