@@ -39,6 +39,7 @@ from privinfer.mpc.ring import DEFAULT_FRAC_BITS, bits_to_bytes
 from privinfer.mpc.runtime import N_PARTIES, Party, run_local
 from privinfer.mpc.shares import RShare, reveal, reveal_ring, share_from
 from privinfer.net.cluster import free_ports, init_cluster, load_cluster
+from privinfer.net.lifetime import sigterm_as_exit
 from privinfer.net.lifetime import spawn as spawn_child
 from privinfer.net.memory import MemoryLink
 from privinfer.net.tls import connect_parties
@@ -421,7 +422,8 @@ def main(argv: list[str] | None = None) -> int:
     params = json.loads(args.params)
     if args.party is not None:
         return _party_main(args.suite, args.party, args.cluster, args.out, params)
-    report = summarise(args.suite, run_suite(args.suite, args.net, args.cluster, params))
+    with sigterm_as_exit():  # SIGTERM unwinds: the parties stop, the temp folder goes
+        report = summarise(args.suite, run_suite(args.suite, args.net, args.cluster, params))
     report = {
         "suite": args.suite,
         "net": args.net if args.cluster is None else args.cluster,

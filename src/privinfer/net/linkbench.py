@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 from privinfer.net.cluster import free_ports, init_cluster, load_cluster
-from privinfer.net.lifetime import spawn
+from privinfer.net.lifetime import sigterm_as_exit, spawn
 from privinfer.net.tls import connect_parties
 
 
@@ -115,4 +115,5 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    with sigterm_as_exit():  # SIGTERM unwinds: the party processes stop, the temp folder goes
+        sys.exit(main())
