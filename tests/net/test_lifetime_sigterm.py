@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from privinfer.net.lifetime import sigterm_as_exit
 
 SRC = str(Path(__file__).resolve().parents[2] / "src")
@@ -59,3 +61,14 @@ def test_handler_is_restored_and_a_foreign_handler_is_kept() -> None:
         assert signal.getsignal(signal.SIGTERM) is mine
     finally:
         signal.signal(signal.SIGTERM, before)
+
+
+def test_run_is_subprocess_run_whose_child_is_killed_on_timeout() -> None:
+    from privinfer.net.lifetime import run
+
+    done = run([sys.executable, "-c", "print('hi')"], capture_output=True, text=True, timeout=30)
+    assert (done.returncode, done.stdout) == (0, "hi\n")
+
+    code = "import os, time; print(os.getpid(), flush=True); time.sleep(60)"
+    with pytest.raises(subprocess.TimeoutExpired):
+        run([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True, timeout=1.0)

@@ -56,6 +56,33 @@ def spawn(argv: Sequence[str], **kwargs: Any) -> subprocess.Popen[Any]:
     return subprocess.Popen(list(argv), preexec_fn=die_with_parent(), **kwargs)
 
 
+def run(
+    argv: Sequence[str],
+    *,
+    timeout: float | None = None,
+    input: Any = None,  # noqa: A002 - subprocess.run's name
+    capture_output: bool = False,
+    check: bool = False,
+    **kwargs: Any,
+) -> subprocess.CompletedProcess[Any]:
+    """`subprocess.run` through `spawn`: the child dies with this process. On a timeout or any
+    exception (KeyboardInterrupt included) the child is killed before the exception goes on."""
+    if capture_output:
+        kwargs["stdout"] = kwargs["stderr"] = subprocess.PIPE
+    if input is not None:
+        kwargs["stdin"] = subprocess.PIPE
+    with spawn(argv, **kwargs) as proc:
+        try:
+            out, err = proc.communicate(input, timeout=timeout)
+        except BaseException:
+            proc.kill()
+            proc.wait()
+            raise
+    if check and proc.returncode:
+        raise subprocess.CalledProcessError(proc.returncode, list(argv), out, err)
+    return subprocess.CompletedProcess(list(argv), proc.returncode, out, err)
+
+
 class sigterm_as_exit:  # noqa: N801 - used like a function: `with sigterm_as_exit(): ...`
     """While active, SIGTERM raises `SystemExit(143)` in the main thread, so the `finally` blocks
     and context managers that stop children and delete temp folders run (Python's default for
