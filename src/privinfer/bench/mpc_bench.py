@@ -240,7 +240,31 @@ def rounds_program(rounds: int = 2000, elements: int = 1) -> Program:
     return program
 
 
+def onehot_program(rows: Sequence[int] = (1, 37), vocab: int = 49_152, seed: int = 0) -> Program:
+    """The parties' one-hot input check (`mpc.protocols.onehot`) on one-hot inputs of each row
+    count at `vocab` (default SmolLM2's), after the session's coin; the client's shares come from
+    a seeded generator, the same in every party process."""
+    from privinfer.mpc.protocols.onehot import OneHotCheck
+
+    def program(p: Party) -> dict[str, Any]:
+        check = OneHotCheck(p)
+        _, coin = _metered(p, check._coin_stream)
+        out: dict[str, Any] = {"coin": coin}
+        g = torch.Generator().manual_seed(seed)
+        for n in rows:
+            x = torch.zeros(n, vocab, dtype=torch.int64)
+            x[torch.arange(n), torch.randint(0, vocab, (n,), generator=g)] = 1
+            r0, r1 = (torch.randint(-(2**62), 2**62, x.shape, generator=g) for _ in range(2))
+            comps = (r0, r1, x - r0 - r1)
+            share = RShare(comps[p.pid], comps[(p.pid + 1) % N_PARTIES], p.pid, 0)
+            _, out[f"rows_{n}"] = _metered(p, lambda s=share: check.check(s))
+        return out
+
+    return program
+
+
 PROGRAMS: dict[str, Callable[..., Program]] = {
+    "onehot": onehot_program,
     "rounds": rounds_program,
     "ops": ops_program,
     "gpt2": gpt2_program,
@@ -312,6 +336,17 @@ def summarise(suite: str, parties: list[dict[str, Any]]) -> dict[str, Any]:
         return {
             k: [round(r["rounds"][k], 4) for r in parties]
             for k in ("wall_s", "cpu_s", "process_cpu_s")
+        }
+    if suite == "onehot":
+        return {
+            key: {
+                "rounds": parties[0][key]["rounds"],
+                "bytes_per_party": [r[key]["bytes_sent"] for r in parties],
+                "cpu_s_per_party": [round(r[key]["cpu_s"], 4) for r in parties],
+                "wall_s": round(max(r[key]["wall_s"] for r in parties), 4),
+            }
+            for key in parties[0]
+            if key == "coin" or key.startswith("rows_")
         }
     if suite == "ops":
         return {
