@@ -4,16 +4,17 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 
 import pytest
+
+from privinfer.net import lifetime
 
 
 @pytest.mark.slow
 @pytest.mark.timeout(1200)  # one process loads SmolLM2 and starts a TEE server: minutes at load 7
 def test_bench_quick_plain_and_tee(tmp_path):
-    r = subprocess.run(
+    r = lifetime.run(
         [
             sys.executable,
             "-m",
@@ -46,7 +47,7 @@ def test_bench_quick_plain_and_tee(tmp_path):
     written = out["written"]
     assert any(w.endswith(".json") for w in written)
     assert any(w.endswith("-latency.png") for w in written)
-    table = subprocess.run(
+    table = lifetime.run(
         [
             sys.executable,
             "-c",
@@ -65,7 +66,7 @@ def test_bench_quick_plain_and_tee(tmp_path):
 
 
 def test_unknown_workload_is_one_line(tmp_path):
-    r = subprocess.run(
+    r = lifetime.run(
         [sys.executable, "-m", "privinfer.cli", "bench", "nope", "--out", str(tmp_path)],
         capture_output=True,
         text=True,
@@ -76,7 +77,7 @@ def test_unknown_workload_is_one_line(tmp_path):
 
 
 def test_zero_steps_is_refused(tmp_path):
-    r = subprocess.run(
+    r = lifetime.run(
         [sys.executable, "-m", "privinfer.cli", "bench", "--steps", "0", "--out", str(tmp_path)],
         capture_output=True,
         text=True,

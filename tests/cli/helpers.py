@@ -7,6 +7,8 @@ import subprocess
 import sys
 import time
 
+from privinfer.net import lifetime
+
 # Runs main() in a fresh interpreter with privinfer.api.load replaced by a tripwire (every command
 # loads its model through it), then prints NO-LOAD; a load prints LOADED and exits 99.
 _NO_LOAD_PROBE = (
@@ -45,7 +47,7 @@ def run_probe(
     """(`privinfer ARGS` in a subprocess under a probe, its wall time in seconds)."""
     probe = _TORCH_PROBE if torch_probe else _NO_LOAD_PROBE
     t0 = time.perf_counter()
-    r = subprocess.run(
+    r = lifetime.run(
         [sys.executable, "-c", probe, *args],
         capture_output=True,
         text=True,

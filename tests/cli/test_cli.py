@@ -9,6 +9,8 @@ import sys
 
 import pytest
 
+from privinfer.net import lifetime
+
 
 def user_env() -> dict[str, str]:
     """A user's bare environment, but with the caller's PYTHONPATH: a test run against a source
@@ -20,7 +22,7 @@ def user_env() -> dict[str, str]:
 
 
 def run(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
+    return lifetime.run(
         [sys.executable, "-m", "privinfer.cli", *args],
         capture_output=True,
         text=True,

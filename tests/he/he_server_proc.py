@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from privinfer.he.transport import ensure_identities
+from privinfer.net.lifetime import spawn
 
 
 @dataclass
@@ -37,7 +38,7 @@ def running_server(folder: Path, max_sessions: int = 2, sessions: int = 0) -> It
     ready, log = folder / "ready", folder / "server.log"
     cmd = [sys.executable, __file__, str(folder / "certs"), str(ready), str(max_sessions)]
     with open(log, "wb") as err:
-        proc = subprocess.Popen(cmd + [str(sessions)], stdin=subprocess.DEVNULL, stderr=err)
+        proc = spawn(cmd + [str(sessions)], stdin=subprocess.DEVNULL, stderr=err)
     try:
         deadline = time.monotonic() + 300  # imports and keys: slow on a loaded machine
         while not ready.exists() or not ready.read_text():

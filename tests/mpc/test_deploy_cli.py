@@ -16,7 +16,9 @@ import torch
 
 import privinfer
 from privinfer.models.tiny import tiny_llama_config, tiny_llama_weights, write_hf_folder
+from privinfer.net import lifetime
 from privinfer.net.cluster import free_ports
+from privinfer.net.lifetime import spawn
 from privinfer.net.netns import NetnsCluster, netns_available
 
 PRIVINFER = [sys.executable, "-m", "privinfer.cli"]
@@ -28,10 +30,10 @@ def _tiny_folder(tmp: Path) -> Path:
 
 
 def _run(args: list[str], timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(PRIVINFER + args, capture_output=True, text=True, timeout=timeout)
+    return lifetime.run(PRIVINFER + args, capture_output=True, text=True, timeout=timeout)
 
 
-def _parties(cluster: Path, stores: Path, popen=subprocess.Popen) -> list:
+def _parties(cluster: Path, stores: Path, popen=spawn) -> list:
     return [
         popen(
             PRIVINFER

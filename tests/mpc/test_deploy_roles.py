@@ -27,6 +27,7 @@ from privinfer.mpc.ring import encode
 from privinfer.mpc.session import MpcSessionError
 from privinfer.mpc.store import prepared_weights, share_model, stored_components
 from privinfer.net.cluster import free_ports, init_cluster
+from privinfer.net.lifetime import spawn
 
 CANARY = "zq-canary-5e1f"
 
@@ -39,7 +40,7 @@ def start_parties(cluster: Path, stores: list[Path], logs: Path, **opts: str) ->
         for k, v in opts.items():
             cmd += [f"--{k.replace('_', '-')}", v]
         with open(logs / f"party-{i}.log", "wb") as f:
-            procs.append(subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT))
+            procs.append(spawn(cmd, stdout=f, stderr=subprocess.STDOUT))
     return procs
 
 
@@ -189,3 +190,36 @@ def test_parties_never_receive_token_ids(deployed):
         assert 0 < req < 400  # the JSON request: model id, lengths, flags
     assert os.environ.get("PRIVINFER_DEBUG") is None
     assert torch.get_num_threads() >= 1
+
+
+class _WeightTwoClient(MpcClient):
+    """A malicious client: its last prompt row has weight 2 (the embedding would be 2 x a row)."""
+
+    def _send_onehot(self, link, ids, vocab):  # type: ignore[no-untyped-def]
+        from privinfer.mpc.shares import client_make_shares
+
+        onehot = torch.zeros(len(ids), vocab, dtype=torch.float64)
+        onehot[torch.arange(len(ids)), torch.as_tensor(list(ids))] = 1.0
+        onehot[-1, ids[-1]] = 2.0
+        self._send_all(link, client_make_shares(onehot, 0))
+
+
+def test_parties_refuse_a_client_input_that_is_not_one_hot_and_keep_serving(deployed):
+    lm, cluster, _, _, tmp = deployed
+    bad = _WeightTwoClient(str(cluster), connect_timeout_s=60, timeout_s=30)
+    with pytest.raises(MpcSessionError, match="refused the session: the client's input is not"):
+        list(
+            bad.generate(
+                "tiny",
+                lm.cfg,
+                lm.prompt_ids("abc"),
+                sampler=Sampler(),
+                max_new_tokens=2,
+                stop_ids=(),
+                stats=GenerationStats(),
+            )
+        )
+    toks, _, _ = _generate(lm, cluster, "abc", Sampler(), n=2)
+    assert len(toks) == 2  # the parties keep serving honest clients
+    for i in range(3):
+        assert "refused the client's input" in (tmp / f"party-{i}.log").read_text()

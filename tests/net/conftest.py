@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from privinfer.net.cluster import ClusterConfig, free_ports, init_cluster
+from privinfer.net.lifetime import spawn
 from privinfer.net.tls import TlsPeerLink, connect_parties
 
 PARTY_MAIN = Path(__file__).with_name("party_main.py")
@@ -93,7 +94,7 @@ def party_cmd(cluster_path: Path, party: int, *args: str) -> list[str]:
 def start_party(
     cluster_path: Path, party: int, *args: str, prefix: list[str] | None = None
 ) -> subprocess.Popen[str]:
-    return subprocess.Popen(
+    return spawn(
         [*(prefix or []), *party_cmd(cluster_path, party, *args)],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,

@@ -39,6 +39,8 @@ from privinfer.mpc.ring import DEFAULT_FRAC_BITS, bits_to_bytes
 from privinfer.mpc.runtime import N_PARTIES, Party, run_local
 from privinfer.mpc.shares import RShare, reveal, reveal_ring, share_from
 from privinfer.net.cluster import free_ports, init_cluster, load_cluster
+from privinfer.net.lifetime import sigterm_as_exit
+from privinfer.net.lifetime import spawn as spawn_child
 from privinfer.net.memory import MemoryLink
 from privinfer.net.tls import connect_parties
 
@@ -238,7 +240,31 @@ def rounds_program(rounds: int = 2000, elements: int = 1) -> Program:
     return program
 
 
+def onehot_program(rows: Sequence[int] = (1, 37), vocab: int = 49_152, seed: int = 0) -> Program:
+    """The parties' one-hot input check (`mpc.protocols.onehot`) on one-hot inputs of each row
+    count at `vocab` (default SmolLM2's), after the session's coin; the client's shares come from
+    a seeded generator, the same in every party process."""
+    from privinfer.mpc.protocols.onehot import OneHotCheck
+
+    def program(p: Party) -> dict[str, Any]:
+        check = OneHotCheck(p)
+        _, coin = _metered(p, check._coin_stream)
+        out: dict[str, Any] = {"coin": coin}
+        g = torch.Generator().manual_seed(seed)
+        for n in rows:
+            x = torch.zeros(n, vocab, dtype=torch.int64)
+            x[torch.arange(n), torch.randint(0, vocab, (n,), generator=g)] = 1
+            r0, r1 = (torch.randint(-(2**62), 2**62, x.shape, generator=g) for _ in range(2))
+            comps = (r0, r1, x - r0 - r1)
+            share = RShare(comps[p.pid], comps[(p.pid + 1) % N_PARTIES], p.pid, 0)
+            _, out[f"rows_{n}"] = _metered(p, lambda s=share: check.check(s))
+        return out
+
+    return program
+
+
 PROGRAMS: dict[str, Callable[..., Program]] = {
+    "onehot": onehot_program,
     "rounds": rounds_program,
     "ops": ops_program,
     "gpt2": gpt2_program,
@@ -278,7 +304,7 @@ def run_suite(
             cmd = [sys.executable, "-m", "privinfer.bench.mpc_bench", suite, "--party", str(i)]
             cmd += ["--cluster", str(cluster), "--out", str(Path(tmp) / f"p{i}.json")]
             cmd += ["--params", json.dumps(params)]
-            procs.append(spawn(i, cmd) if spawn else subprocess.Popen(cmd))
+            procs.append(spawn(i, cmd) if spawn else spawn_child(cmd))
         for pr in procs:
             if pr.wait(timeout=timeout_s) != 0:
                 raise RuntimeError(f"bench party exited with status {pr.returncode}")
@@ -310,6 +336,17 @@ def summarise(suite: str, parties: list[dict[str, Any]]) -> dict[str, Any]:
         return {
             k: [round(r["rounds"][k], 4) for r in parties]
             for k in ("wall_s", "cpu_s", "process_cpu_s")
+        }
+    if suite == "onehot":
+        return {
+            key: {
+                "rounds": parties[0][key]["rounds"],
+                "bytes_per_party": [r[key]["bytes_sent"] for r in parties],
+                "cpu_s_per_party": [round(r[key]["cpu_s"], 4) for r in parties],
+                "wall_s": round(max(r[key]["wall_s"] for r in parties), 4),
+            }
+            for key in parties[0]
+            if key == "coin" or key.startswith("rows_")
         }
     if suite == "ops":
         return {
@@ -420,7 +457,8 @@ def main(argv: list[str] | None = None) -> int:
     params = json.loads(args.params)
     if args.party is not None:
         return _party_main(args.suite, args.party, args.cluster, args.out, params)
-    report = summarise(args.suite, run_suite(args.suite, args.net, args.cluster, params))
+    with sigterm_as_exit():  # SIGTERM unwinds: the parties stop, the temp folder goes
+        report = summarise(args.suite, run_suite(args.suite, args.net, args.cluster, params))
     report = {
         "suite": args.suite,
         "net": args.net if args.cluster is None else args.cluster,

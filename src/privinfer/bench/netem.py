@@ -28,6 +28,7 @@ from typing import Any
 
 from privinfer.errors import InputError, PrivinferError
 from privinfer.net.cluster import ClusterConfig, free_ports, init_cluster, is_allowed_target
+from privinfer.net.lifetime import spawn
 from privinfer.net.netns import NetnsCluster, netns_available
 from privinfer.net.relay import DelayRelay
 
@@ -227,7 +228,7 @@ class NetworkSetup:
     ) -> subprocess.Popen[Any]:
         """Start `argv` in host `i` (own process group; killed at teardown if still running)."""
         kwargs.setdefault("process_group", 0)
-        proc = subprocess.Popen(self.command(i, argv), env=env, **kwargs)
+        proc = spawn(self.command(i, argv), env=env, **kwargs)
         self._procs.append(proc)
         return proc
 

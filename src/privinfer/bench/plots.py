@@ -1,6 +1,12 @@
-"""Benchmark plots (PNG via matplotlib's Agg canvas): latency, traffic, slowdown, error by mode.
+"""Benchmark plots (PNG via matplotlib's Agg canvas): latency, traffic, slowdown, error by mode,
+and one latency overview of every mode across several result files (the README's figure).
 
-Assumes a results dict shaped {"plain": {...}, "modes": {name: {"per_token_s", "bytes_per_token",
+Latency and slowdown axes are logarithmic (per-token latency spans plain's tens of milliseconds to
+he's twenty minutes); the other axes turn logarithmic when their values span 100x or more.
+`python -m privinfer.bench.plots benchmarks/results/*.json --out benchmarks/results` redraws
+every figure from stored JSON without running a benchmark.
+
+make_plots assumes a results dict shaped {"plain": {...}, "modes": {name: {"per_token_s", "bytes_per_token",
 "rounds_per_token", "max_abs_err", "slowdown_vs_plain"}}, "net": {...}, "machine", "threads"};
 any part may be missing, None or malformed: a plot without data is skipped and nothing raises on
 partial input. Uses no pyplot, so it never changes the process's matplotlib backend.
@@ -101,16 +107,20 @@ def _fmt(v: float) -> str:
     return f"{v:.3g}"
 
 
-def _bars(ax: Axes, items: Sequence[_Item], ylabel: str, *, ref: float | None = None) -> None:
+def _bars(
+    ax: Axes, items: Sequence[_Item], ylabel: str, *, ref: float | None = None, log: bool = False
+) -> None:
     names = [n for n, _ in items]
     vals = [v for _, v in items]
-    colors = [_PLAIN_COLOR if n == "plain" else _COLORS.get(n, "#9467bd") for n in names]
+    colors = [
+        _PLAIN_COLOR if n == "plain" else _COLORS.get(n.split(" (")[0], "#9467bd") for n in names
+    ]
     bars = ax.bar(range(len(vals)), vals, color=colors)
-    ax.set_xticks(range(len(vals)), names)
+    ax.set_xticks(range(len(vals)), names, fontsize=8 if len(vals) > 4 else None)
     ax.set_xlabel("mode")
     ax.set_ylabel(ylabel)
     positive = [v for v in vals if v > 0]
-    if len(positive) == len(vals) and max(positive) / min(positive) >= 100:
+    if len(positive) == len(vals) and (log or max(positive) / min(positive) >= 100):
         ax.set_yscale("log")
     if ref is not None:
         ax.axhline(ref, color="black", linewidth=0.8, linestyle="--")
@@ -125,21 +135,26 @@ def _bars(ax: Axes, items: Sequence[_Item], ylabel: str, *, ref: float | None = 
     ax.grid(axis="y", alpha=0.3)
 
 
-def _save(
-    panels: Sequence[tuple[Sequence[_Item], str, float | None]],
-    title: str,
-    subtitle: str,
-    path: Path,
-) -> Path:
-    width = max(7.0, 5.5 * len(panels))
+_Panel = tuple[Sequence[_Item], str, float | None]
+_LOG_AXES = ("latency per token (s)", "slowdown vs plain (x, per token)")
+
+
+def figure(panels: Sequence[_Panel], title: str, subtitle: str = "") -> Figure:
+    """One row of bar panels (items, y label, optional reference line); latency and slowdown
+    panels on a log axis."""
+    width = max(7.0, 5.5 * len(panels), 1.1 * max(len(p[0]) for p in panels))
     fig = Figure(figsize=(width, 4.4), layout="constrained")
     FigureCanvasAgg(fig)
     axes = fig.subplots(1, len(panels), squeeze=False)[0]
     for ax, (items, ylabel, ref) in zip(axes, panels, strict=True):
-        _bars(ax, items, ylabel, ref=ref)
+        _bars(ax, items, ylabel, ref=ref, log=ylabel in _LOG_AXES)
     lines = [title, *textwrap.wrap(subtitle, width=int(width * 12))]
     fig.suptitle("\n".join(lines), fontsize=10)
-    fig.savefig(path, format="png", dpi=110)
+    return fig
+
+
+def _save(panels: Sequence[_Panel], title: str, subtitle: str, path: Path) -> Path:
+    figure(panels, title, subtitle).savefig(path, format="png", dpi=110)
     return path
 
 
@@ -157,8 +172,9 @@ def make_plots(result: Mapping[str, Any], out_dir: Path, stem: str) -> list[Path
 
     def latency() -> list[tuple[Sequence[_Item], str, float | None]]:
         base = _plain_per_token(result)
-        items = ([("plain", base)] if base is not None else []) + _series(result, "per_token_s")
-        return [(items, "latency per token (s)", None)] if items else []
+        modes = _series(result, "per_token_s")
+        items = ([("plain", base)] if base is not None else []) + modes
+        return [(items, "latency per token (s)", None)] if modes else []  # plain alone: no plot
 
     def traffic() -> list[tuple[Sequence[_Item], str, float | None]]:
         mb = [(n, v / 1e6) for n, v in _series(result, "bytes_per_token")]
@@ -192,3 +208,63 @@ def make_plots(result: Mapping[str, Any], out_dir: Path, stem: str) -> list[Path
         except (TypeError, ValueError, KeyError, AttributeError, ZeroDivisionError) as exc:
             warnings.warn(f"plot {suffix} skipped: {exc}", RuntimeWarning, stacklevel=2)
     return written
+
+
+def overview_items(results: Sequence[Mapping[str, Any]]) -> list[_Item]:
+    """SmolLM2 decode seconds per token of every mode found in `results` (result dicts, in
+    order): plain from the first generate result that timed a mode on loopback, each timed mode
+    as "mode" (loopback) or "mode (net)", he from an `he-smollm2` result; the first figure for a
+    label wins. Sorted from fastest to slowest."""
+    found: dict[str, float] = {}
+    for result in results:
+        if not isinstance(result, Mapping):
+            continue
+        net = _dict(result.get("net")).get("profile") or "none"
+        timed = _series(result, "per_token_s")
+        base = _plain_per_token(result)
+        if timed and net == "none" and base is not None:
+            found.setdefault("plain", base)
+        for name, v in timed:
+            found.setdefault(name if net == "none" else f"{name} ({net})", v)
+        he = _num(_dict(result.get("he-smollm2")).get("decode_s_per_token"))
+        if he is not None:
+            found.setdefault("he", he)
+    return sorted(found.items(), key=lambda kv: kv[1])
+
+
+def make_overview(results: Sequence[Mapping[str, Any]], path: Path) -> Path | None:
+    """The README's figure: `overview_items` on a log axis, written to `path` (None: no data)."""
+    items = overview_items(results)
+    if not items:
+        return None
+    sub = "SmolLM2-135M, decode seconds per generated token; he: whole model, client + server"
+    panels: list[_Panel] = [(items, "latency per token (s)", None)]
+    return _save(panels, "Latency per generated token, every mode (log scale)", sub, path)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Redraw the figures of stored result files: each file's own plots (files that timed a
+    mode per token) and the all-modes overview `<latest date>-latency-all-modes.png`."""
+    import argparse
+    import json
+
+    ap = argparse.ArgumentParser(prog="python -m privinfer.bench.plots", description=main.__doc__)
+    ap.add_argument("files", nargs="+", type=Path, help="benchmark result JSON files")
+    ap.add_argument("--out", type=Path, required=True, help="folder for the PNGs")
+    args = ap.parse_args(argv)
+    results = []
+    for f in sorted(args.files):
+        result = json.loads(f.read_text())
+        results.append(result)
+        if _series(result, "per_token_s"):
+            for p in make_plots(result, args.out, f.stem):
+                print(p)
+    dates = [str(r.get("date")) for r in results if isinstance(r, Mapping) and r.get("date")]
+    over = make_overview(results, args.out / f"{max(dates, default='all')}-latency-all-modes.png")
+    if over is not None:
+        print(over)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -139,6 +139,15 @@ def _commit() -> str | None:
 
 
 def run_bench(args: argparse.Namespace) -> int:
+    """`privinfer bench`: SIGTERM unwinds it like Ctrl-C, so parties, servers, network
+    namespaces and temp folders it started are stopped and removed."""
+    from privinfer.net.lifetime import sigterm_as_exit
+
+    with sigterm_as_exit():
+        return _run_bench(args)
+
+
+def _run_bench(args: argparse.Namespace) -> int:
     os.environ.setdefault("TQDM_DISABLE", "1")
     threads = set_threads(args.threads)
     if args.runs < 1:

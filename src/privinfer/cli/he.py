@@ -40,18 +40,28 @@ def cmd_serve(args: argparse.Namespace) -> int:
         if args.ready_file:
             Path(args.ready_file).write_text(str(port))
 
-    # SIGTERM ends the server like Ctrl-C: running session workers are stopped, not orphaned
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-    serve(
-        model,
-        cluster,
-        args.host,
-        args.port,
-        sessions=args.sessions,
-        ready=ready,
-        max_sessions=args.max_sessions,
-    )
+    # SIGTERM ends the server like Ctrl-C: running session workers are stopped, not orphaned,
+    # and the ready file goes; a second SIGTERM (`timeout` sends two) does not cut that short
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    try:
+        serve(
+            model,
+            cluster,
+            args.host,
+            args.port,
+            sessions=args.sessions,
+            ready=ready,
+            max_sessions=args.max_sessions,
+        )
+    finally:
+        if args.ready_file:
+            Path(args.ready_file).unlink(missing_ok=True)
     return 0
+
+
+def _exit_on_sigterm(_signum: int, _frame: object) -> None:
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    sys.exit(0)
 
 
 def register(sub: Any) -> None:

@@ -4,7 +4,8 @@ Security assumption: the client process holds the secret key, its text and token
 the server only public keys and ciphertexts, answers refresh requests on masked values and
 decrypts only the outputs addressed to it (`he.session`). The local-server convenience starts
 `privinfer he serve` as a separate process with its own memory; identities come from a 2-party
-CA (`he.transport`).
+CA (`he.transport`). That server dies with the process that started it (`net.lifetime`, SIGKILL
+included); SIGTERM or Ctrl-C in the starting process stops it and deletes its temp folder.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from privinfer.he.transport import (
     ensure_identities,
 )
 from privinfer.net.cluster import load_cluster, parse_hostport
+from privinfer.net.lifetime import sigterm_as_exit, spawn
 from privinfer.net.peer import PeerError
 
 
@@ -104,29 +106,45 @@ def _free_port() -> int:
 
 
 @contextmanager
-def local_server(model_name: str, sessions: int) -> Iterator[tuple[Any, str, int]]:
-    """Start `privinfer he serve` as a subprocess with fresh identities; yield (cluster, host, port)."""
-    with tempfile.TemporaryDirectory(prefix="privinfer-he-") as tmp:
+def local_server(
+    model_name: str, sessions: int, *, ready_timeout_s: float = 300.0
+) -> Iterator[tuple[Any, str, int]]:
+    """Start `privinfer he serve` as a subprocess with fresh identities in a `privinfer-he-*` temp
+    folder; yield (cluster, host, port). On exit, normal or by exception (SIGTERM counts, see
+    `net.lifetime.sigterm_as_exit`), the server gets up to 30 s to finish its sessions, then
+    SIGTERM (its session workers stop with it), and the folder is deleted."""
+    with sigterm_as_exit(), tempfile.TemporaryDirectory(prefix="privinfer-he-") as tmp:
         port = _free_port()
         cluster = ensure_identities(Path(tmp) / "certs", port)
         ready = Path(tmp) / "ready"
         cmd = [sys.executable, "-m", "privinfer.cli", "he", "serve", "--model", model_name]
         cmd += ["--port", str(port), "--certs", str(Path(tmp) / "certs")]
         cmd += ["--sessions", str(sessions), "--ready-file", str(ready)]
-        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL)
+        proc = spawn(cmd, stdin=subprocess.DEVNULL)
+        clean = False
         try:
-            deadline = time.monotonic() + 300
+            deadline = time.monotonic() + ready_timeout_s
             while not ready.exists():
                 if proc.poll() is not None or time.monotonic() > deadline:
                     raise InputError("The local HE server did not start.")
                 time.sleep(0.2)
             yield cluster, "127.0.0.1", port
+            clean = True
         finally:
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.terminate()
-                proc.wait(timeout=10)
+            _stop_server(proc, 30.0 if clean else 0.0)
+
+
+def _stop_server(proc: subprocess.Popen[Any], grace_s: float) -> None:
+    try:
+        proc.wait(timeout=grace_s)
+        return
+    except subprocess.TimeoutExpired:
+        proc.terminate()
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
 
 
 def _endpoint(server: str | None) -> tuple[Any, str, int] | None:

@@ -162,8 +162,12 @@ class MpcMode(Mode):
                 "parties generate from their own PRFs (the client sends no noise and cannot bias "
                 "it); within statistical distance 4.3e-05 per token at T = 1 (`privinfer security "
                 "--mode mpc`). Never logits; many draws estimate the probabilities, as in every "
-                "mode",
-                "the parties' PRF keys stay secret (AES-128)",
+                "mode. A client that shares a row other than one-hot (weight 2, a fraction, a mix "
+                "of rows) or hands two parties different copies of a share is refused before "
+                "its input is used: the parties check each input's rows are bits summing to 1 "
+                "(40 random-bit combinations of x(x-1): soundness error 2^-40; 1 round per "
+                "input) and compare keyed tags of every share component",
+                "the parties' PRF keys stay secret (AES-128); the client colludes with no party",
             ),
             "output": Cell("n/a", "the client owns the output"),
             "metadata": Cell("n/a", "the client owns its metadata"),

@@ -6,6 +6,12 @@ It writes a throwaway cluster (3 parties + the client as endpoint 3, fresh CA), 
 model into one 0700 store per party, starts `python -m privinfer.mpc.party_main` for each
 party, waits until every party has loaded its store, and on exit stops the parties and deletes
 the folder (stores included).
+
+The parties are spawned through `net.lifetime`: if the launching process dies, however (SIGKILL
+included), the kernel kills them. While the cluster runs, SIGTERM in the launcher raises
+SystemExit like Ctrl-C raises KeyboardInterrupt, so `stop` runs on both: the parties get SIGTERM
+and the folder is deleted. Only a SIGKILLed launcher leaves its `privinfer-mpc-*` folder behind
+(its parties are gone all the same).
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ from privinfer.mpc.runtime import N_PARTIES
 from privinfer.mpc.session import MpcSessionError
 from privinfer.mpc.store import share_model
 from privinfer.net.cluster import free_ports, init_cluster
+from privinfer.net.lifetime import sigterm_as_exit, spawn
 
 ProgressFn = Callable[[str], None]
 
@@ -67,12 +74,14 @@ class LocalCluster:
         self.dir: Path | None = None
         self.cluster_path: Path | None = None
         self.share_set: str | None = None
+        self._sigterm = sigterm_as_exit()
 
     def log_path(self, pid: int) -> Path:
         assert self.dir is not None
         return self.dir / f"party-{pid}.log"
 
     def start(self) -> LocalCluster:
+        self._sigterm.__enter__()
         self.dir = Path(tempfile.mkdtemp(prefix="privinfer-mpc-"))
         hosts = [f"127.0.0.1:{p}" for p in free_ports(N_PARTIES + 1)]
         cluster = init_cluster(self.dir / "cluster", hosts)
@@ -107,9 +116,7 @@ class LocalCluster:
                 str(self.dir / f"party-{pid}.ready"),
             ]
             with open(self.log_path(pid), "wb") as logf:
-                self.procs.append(
-                    subprocess.Popen(cmd, stdout=logf, stderr=subprocess.STDOUT, env=env)
-                )
+                self.procs.append(spawn(cmd, stdout=logf, stderr=subprocess.STDOUT, env=env))
         self._wait_ready()
         return self
 
@@ -135,23 +142,30 @@ class LocalCluster:
         return line.split("error: ", 1)[1] if "error: " in line else ""
 
     def stop(self, grace_s: float = 5.0) -> list[int | None]:
-        """Wait briefly for the parties to finish, then terminate/kill; returns exit codes."""
+        """Wait briefly for the parties to finish, then terminate/kill them, delete the folder
+        and restore the launcher's SIGTERM handler; returns the parties' exit codes."""
+        try:
+            return self._stop(grace_s)
+        finally:
+            if self.dir is not None:
+                shutil.rmtree(self.dir, ignore_errors=True)
+            self._sigterm.__exit__()
+
+    def _stop(self, grace_s: float) -> list[int | None]:
         deadline = time.monotonic() + grace_s
         for p in self.procs:
             try:
                 p.wait(max(0.0, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
                 p.terminate()
-        for p in self.procs:
+        deadline = time.monotonic() + 10.0  # a terminated party closes its links and exits;
+        for p in self.procs:  # on a loaded machine that can take seconds
             try:
-                p.wait(3.0)
+                p.wait(max(0.0, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
                 p.kill()
                 p.wait()
-        codes = [p.returncode for p in self.procs]
-        if self.dir is not None:
-            shutil.rmtree(self.dir, ignore_errors=True)
-        return codes
+        return [p.returncode for p in self.procs]
 
     def __enter__(self) -> LocalCluster:
         try:

@@ -3,8 +3,10 @@ party (three parties, semi-honest, honest majority; weights private by default).
 
 Each party runs the same model code with its own `MpcOps(party, client)`; tensors are `RShare`
 at the party's fractional bits. Token ids arrive as the client's one-hot shares (the `ids`
-argument is only used by the in-process `LocalClient`); `next_token` (greedy argmax in MPC)
-and `reveal` open values to the client only. Costs are reported per Ops method.
+argument is only used by the in-process `LocalClient`), which the parties check are consistent
+one-hot rows before using them (`protocols.onehot`: one round per input, one more per
+session); `next_token` (greedy argmax in MPC) and `reveal` open values to the client only.
+Costs are reported per Ops method.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from privinfer.models.costs import CostReport
 from privinfer.models.ops import Sampler, WeightKind
 from privinfer.mpc.client import ClientPort
 from privinfer.mpc.protocols import activations, arith, compare, gumbel, norms, softmax
+from privinfer.mpc.protocols.onehot import OneHotCheck
 from privinfer.mpc.protocols.trunc import trunc, trunc_mixed
 from privinfer.mpc.ring import encode, ring_matmul
 from privinfer.mpc.runtime import Party
@@ -80,6 +83,7 @@ class MpcOps:
         self._rope_pending: RShare | None = None  # a rope output whose truncation is deferred
         self._rope_key: tuple | None = None
         self._rope_cs: tuple[torch.Tensor, torch.Tensor] = (torch.empty(0), torch.empty(0))
+        self._input_check = OneHotCheck(party)
 
     # weights and inputs
     def prepare(self, name: str, weight: torch.Tensor, *, kind: WeightKind) -> Weight:
@@ -110,10 +114,12 @@ class MpcOps:
         self._prepared.clear()  # weights are prepared: drop the references to float sources
         p = self.party
         vocab = table.ring.shape[0] if isinstance(table, PublicWeight) else table.shape[0]
+        onehot = accept_client_share(
+            p, self.client.token_input(p.pid, ids, vocab), (len(ids), vocab)
+        ).with_f(0)
+        with p.op("input_check"):  # raises onehot.InputCheckError for a malicious client
+            self._input_check.check(onehot)
         with p.op("embed"):
-            onehot = accept_client_share(
-                p, self.client.token_input(p.pid, ids, vocab), (len(ids), vocab)
-            ).with_f(0)
             if isinstance(table, PublicWeight):
                 return RShare(onehot.a @ table.ring, onehot.b @ table.ring, p.pid, table.f)
             return arith.matmul(p, onehot, table)

@@ -5,6 +5,9 @@ Each session is a fresh TLS mesh with the two other parties and the client; the 
 its PRF keys from the session's pairwise keys, loads its RShares from its store, runs the shared
 model definition through `MpcOps`, keeps the KV cache as shares (one new row per decode step)
 and sends its token shares to the client only. Logs carry counters and public ids, never data.
+
+SIGTERM and SIGINT end the party cleanly: the open session's links are closed, its ready file
+(if any) is removed, and it exits with 143 or 130 (it creates no other file or socket path).
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from privinfer.models.generate import GenerationStats, decode_loop
 from privinfer.models.ops import Sampler
 from privinfer.mpc.ops import MpcOps
 from privinfer.mpc.prf import PairwiseRandomness
+from privinfer.mpc.protocols.onehot import InputCheckError
 from privinfer.mpc.runtime import N_PARTIES, Party
 from privinfer.mpc.session import (
     CLIENT_ID,
@@ -37,6 +41,7 @@ from privinfer.mpc.session import (
 from privinfer.mpc.shares import RShare
 from privinfer.mpc.store import PartyStore
 from privinfer.net.cluster import ClusterConfig, load_cluster
+from privinfer.net.lifetime import sigterm_as_exit
 from privinfer.net.peer import PeerError
 from privinfer.net.tls import connect_parties
 
@@ -212,6 +217,10 @@ def serve(
         )
         try:
             st = run_session(link, store, pid)
+        except InputCheckError as exc:  # every party reaches the same verdict in the same round
+            RemotePort(link).abort(PeerError(CLIENT_ID, str(exc)))
+            log(pid, "refused the client's input: not consistent one-hot shares")
+            st = {"refused": True}
         except PeerError as exc:
             if exc.peer != CLIENT_ID:  # a party failed: tell the client, then stop serving
                 RemotePort(link).abort(exc)
@@ -253,6 +262,16 @@ def add_party_args(ap: argparse.ArgumentParser) -> None:
 
 
 def run_party(args: argparse.Namespace) -> int:
+    ready = Path(args.ready_file) if args.ready_file else None
+    try:
+        with sigterm_as_exit():
+            return _run_party(args, ready)
+    finally:
+        if ready is not None:
+            ready.unlink(missing_ok=True)
+
+
+def _run_party(args: argparse.Namespace, ready: Path | None) -> int:
     pid = args.id
     torch.set_num_threads(max(1, args.threads))
     try:
@@ -267,8 +286,8 @@ def run_party(args: argparse.Namespace) -> int:
         store = PartyStore(args.store or f"mpc-stores/party-{pid}", pid)
         store.check_cluster(cluster.cluster_id)
         log(pid, f"ready: model {store.model_id!r}, share set {store.share_set_id[:12]}")
-        if args.ready_file:
-            Path(args.ready_file).write_text(str(os.getpid()))
+        if ready is not None:
+            ready.write_text(str(os.getpid()))
         return serve(
             cluster,
             pid,
@@ -287,6 +306,9 @@ def run_party(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         log(pid, "interrupted")
         return 130
+    except SystemExit as exc:  # SIGTERM (see net.lifetime.sigterm_as_exit)
+        log(pid, "terminated")
+        return int(exc.code) if isinstance(exc.code, int) else 143
     except Exception as exc:  # noqa: BLE001 - no traceback: frames could hold shares
         if getattr(args, "debug", False) or os.environ.get("PRIVINFER_DEBUG"):
             raise

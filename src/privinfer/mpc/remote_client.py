@@ -33,6 +33,8 @@ PARTIES = range(N_PARTIES)
 
 
 def _peer_message(exc: PeerError) -> str:
+    if exc.peer == CLIENT_ID:  # the parties refused what this client sent
+        return f"the MPC parties refused the session: {exc.reason}."
     return f"MPC session aborted: party {exc.peer}: {exc.reason}."
 
 

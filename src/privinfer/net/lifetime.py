@@ -11,6 +11,9 @@ Caveat stated by the kernel: the signal is tied to the parent *thread* that fork
 a thread that lives as long as the child should (the main thread, or a server's own thread), not
 from a short-lived worker thread. Elsewhere than Linux this is a no-op and launchers fall back to
 their own stop paths.
+
+`sigterm_as_exit` is the other half: while a launcher runs, SIGTERM unwinds it like Ctrl-C, so
+its own stop path (terminate the children, delete the temp folder) runs before it exits.
 """
 
 from __future__ import annotations
@@ -51,3 +54,64 @@ def spawn(argv: Sequence[str], **kwargs: Any) -> subprocess.Popen[Any]:
     if "preexec_fn" in kwargs:
         raise TypeError("spawn sets preexec_fn itself")
     return subprocess.Popen(list(argv), preexec_fn=die_with_parent(), **kwargs)
+
+
+def run(
+    argv: Sequence[str],
+    *,
+    timeout: float | None = None,
+    input: Any = None,  # noqa: A002 - subprocess.run's name
+    capture_output: bool = False,
+    check: bool = False,
+    **kwargs: Any,
+) -> subprocess.CompletedProcess[Any]:
+    """`subprocess.run` through `spawn`: the child dies with this process. On a timeout or any
+    exception (KeyboardInterrupt included) the child is killed before the exception goes on."""
+    if capture_output:
+        kwargs["stdout"] = kwargs["stderr"] = subprocess.PIPE
+    if input is not None:
+        kwargs["stdin"] = subprocess.PIPE
+    with spawn(argv, **kwargs) as proc:
+        try:
+            out, err = proc.communicate(input, timeout=timeout)
+        except BaseException:
+            proc.kill()
+            proc.wait()
+            raise
+    if check and proc.returncode:
+        raise subprocess.CalledProcessError(proc.returncode, list(argv), out, err)
+    return subprocess.CompletedProcess(list(argv), proc.returncode, out, err)
+
+
+class sigterm_as_exit:  # noqa: N801 - used like a function: `with sigterm_as_exit(): ...`
+    """While active, SIGTERM raises `SystemExit(143)` in the main thread, so the `finally` blocks
+    and context managers that stop children and delete temp folders run (Python's default for
+    SIGTERM is to die at once, skipping them; SIGINT already raises KeyboardInterrupt).
+
+    Installs nothing outside the main thread or where a SIGTERM handler is already set (that
+    handler keeps its job); restores the previous handler on exit. Re-entrant.
+    """
+
+    def __init__(self) -> None:
+        self._previous: Any = None
+        self._installed = False
+
+    def __enter__(self) -> sigterm_as_exit:
+        import threading
+
+        if threading.current_thread() is not threading.main_thread():
+            return self
+        if signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+            return self
+        self._previous = signal.signal(signal.SIGTERM, _raise_exit)
+        self._installed = True
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._installed:
+            signal.signal(signal.SIGTERM, self._previous)
+            self._installed = False
+
+
+def _raise_exit(signum: int, _frame: object) -> None:
+    raise SystemExit(128 + signum)

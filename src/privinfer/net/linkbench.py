@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 
 from privinfer.net.cluster import free_ports, init_cluster, load_cluster
+from privinfer.net.lifetime import sigterm_as_exit, spawn
 from privinfer.net.tls import connect_parties
 
 
@@ -63,7 +64,7 @@ def _run_once(small: int, big: int, big_size: int) -> list[dict]:
         cmd = [sys.executable, "-m", "privinfer.net.linkbench", "--worker", str(cluster.path)]
         args = ["--small-rounds", str(small), "--big-rounds", str(big), "--big-size", str(big_size)]
         procs = [
-            subprocess.Popen(
+            spawn(
                 [*cmd, "--party", str(i), *args], stdout=subprocess.PIPE, text=True, env=os.environ
             )
             for i in range(3)
@@ -114,4 +115,5 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    with sigterm_as_exit():  # SIGTERM unwinds: the party processes stop, the temp folder goes
+        sys.exit(main())

@@ -18,6 +18,8 @@ from collections.abc import Sequence
 from types import TracebackType
 from typing import Any
 
+from privinfer.net.lifetime import spawn
+
 __all__ = ["TEST_NETWORK", "NetnsCluster", "NetnsError", "netns_available"]
 
 TEST_NETWORK = "198.18.0.0/15"
@@ -145,8 +147,10 @@ class NetnsCluster:
         return ["ip", "netns", "exec", self.names[i], *argv]
 
     def popen(self, i: int, argv: Sequence[str], **kwargs: Any) -> subprocess.Popen[Any]:
-        """Start `argv` inside namespace `i` (kwargs as for subprocess.Popen)."""
-        return subprocess.Popen(self.command(i, argv), **kwargs)
+        """Start `argv` inside namespace `i` (kwargs as for subprocess.Popen); it dies with this
+        process (`net.lifetime.spawn`: `ip netns exec` execs `argv` in place, which keeps the
+        parent-death signal)."""
+        return spawn(self.command(i, argv), **kwargs)
 
     def run(self, i: int, argv: Sequence[str], **kwargs: Any) -> subprocess.CompletedProcess[Any]:
         """Run `argv` inside namespace `i` to completion (kwargs as for subprocess.run)."""
