@@ -129,6 +129,16 @@ class HeMode(Mode):
 
         return he_parameters()
 
+    def info(self, model: Any | None, **options: Any) -> dict[str, Any]:
+        """The CKKS parameters in use and their security level."""
+        p = self.security(model)
+        keep = ("scheme", "poly_modulus_degree", "coeff_modulus_bits", "scale_bits")
+        return {
+            "summary": self.summary,
+            **{k: p[k] for k in keep if k in p},
+            "security_level_bits": p.get("security_level_bits"),
+        }
+
     def embed(
         self,
         model: Any,

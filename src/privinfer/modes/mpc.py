@@ -188,6 +188,48 @@ class MpcMode(Mode):
         out["sampling"] = sampling_security(int(model.cfg.vocab_size))
         return out
 
+    def info(self, model: Any | None, **options: Any) -> dict[str, Any]:
+        """The parties of `cluster` and the SHA-256 fingerprints of their TLS certificates."""
+        out: dict[str, Any] = {"summary": self.summary, "threshold": "2 of 3 reconstruct"}
+        if options.get("cluster"):
+            import hashlib
+
+            from cryptography import x509
+            from cryptography.hazmat.primitives.serialization import Encoding
+
+            from privinfer.net.cluster import load_cluster
+
+            cfg = load_cluster(options["cluster"])
+            out["parties"] = [
+                {
+                    "id": p.party_id,
+                    "address": f"{p.host}:{p.port}",
+                    "cert_sha256": hashlib.sha256(
+                        x509.load_pem_x509_certificate(p.cert.read_bytes()).public_bytes(
+                            Encoding.DER
+                        )
+                    ).hexdigest(),
+                }
+                for p in cfg.parties
+            ]
+        return out
+
+    @contextlib.contextmanager
+    def services(self, model: Any, **options: Any) -> Iterator[dict[str, Any]]:
+        """With no `cluster`: three local parties for every request (shared once), stopped on exit."""
+        if options.get("cluster"):
+            yield options
+            return
+        from privinfer.mpc.launcher import LocalCluster, stderr_progress
+
+        prog = stderr_progress if options.get("progress") == "stderr" else options.get("progress")
+        # the parties serve sessions one after another for as long as this process lives
+        local = LocalCluster(
+            model, model.name, sessions=2**31, progress=prog, ready_timeout_s=10**7
+        )
+        with local:
+            yield {**options, "cluster": str(local.cluster_path)}
+
     def generate(
         self,
         model: Any,
