@@ -22,11 +22,17 @@ CANARY = "zebra-canary-7f3a91"
 
 
 class Proxy:
-    def __init__(self, args: list[str], log_dir: Path, env: dict[str, str] | None = None) -> None:
-        self.log_path = log_dir / "proxy.log"
+    def __init__(
+        self,
+        args: list[str],
+        log_dir: Path,
+        env: dict[str, str] | None = None,
+        command: tuple[str, ...] = ("serve",),
+    ) -> None:
+        self.log_path = log_dir / f"{'-'.join(command)}.log"
         self._log = open(self.log_path, "w")  # noqa: SIM115 - closed in stop()
         self.proc = spawn(
-            [sys.executable, "-m", "privinfer.cli", "serve", "--port", "0", "--threads", "1", *args],
+            [sys.executable, "-m", "privinfer.cli", *command, "--port", "0", "--threads", "1", *args],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=self._log,

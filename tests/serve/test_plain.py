@@ -4,6 +4,9 @@ models, health, metrics, and an OpenAI-shaped 400 naming the field for every inv
 
 from __future__ import annotations
 
+import base64
+import struct
+
 import httpx
 import openai
 import pytest
@@ -90,8 +93,9 @@ def test_logprobs(oai, smollm):
     )
     content = r.choices[0].logprobs.content
     assert len(content) == 4 and "".join(t.token for t in content) == r.choices[0].message.content
-    ids = smollm.prompt_ids(MESSAGES)
-    want = torch.log_softmax(smollm.logits(ids)[-1], -1)
+    m = smollm.plain()
+    with torch.inference_mode():
+        want = torch.log_softmax(m.forward(smollm.prompt_ids(MESSAGES), m.new_cache(), 0)[-1], -1)
     first = content[0]
     assert len(first.top_logprobs) == 3 and first.top_logprobs[0].token == first.token  # greedy
     assert abs(first.logprob - float(want.max())) < 1e-3
@@ -112,8 +116,9 @@ def test_embeddings_models_health_metrics(oai, plain_proxy, minilm):
     r = oai.embeddings.create(model="minilm-l6", input=texts)
     got = torch.tensor([d.embedding for d in r.data])
     assert torch.allclose(got, minilm.embed(texts), atol=1e-5) and r.usage.prompt_tokens > 4
-    b64 = oai.embeddings.create(model="minilm-l6", input="a cat", encoding_format="base64")
-    assert len(b64.data[0].embedding) == 384  # the client decodes base64 to floats
+    b64 = oai.embeddings.create(model="minilm-l6", input=texts[0], encoding_format="base64")
+    floats = struct.unpack("<384f", base64.b64decode(b64.data[0].embedding))
+    assert torch.allclose(torch.tensor(floats), got[0], atol=1e-6)
     assert [m.id for m in oai.models.list().data] == [MODEL, "minilm-l6"]
     assert oai.models.retrieve(MODEL).owned_by == "privinfer-plain"
     with pytest.raises(openai.NotFoundError):

@@ -50,8 +50,10 @@ def test_mpc_through_the_proxy(tmp_path):
         for _ in range(2):  # the same parties serve one request after another
             text, extras = _stream(proxy.url, model, 3)
             assert text == want
-            assert extras[-1]["rounds"] > 0 and extras[-1]["bytes_sent"] > 0
+            assert extras[-1]["rounds"] > 0 and extras[-1]["bytes_sent"] > 0  # the parties'
             assert set(extras[-1]["mpc"]) == {"0", "1", "2"}
+            seen = [e["client_bytes_received"] for e in extras if "client_bytes_received" in e]
+            assert seen[0] > 0 and seen == sorted(seen) and seen[-1] > seen[0]  # as they accrue
     finally:
         stopped_cleanly(proxy)
 
@@ -68,5 +70,6 @@ def test_he_through_the_proxy(tmp_path):
         text, extras = _stream(proxy.url, model, 1)
         assert text == want
         assert extras[-1]["he"]["rounds"] > 0 and extras[-1]["bytes_sent"] > 0
+        assert extras[0]["client_bytes_sent"] > 0  # the proxy's uploads, from the first token
     finally:
         stopped_cleanly(proxy)

@@ -220,8 +220,9 @@ class HeMode(Mode):
                 if in_process:
                     _local_generation(model, client, prompt_ids, budget, ctx_t, events)
                 else:
+                    live = stats.details.setdefault("client_link", {})
                     figures = _remote_generation(
-                        model, client, prompt_ids, budget, ctx_t, server, events
+                        model, client, prompt_ids, budget, ctx_t, server, events, live
                     )
                     _record(stats.costs, stats.details, figures)
                 events.put(("end", None))
@@ -262,7 +263,10 @@ def _local_generation(model, client, prompt_ids, budget, ctx_t, events) -> None:
         events.put(("tok", tok))
 
 
-def _remote_generation(model, client, prompt_ids, budget, ctx_t, server, events) -> dict[str, Any]:
+def _remote_generation(
+    model, client, prompt_ids, budget, ctx_t, server, events, live
+) -> dict[str, Any]:
+    """`live` gets this client's bytes each way before each token is handed on."""
     from privinfer.he.client import _server_for, run_client_session
     from privinfer.he.session import client_rows
     from privinfer.he.transport import connect
@@ -282,7 +286,10 @@ def _remote_generation(model, client, prompt_ids, budget, ctx_t, server, events)
                 task,
                 client_rows(model, prompt_ids),
                 next_rows=lambda tok: client_rows(model, [tok]),
-                on_token=lambda tok: events.put(("tok", tok)),
+                on_token=lambda tok: (
+                    live.update(bytes_sent=conn.bytes_sent, bytes_received=conn.bytes_received),
+                    events.put(("tok", tok)),
+                ),
             )
         finally:
             conn.close()

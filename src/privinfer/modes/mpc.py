@@ -197,20 +197,22 @@ class MpcMode(Mode):
             from cryptography import x509
             from cryptography.hazmat.primitives.serialization import Encoding
 
+            from privinfer.mpc.session import CLIENT_ID
             from privinfer.net.cluster import load_cluster
+
+            def fingerprint(pem: bytes) -> str:
+                cert = x509.load_pem_x509_certificate(pem)
+                return hashlib.sha256(cert.public_bytes(Encoding.DER)).hexdigest()
 
             cfg = load_cluster(options["cluster"])
             out["parties"] = [
                 {
                     "id": p.party_id,
                     "address": f"{p.host}:{p.port}",
-                    "cert_sha256": hashlib.sha256(
-                        x509.load_pem_x509_certificate(p.cert.read_bytes()).public_bytes(
-                            Encoding.DER
-                        )
-                    ).hexdigest(),
+                    "cert_sha256": fingerprint(p.cert.read_bytes()),
                 }
                 for p in cfg.parties
+                if p.party_id != CLIENT_ID  # the client's own identity is not a party
             ]
         return out
 
@@ -257,7 +259,8 @@ class MpcMode(Mode):
 
         check_budget(len(req.prompt_ids), req.max_new_tokens, model.cfg.max_context)
         with _client(model, cluster, connect_timeout_s, timeout_s, progress) as client:
-            yield from client.generate(
+            live = stats.details.setdefault("client_link", {})
+            for tok in client.generate(
                 model.name,
                 model.cfg,
                 req.prompt_ids,
@@ -265,7 +268,9 @@ class MpcMode(Mode):
                 max_new_tokens=req.max_new_tokens,
                 stop_ids=model.tokenizer.eos_ids,
                 stats=stats,
-            )
+            ):
+                live["bytes_received"] = sum(n for _, n in client.received)  # as it accrues
+                yield tok
             _fill(stats, client.report)
 
     def embed(

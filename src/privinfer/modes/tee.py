@@ -121,6 +121,7 @@ class TeeMode(Mode):
         c = session.claims
         return {
             "summary": self.summary,
+            "server": options.get("server"),
             **_claims_brief(c),
             "components": {k: v.hex() for k, v in c.components.items()},
             "checked": list(c.checked),

@@ -60,11 +60,13 @@ def first_stop(text: str, stops: Sequence[str]) -> int:
 
 
 def figures(stats: GenerationStats) -> dict[str, Any]:
-    """Per-token figures for the client: time of the last token, and the engine's rounds and
-    bytes so far (mpc, he: as the plug-in reports them). No text, no token ids."""
+    """Per-token figures for the client: time of the last token, the engine's rounds and bytes
+    as the plug-in reports them (mpc's parties and he's refreshes: at the end), and this
+    client's own bytes each way as they accrue where the plug-in counts them (mpc, he). No text,
+    no token ids."""
     total = stats.costs.total()
     last = stats.token_s[-1] if stats.token_s else stats.prefill_s
-    return {
+    out = {
         "tokens": stats.new_tokens,
         "token_s": round(last, 6),
         "prefill_s": round(stats.prefill_s, 6),
@@ -72,6 +74,11 @@ def figures(stats: GenerationStats) -> dict[str, Any]:
         "bytes_sent": total.bytes_sent,
         "bytes_received": total.bytes_received,
     }
+    link = stats.details.get("client_link") or {}  # this client's own traffic, token by token
+    for k in ("bytes_sent", "bytes_received"):
+        if k in link:
+            out["client_" + k] = int(link[k])
+    return out
 
 
 class LogprobTracker:
