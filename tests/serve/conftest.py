@@ -91,7 +91,7 @@ def stopped_cleanly(proxy: Proxy) -> None:
     assert not alive, [p.pid for p in alive]
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")  # stopped once tests/serve is done: it holds two models
 def plain_proxy(tmp_path_factory):
     proxy = Proxy(["--mode", "plain"], tmp_path_factory.mktemp("serve-plain"))
     yield proxy
