@@ -32,7 +32,17 @@ class Proxy:
         self.log_path = log_dir / f"{'-'.join(command)}.log"
         self._log = open(self.log_path, "w")  # noqa: SIM115 - closed in stop()
         self.proc = spawn(
-            [sys.executable, "-m", "privinfer.cli", *command, "--port", "0", "--threads", "1", *args],
+            [
+                sys.executable,
+                "-m",
+                "privinfer.cli",
+                *command,
+                "--port",
+                "0",
+                "--threads",
+                "1",
+                *args,
+            ],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=self._log,

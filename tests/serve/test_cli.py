@@ -42,3 +42,32 @@ def test_modes_come_from_the_registry():
     flags = {s for a in sub._actions for s in a.option_strings}
     for name in modes.names():
         assert {o.flag for o in modes.get(name).options if o.cli} <= flags
+
+
+def test_tee_gateway_is_serve_mode_tee_with_a_server(tmp_path, monkeypatch):
+    """`privinfer tee gateway --server URL --root PEM` runs the proxy in mode tee (the requests
+    then take the tee plug-in's `server=` path, which `serve --mode tee` uses too)."""
+    import privinfer.cli.serve as serve_cli
+    from privinfer.tee.platform import init_platform
+
+    init_platform(tmp_path / "platform", export_root_to=tmp_path / "root.pem")
+    seen = {}
+    monkeypatch.setattr(
+        serve_cli, "run_proxy", lambda mode, **kw: seen.update(mode=mode, **kw) or 0
+    )
+    m = "ab" * 48
+    argv = [
+        "tee",
+        "gateway",
+        "--server",
+        "http://127.0.0.1:9",
+        "--root",
+        str(tmp_path / "root.pem"),
+    ]
+    assert main([*argv, "--measurement", m, "--port", "0"]) == 0
+    assert seen["mode"] == "tee" and seen["embed_model"] is None and seen["port"] == 0
+    assert seen["given"] == {
+        "server": "http://127.0.0.1:9",
+        "root_cert": str(tmp_path / "root.pem"),
+        "measurement": m,
+    }

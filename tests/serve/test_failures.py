@@ -64,7 +64,9 @@ def flaky(tmp_path_factory):
     folder = str(write_hf_folder(d / "tiny", cfg, tiny_llama_weights(cfg, seed=5)))
     lm = privinfer.load(folder)
     (port,) = free_ports(1)
-    with open_backend("flaky", model=folder, embed_model=None, options={}, loaded={folder: lm}) as b:
+    with open_backend(
+        "flaky", model=folder, embed_model=None, options={}, loaded={folder: lm}
+    ) as b:
         server = uvicorn.Server(uvicorn.Config(create_app(b), port=port, log_level="warning"))
         t = threading.Thread(target=server.run, daemon=True)
         t.start()

@@ -210,7 +210,9 @@ def test_canary_never_reaches_logs_errors_or_metrics(plain_proxy, oai):
     ):
         r = httpx.post(plain_proxy.v1 + "/chat/completions", json=body, timeout=60)
         assert r.status_code == 400 and CANARY not in r.text, r.text
-    r = httpx.post(plain_proxy.v1 + "/embeddings", json={"model": "minilm-l6", "input": [CANARY, 3]})
+    r = httpx.post(
+        plain_proxy.v1 + "/embeddings", json={"model": "minilm-l6", "input": [CANARY, 3]}
+    )
     assert r.status_code == 400 and CANARY not in r.text
     assert CANARY not in httpx.get(plain_proxy.url + "/metrics").text
     assert CANARY not in plain_proxy.log()  # the session fixture checks again after shutdown

@@ -64,6 +64,7 @@ def test_he_through_the_proxy(tmp_path):
     model = _tiny(tmp_path, layers=1)
     proxy = Proxy(["--mode", "he", "--model", model, "--embed-model", "none"], tmp_path)
     try:
+        assert proxy.children  # the local HE server, started once
         info = httpx.get(proxy.url + "/v1/privinfer/info").json()["protection"]
         assert info["poly_modulus_degree"] == 16384 and info["security_level_bits"] >= 128
         want = privinfer.load(model).generate("hi", max_new_tokens=1).text

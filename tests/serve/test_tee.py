@@ -55,20 +55,3 @@ def test_tee_chat_stream_stop_seed_and_claims(tee_proxy, smollm):
                     json={"model": MODEL, "messages": long, "stream": True}, timeout=60)  # fmt: skip
     assert r2.status_code == 400 and "context" in r2.json()["error"]["message"]
     assert [m.id for m in oai.models.list().data] == [MODEL]
-
-
-@pytest.mark.timeout(600)
-def test_tee_gateway_is_the_proxy_with_a_server(tee_proxy, tmp_path):
-    """`privinfer tee gateway --server URL --root PEM` (the old entry point) joins a running
-    enclave and answers like `serve --mode tee`."""
-    info = httpx.get(tee_proxy.v1 + "/privinfer/info").json()["protection"]
-    root = tee_proxy.log_path.parent / "cache" / "privinfer" / "tee" / "root_cert.pem"
-    gw = Proxy(["--server", info["server"], "--root", str(root)], tmp_path, command=("tee", "gateway"))
-    try:
-        oai = gw.client()
-        r = oai.chat.completions.create(model=MODEL, messages=MESSAGES, max_tokens=6)
-        assert r.system_fingerprint == info["measurement"]
-        assert r.choices[0].message.content == tee_proxy.client().chat.completions.create(
-            model=MODEL, messages=MESSAGES, max_tokens=6).choices[0].message.content  # fmt: skip
-    finally:
-        stopped_cleanly(gw)

@@ -9,6 +9,7 @@ rounds and bytes each way reach the caller in `stats.details["he"]` and `stats.c
 
 from __future__ import annotations
 
+import contextlib
 import queue
 import sys
 import threading
@@ -45,6 +46,9 @@ OPTIONS = (
         positive=True,
     ),
 )
+
+
+_LOCAL_CERTS: list[Any] = []  # identity folders of the local servers `services` runs
 
 
 def _progress(msg: str) -> None:
@@ -138,6 +142,58 @@ class HeMode(Mode):
             **{k: p[k] for k in keep if k in p},
             "security_level_bits": p.get("security_level_bits"),
         }
+
+    @contextlib.contextmanager
+    def services(self, model: Any, **options: Any) -> Iterator[dict[str, Any]]:
+        """With no `server`: one local HE server (fresh TLS identities) for every request,
+        stopped on exit; the client side finds its identity through $PRIVINFER_HE_CERTS, as for
+        any `server=`."""
+        if options.get("server") or options.get("in_process"):
+            yield options
+            return
+        import os
+        import signal
+        import subprocess
+        import tempfile
+        from pathlib import Path
+
+        from privinfer.he.transport import ensure_identities
+        from privinfer.net.cluster import free_ports
+        from privinfer.net.lifetime import spawn
+
+        with tempfile.TemporaryDirectory(prefix="privinfer-he-") as tmp:
+            (port,) = free_ports(1)
+            # one identity folder for every local server of this process (the chat and the
+            # embedding model's): the client finds it through one environment variable
+            certs = _LOCAL_CERTS[-1] if _LOCAL_CERTS else Path(tmp) / "certs"
+            ready = Path(tmp) / "ready"
+            ensure_identities(certs, port)
+            cmd = [sys.executable, "-m", "privinfer.cli", "he", "serve", "--model"]
+            cmd += [str(model.source), "--port", str(port), "--certs", str(certs)]
+            proc = spawn([*cmd, "--ready-file", str(ready)], stdin=subprocess.DEVNULL)
+            old = os.environ.get("PRIVINFER_HE_CERTS")
+            try:
+                deadline = time.monotonic() + 300
+                while not ready.exists():
+                    if proc.poll() is not None or time.monotonic() > deadline:
+                        raise InputError("The local HE server did not start.")
+                    time.sleep(0.2)
+                os.environ["PRIVINFER_HE_CERTS"] = str(certs)
+                _LOCAL_CERTS.append(certs)
+                yield {**options, "server": f"127.0.0.1:{port}"}
+            finally:
+                if _LOCAL_CERTS and _LOCAL_CERTS[-1] == certs:
+                    _LOCAL_CERTS.pop()
+                if old is None:
+                    os.environ.pop("PRIVINFER_HE_CERTS", None)
+                else:
+                    os.environ["PRIVINFER_HE_CERTS"] = old
+                proc.send_signal(signal.SIGTERM)
+                try:
+                    proc.wait(15)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
 
     def embed(
         self,
