@@ -121,8 +121,10 @@ def run_proxy(
             app, log_level="warning", access_log=False, timeout_graceful_shutdown=5
         )
         server = uvicorn.Server(config)
-        server.run(sockets=[sock])
-        note("stopping")
+        try:
+            server.run(sockets=[sock])
+        finally:
+            note("stopping (and everything it started)")
     return 0
 
 

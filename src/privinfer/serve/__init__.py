@@ -7,7 +7,9 @@ input (mpc) or holds the CKKS key (he). Nothing here logs, counts or echoes prom
 text; error bodies name fields, never their contents.
 
 Modules: `schemas` (pydantic requests and responses, strict OpenAI shape), `errors` (the
-OpenAI error body), `backend` (models, the mode plug-in, services started once), `stream` (one
-generation as events: text deltas, stop strings, logprobs, per-token figures), `app` (the
-routes), `metrics` (Prometheus), `page/` (the chat page at `/`).
+OpenAI error body), `checks` (a whole request, before any mode runs), `backend` (models, the
+mode plug-in, services started once, the worker thread), `run` (mode calls on that thread, seen
+from the event loop), `stream` (one generation as events: text deltas, stop strings, logprobs,
+per-token figures), `respond` (whole responses and SSE streams), `app` (the routes), `metrics`
+(Prometheus), `page/` (the chat page at `/`).
 """
