@@ -5,6 +5,7 @@ SIGTERM must stop it with exit 0 and leave none of the processes it started behi
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -17,6 +18,11 @@ import psutil
 import pytest
 
 from privinfer.net.lifetime import spawn
+
+# Debian's chromium, headless, offline: no browser download, no background traffic
+CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                  "--disable-component-update", "--disable-sync", "--no-first-run",
+                  "--disable-dev-shm-usage", "--window-size=1200,800"]  # fmt: skip
 
 CANARY = "zebra-canary-7f3a91"
 
@@ -107,3 +113,20 @@ def plain_proxy(tmp_path_factory):
     yield proxy
     stopped_cleanly(proxy)
     assert CANARY not in proxy.log() and CANARY not in "".join(proxy.lines)
+
+
+@pytest.fixture(scope="package")
+def browser():
+    """Selenium on Debian's chromium + chromedriver; fails (never skips) when they are absent."""
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    chromium, driver = shutil.which("chromium"), shutil.which("chromedriver")
+    assert chromium and driver, "install Debian's chromium and chromium-driver (make install-test)"
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = chromium
+    for f in CHROMIUM_FLAGS:
+        opts.add_argument(f)
+    b = webdriver.Chrome(service=Service(executable_path=driver), options=opts)
+    yield b
+    b.quit()

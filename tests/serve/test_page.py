@@ -5,33 +5,14 @@ fails (CI installs it in `make install-test`); it never skips."""
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import pytest
-from selenium import webdriver
-from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 
 SCREENSHOT = Path(__file__).resolve().parents[2] / "docs" / "img" / "chat-page.png"
-FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-         "--disable-component-update", "--disable-sync", "--no-first-run",
-         "--disable-dev-shm-usage", "--window-size=1200,800"]  # fmt: skip
 QUESTION = "What is the capital of France?"
-
-
-@pytest.fixture(scope="module")
-def browser():
-    chromium, driver = shutil.which("chromium"), shutil.which("chromedriver")
-    assert chromium and driver, "install Debian's chromium and chromium-driver (make install-test)"
-    opts = webdriver.ChromeOptions()
-    opts.binary_location = chromium
-    for f in FLAGS:
-        opts.add_argument(f)
-    b = webdriver.Chrome(service=Service(executable_path=driver), options=opts)
-    yield b
-    b.quit()
 
 
 @pytest.mark.timeout(300)

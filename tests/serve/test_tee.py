@@ -55,3 +55,17 @@ def test_tee_chat_stream_stop_seed_and_claims(tee_proxy, smollm):
                     json={"model": MODEL, "messages": long, "stream": True}, timeout=60)  # fmt: skip
     assert r2.status_code == 400 and "context" in r2.json()["error"]["message"]
     assert [m.id for m in oai.models.list().data] == [MODEL]
+
+
+def test_tee_page_shows_the_verified_claims(tee_proxy, browser):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    claims = httpx.get(tee_proxy.v1 + "/privinfer/info").json()["protection"]
+    browser.get(tee_proxy.url + "/")
+    WebDriverWait(browser, 60).until(
+        lambda b: b.find_element(By.TAG_NAME, "body").get_attribute("data-ready") == "1"
+    )
+    panel = browser.find_element(By.ID, "protection").text
+    assert claims["measurement"] in panel and claims["platform"] in panel
+    assert "debug\noff" in panel and "TCB (svn)" in panel
