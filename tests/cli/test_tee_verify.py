@@ -59,7 +59,10 @@ def test_snp_debug_rejected_then_allowed(capsys: pytest.CaptureFixture[str]) -> 
 
 def test_nvidia_hex_file_with_type(capsys: pytest.CaptureFixture[str]) -> None:
     rc, out = run([*NV, *AT, "--type", "nvidia"], capsys)
+    assert rc == 3 and "debug-unknown" in out  # SPDM does not show the GPU's debug state
+    rc, out = run([*NV, *AT, "--type", "nvidia", "--allow-unknown-debug"], capsys)
     assert rc == 0 and out.startswith("OK: nvidia") and "component index_64" in out
+    assert "debug: unknown" in out
 
 
 def test_json_output_and_rejection(capsys: pytest.CaptureFixture[str]) -> None:
@@ -111,7 +114,9 @@ def test_mutated_evidence_only_raises_evidence_rejected() -> None:
     from privinfer.tee.evidence.detect import verify_evidence
     from privinfer.tee.policy import ANY, Policy
 
-    policy = Policy(allowed_measurements=ANY, allowed_signers=ANY, allow_debug=True)
+    policy = Policy(
+        allowed_measurements=ANY, allowed_signers=ANY, allow_debug=True, require_tcb=False
+    )
     nv = binascii.unhexlify((DATA / "hopperAttestationReport.txt").read_bytes().strip())
     samples = [
         ((DATA / "sgx_quote_v3.dat").read_bytes(), []),
@@ -152,3 +157,54 @@ def test_rejection_through_main_exits_3(capsys: pytest.CaptureFixture[str]) -> N
     assert main(["tee", "verify", SGX, *AT, "--measurement", "00" * 32]) == 3
     assert "REJECTED" in capsys.readouterr().out
     assert main(["tee", "verify", SGX, *AT]) == 0
+
+
+def padded_tdx_v4(tmp_path: Path, tail: bytes = b"") -> str:
+    """The shared production TDX v4 quote (go-tdx-guest's text suffix removed) in a zero-padded
+    5,006-byte buffer, as quote buffers come; `tail` is appended after the padding."""
+    raw = (DATA / "tdx_quote_v4.dat").read_bytes()
+    quote = raw[: -len(b"\nextra bytes(only for testing purpose)\n")]
+    path = tmp_path / "tdx_v4_padded.dat"
+    path.write_bytes(quote.ljust(5006, b"\0") + tail)
+    return str(path)
+
+
+def test_tdx_v4_zero_padded_passes_nonzero_byte_refused(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    rc, out = run([padded_tdx_v4(tmp_path), "--type", "tdx", *AT], capsys)
+    assert rc == 0 and out.startswith("OK: tdx"), out
+    assert "padding_bytes: 71" in out and "tcb_status: not checked" in out
+    rc, out = run([padded_tdx_v4(tmp_path, b"\x01"), "--type", "tdx", *AT], capsys)
+    assert rc == 3 and "trailing-bytes" in out
+
+
+def test_collateral_enforces_the_tcb_policy(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    at = ["--at", "2025-07-01T00:00:00Z"]
+    coll = str(DATA / "sgx_quote_collateral.json")
+    rc, out = run([SGX, *at, "--collateral", coll], capsys)
+    assert (
+        rc == 3 and "tcb-status-not-allowed" in out and "ConfigurationAndSWHardeningNeeded" in out
+    )
+    allow = ["--allow-tcb-status", "UpToDate", "ConfigurationAndSWHardeningNeeded"]
+    rc, out = run([SGX, *at, "--collateral", coll, *allow], capsys)
+    assert rc == 0 and "tcb_status: ConfigurationAndSWHardeningNeeded" in out
+    rc, out = run([SGX, *at, "--collateral", coll, *allow, "--min-tcb-eval", "18"], capsys)
+    assert rc == 3 and "tcb-too-old" in out
+
+
+def test_collateral_directory_picks_by_fmspc(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    for name in ("sgx_quote_collateral.json", "dcap_qvl_tdx_quote_v4_collateral.json"):
+        (tmp_path / name).write_bytes((DATA / name).read_bytes())
+    tdx = str(DATA / "dcap_qvl_tdx_quote_v4.dat")
+    rc, out = run([tdx, "--at", "2025-07-01", "--collateral", str(tmp_path), "--json"], capsys)
+    doc = json.loads(out)
+    assert rc == 0 and doc["claims"]["extra"]["tcb_status"] == "UpToDate"
+    assert doc["policy"]["require_tcb"] is True
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert run([tdx, "--at", "2025-07-01", "--collateral", str(empty)], capsys)[0] == 2

@@ -71,3 +71,20 @@ def test_tee_gateway_is_serve_mode_tee_with_a_server(tmp_path, monkeypatch):
         "root_cert": str(tmp_path / "root.pem"),
         "measurement": m,
     }
+
+
+def test_tee_gateway_hands_hardware_trust_to_the_plugin(monkeypatch):
+    """`--hardware snp` makes the tee plug-in's root the hardware trust, as for `tee attest`."""
+    import privinfer.cli.serve as serve_cli
+    from privinfer.tee.attestation import HardwareTrust
+
+    seen = {}
+    monkeypatch.setattr(
+        serve_cli, "run_proxy", lambda mode, **kw: seen.update(mode=mode, **kw) or 0
+    )
+    m = "cd" * 48
+    argv = ["tee", "gateway", "--server", "http://127.0.0.1:9", "--hardware", "snp"]
+    assert main([*argv, "--measurement", m]) == 0
+    trust = seen["given"]["root_cert"]
+    assert isinstance(trust, HardwareTrust) and trust.evidence_type == "snp"
+    assert seen["given"]["measurement"] == m

@@ -24,7 +24,12 @@ SAMPLE_NONCE = bytes.fromhex("931d8dd0add203ac3d8b4fbde75e115278eefcdceac5b87671
 MEASUREMENT = bytes.fromhex(
     "4e18bc36ebbefedfa181423be91de7450ce41e51192358adbaaaf3dcc08f30a11d85b608a0408da67add8c6e78607246"
 )
-OK = Policy(allowed_measurements=frozenset({MEASUREMENT}), allowed_signers=frozenset({b""}))
+# SPDM 1.1 does not show the GPU's debug state: a policy must admit "unknown" explicitly.
+OK = Policy(
+    allowed_measurements=frozenset({MEASUREMENT}),
+    allowed_signers=frozenset({b""}),
+    allow_unknown_debug=True,
+)
 RECORD_AT = 37 + 8  # request (37 bytes) + response header (8 bytes)
 
 
@@ -98,9 +103,10 @@ def test_fresh_nonce_does_not_match_public_sample_nonce() -> None:
 
 
 def test_default_policy_denies_measurement() -> None:
-    rejected(REPORT, Reason.MEASUREMENT_NOT_ALLOWED, policy=Policy())
+    rejected(REPORT, Reason.DEBUG_UNKNOWN, policy=Policy())
+    rejected(REPORT, Reason.MEASUREMENT_NOT_ALLOWED, policy=Policy(allow_unknown_debug=True))
 
 
 def test_any_policy_accepts() -> None:
-    p = Policy(allowed_measurements=ANY, allowed_signers=ANY)
+    p = Policy(allowed_measurements=ANY, allowed_signers=ANY, allow_unknown_debug=True)
     assert verify_nvidia(REPORT, certs=CERTS, policy=p, at=AT).extra["blocks"] == 64

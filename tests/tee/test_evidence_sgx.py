@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -20,7 +21,18 @@ AT = datetime(2026, 6, 1, tzinfo=UTC)  # inside PCK leaf (2023-09..2030-09), PCK
 AT_COLLATERAL = datetime(2025, 7, 1, tzinfo=UTC)  # collateral is valid 2025-06-19..2025-07-19
 MRENCLAVE = bytes.fromhex("33d8736db756ed4997e04ba358d27833188f1932ff7b1d156904d3f560452fbb")
 MRSIGNER = bytes.fromhex("815f42f11cf64430c30bab7816ba596a1da0130c3b028b673133a66cf9a3e0e6")
-OK = Policy(allowed_measurements=frozenset({MRENCLAVE}), allowed_signers=frozenset({MRSIGNER}))
+# require_tcb=False: most tests here check what the quote proves without Intel collateral.
+OK = Policy(
+    allowed_measurements=frozenset({MRENCLAVE}),
+    allowed_signers=frozenset({MRSIGNER}),
+    require_tcb=False,
+)
+# The sample's platform TCB status is ConfigurationAndSWHardeningNeeded: named to pass.
+OK_TCB = replace(
+    OK,
+    require_tcb=True,
+    allowed_tcb_statuses=frozenset({"UpToDate", "ConfigurationAndSWHardeningNeeded"}),
+)
 MRENCLAVE_AT, SIG_AT, QE_REPORT_AT, ATT_KEY_AT = 48 + 64, 436, 0x234, 0x1F4
 
 
@@ -75,8 +87,9 @@ def test_truncated_quote() -> None:
     rejected(QUOTE[:100], Reason.TRUNCATED)
 
 
-def test_trailing_bytes() -> None:
-    rejected(QUOTE + b"\0", Reason.TRAILING_BYTES)
+def test_zero_padding_accepted_and_reported_nonzero_trailing_byte_refused() -> None:
+    assert verify_sgx(QUOTE + bytes(70), policy=OK, at=AT).extra["padding_bytes"] == 70
+    rejected(QUOTE + bytes(69) + b"\x01", Reason.TRAILING_BYTES)
 
 
 def test_wrong_pinned_root_is_untrusted() -> None:
@@ -109,7 +122,7 @@ def test_wrong_signer_denied() -> None:
 
 
 def test_collateral_verifies_and_appraises_tcb() -> None:
-    c = verify_sgx(QUOTE, policy=OK, at=AT_COLLATERAL, collateral=COLLATERAL)
+    c = verify_sgx(QUOTE, policy=OK_TCB, at=AT_COLLATERAL, collateral=COLLATERAL)
     assert c.extra["fmspc"] == "00A067110000"
     assert c.extra["tcb_status"] == "ConfigurationAndSWHardeningNeeded"
     assert c.extra["qe_tcb_status"] == "UpToDate"

@@ -42,7 +42,11 @@ def mrtd(v: int) -> bytes:
 
 
 def ok(v: int) -> Policy:
-    return Policy(allowed_measurements=frozenset({mrtd(v)}), allowed_signers=frozenset({bytes(48)}))
+    return Policy(
+        allowed_measurements=frozenset({mrtd(v)}),
+        allowed_signers=frozenset({bytes(48)}),
+        require_tcb=False,  # these tests check what the quote proves without collateral
+    )
 
 
 def rejected(v: int, data: bytes, reason: Reason, **kw: object) -> EvidenceRejected:
@@ -100,8 +104,12 @@ def test_truncated(v: int) -> None:
 
 
 @versions
-def test_trailing_bytes(v: int) -> None:
-    rejected(v, QUOTES[v] + b"\0", Reason.TRAILING_BYTES)
+def test_zero_padding_accepted_nonzero_trailing_byte_refused(v: int) -> None:
+    c = verify_tdx(QUOTES[v] + bytes(71), policy=ok(v), at=AT)
+    assert c.extra["padding_bytes"] == 71
+    assert verify_tdx(QUOTES[v], policy=ok(v), at=AT).extra["padding_bytes"] == 0
+    rejected(v, QUOTES[v] + b"\x01", Reason.TRAILING_BYTES)
+    rejected(v, QUOTES[v] + bytes(70) + b"\x80", Reason.TRAILING_BYTES)
 
 
 def test_unchanged_go_tdx_guest_file_has_trailing_bytes() -> None:

@@ -55,16 +55,23 @@ def test_gramine_provider_refuses_epid_and_absence(tmp_path):
         GramineProvider(tmp_path / "absent").quote(None, b"\0" * 64)  # type: ignore[arg-type]
 
 
-def test_client_routes_hardware_quotes_to_the_dcap_verifier():
-    """A non-software quote goes through the SGX pipeline; the sample's report_data is not our
-    binding, so it must be rejected at the binding stage (after chain and signature passed)."""
-    from privinfer.tee.attestation import verify_attestation
+def test_client_routes_hardware_quotes_to_the_dcap_verifier_only_when_it_trusts_sgx():
+    """With `HardwareTrust("sgx")` a DCAP quote goes through the SGX pipeline; the sample's
+    report_data is not our binding, so it is rejected at the binding stage (after chain and
+    signature passed)."""
+    from privinfer.tee.attestation import HardwareTrust, verify_attestation
     from privinfer.tee.policy import ANY, Policy
 
     sample = (DATA / "sgx_quote_v3.dat").read_bytes()
     pol = Policy(allowed_measurements=ANY, allowed_signers=ANY, max_age_s=None)
     with pytest.raises(EvidenceRejected) as e:
         verify_attestation(
-            sample, b"n" * 32, b"k" * 32, b"ctx", b"", pol, now=datetime(2026, 6, 1, tzinfo=UTC)
+            sample,
+            b"n" * 32,
+            b"k" * 32,
+            b"ctx",
+            HardwareTrust("sgx"),
+            pol,
+            now=datetime(2026, 6, 1, tzinfo=UTC),
         )
     assert e.value.reason.value == "report-data-mismatch"

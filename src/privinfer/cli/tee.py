@@ -43,19 +43,52 @@ def _client_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--model", default="smollm2-135m", help="local model the measurement is computed from"
     )
+    p.add_argument(
+        "--hardware",
+        choices=EVIDENCE_TYPES,
+        default=None,
+        help="accept only this hardware evidence, against the pinned vendor root (default: the "
+        "software platform's --root); needs --measurement",
+    )
+    p.add_argument(
+        "--collateral",
+        default=None,
+        metavar="JSON_OR_DIR",
+        help="Intel DCAP collateral file or cache directory (--hardware sgx/tdx: without it the "
+        "quote is refused)",
+    )
+    p.add_argument(
+        "--certs",
+        nargs="+",
+        default=[],
+        metavar="PEM_OR_DER",
+        help="certificates the evidence does not carry (--hardware snp: VCEK, ASK+ARK)",
+    )
 
 
-def _client(server: str, root: str | None, measurement: str | None, model: str) -> Any:
+def _client(
+    server: str, root: str | None, measurement: str | None, model: str, args: Any = None
+) -> Any:
+    from privinfer.tee.attestation import HardwareTrust
     from privinfer.tee.client import client_for
 
-    return client_for(server, root=root, measurement=measurement, model=model)
+    trust = None
+    if args is not None and getattr(args, "hardware", None):
+        from privinfer.tee.verify import read_file
+
+        trust = HardwareTrust(
+            args.hardware,
+            collateral=args.collateral,
+            certs=tuple(read_file(p) for p in args.certs),
+        )
+    return client_for(server, root=root, measurement=measurement, model=model, trust=trust)
 
 
 def cmd_attest(args: argparse.Namespace) -> int:
     """Verify a fresh quote from --server and print the claims."""
     from privinfer.tee.client import claims_summary, reachable
 
-    with _client(args.server, args.root, args.measurement, args.model) as client:
+    with _client(args.server, args.root, args.measurement, args.model, args) as client:
         with reachable(args.server):
             session = client.attest()
             session.close()
@@ -121,9 +154,12 @@ def cmd_gateway(args: argparse.Namespace) -> int:
     check_port(args.port)
     options.check_threads(args)
     options.check_model(args.model)
-    _client(args.server, args.root, args.measurement, args.model).close()  # checks root, hex
+    # the same checks and trust as `tee attest`: root file, measurement hex, --hardware trust
+    client = _client(args.server, args.root, args.measurement, args.model, args)
+    client.close()
     measurement = args.measurement or os.environ.get("PRIVINFER_TEE_MEASUREMENT")
-    given = {"server": args.server, "root_cert": args.root, "measurement": measurement}
+    root = client.root if getattr(args, "hardware", None) else args.root  # HardwareTrust
+    given = {"server": args.server, "root_cert": root, "measurement": measurement}
     given = options.check_mode_options("tee", "generate", {k: v for k, v in given.items() if v})
     return run_proxy(
         "tee",
@@ -198,8 +234,30 @@ def add_verify_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--collateral",
         default=None,
-        metavar="JSON",
-        help="Intel DCAP collateral JSON, SGX only (default: none)",
+        metavar="JSON_OR_DIR",
+        help="Intel DCAP collateral JSON for SGX/TDX, or a directory of them picked by FMSPC; "
+        "with it the TCB policy is enforced (default: none, TCB status not checked)",
+    )
+    parser.add_argument(
+        "--allow-tcb-status",
+        nargs="+",
+        action="extend",
+        default=[],
+        metavar="STATUS",
+        help="Intel TCB statuses to accept with --collateral (default: UpToDate "
+        "SWHardeningNeeded; e.g. OutOfDate, ConfigurationNeeded)",
+    )
+    parser.add_argument(
+        "--min-tcb-eval",
+        type=int,
+        default=0,
+        metavar="N",
+        help="lowest Intel tcbEvaluationDataNumber to accept with --collateral (default: 0)",
+    )
+    parser.add_argument(
+        "--allow-unknown-debug",
+        action="store_true",
+        help="accept evidence that does not show its debug state (NVIDIA SPDM; default: refuse)",
     )
     parser.add_argument("--json", action="store_true", help="print one JSON object")
 
@@ -208,7 +266,10 @@ def _print_claims(claims: Claims, notes: list[str]) -> None:
     print(f"OK: {claims.evidence_type} evidence verified")
     for name in ("measurement", "signer", "report_data"):
         print(f"  {name}: {getattr(claims, name).hex() or '(none)'}")
-    print(f"  product_id: {claims.product_id}  svn: {claims.svn}  debug: {claims.debug}")
+    debug = "unknown" if claims.debug is None else claims.debug
+    print(f"  product_id: {claims.product_id}  svn: {claims.svn}  debug: {debug}")
+    if claims.evidence_type in ("sgx", "tdx") and "tcb_status" not in claims.extra:
+        print("  tcb_status: not checked (no collateral)")
     for k, v in claims.components.items():
         print(f"  component {k}: {v.hex()}")
     for k, v in claims.extra.items():
@@ -238,6 +299,9 @@ def run_verify(args: argparse.Namespace) -> int:
             report_data=args.report_data,
             roots=args.root,
             collateral=args.collateral,
+            allow_tcb_status=args.allow_tcb_status,
+            min_tcb_eval=args.min_tcb_eval,
+            allow_unknown_debug=args.allow_unknown_debug,
         )
     except InputError as exc:
         error(str(exc))

@@ -205,13 +205,16 @@ def _client(model: Any, *, server: str, root_cert: Any, measurement: Any) -> Any
 
 def _claims_brief(c: Any) -> dict[str, Any]:
     """The verified claims a client shows: platform, measurement, debug flag, TCB (svn)."""
-    return {
+    out = {
         "platform": c.evidence_type,
         "measurement": c.measurement.hex(),
-        "debug": c.debug,
+        "debug": c.debug,  # None: the evidence does not show it
         "svn": c.svn,
         "product_id": c.product_id,
     }
+    if "tcb_status" in c.extra:  # hardware evidence appraised against vendor collateral
+        out["tcb_status"] = c.extra["tcb_status"]
+    return out
 
 
 MODE = TeeMode()

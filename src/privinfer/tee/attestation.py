@@ -15,12 +15,15 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from cryptography import x509
 
-from privinfer.tee.claims import Claims
+from privinfer.tee.claims import Claims, EvidenceRejected, Reason, Stage
 from privinfer.tee.evidence.software import verify_software_quote
 from privinfer.tee.measurement import EnclaveIdentity, lp
 from privinfer.tee.platform import Platform
@@ -64,19 +67,56 @@ def attest(
     return platform.quote(identity, report_data(enclave_pubkey, nonce, context), now=now)
 
 
-def _is_hardware_evidence(data: bytes) -> bool:
-    """True for evidence in a hardware format (SGX/TDX DCAP, SNP, NVIDIA); software quotes and
-    anything unrecognised go to the software verifier, which names what is wrong with them."""
-    from privinfer.tee.claims import EvidenceRejected
-    from privinfer.tee.evidence.detect import detect_type
+@dataclass(frozen=True)
+class HardwareTrust:
+    """What a client trusts for hardware evidence, chosen by the client, never by the host.
 
-    if data.startswith(b"PIQT"):
-        return False
+    `evidence_type` is the one format accepted ("sgx", "tdx", "snp", "nvidia"); `roots` replaces
+    the built-in pinned vendor root (None keeps it); `collateral` is an Intel DCAP collateral
+    JSON file or a cache directory of them (SGX/TDX: without it the default policy refuses the
+    quote, `tcb-not-checked`); `certs` are certificates the evidence does not carry (SNP: VCEK,
+    ASK, ARK; NVIDIA: the device chain).
+    """
+
+    evidence_type: str
+    collateral: Path | str | None = None
+    roots: Sequence[bytes] | None = None
+    certs: Sequence[bytes] = ()
+
+
+def _verify_hardware(
+    data: bytes, trust: HardwareTrust, expected: bytes, policy: Policy, now: datetime | None
+) -> Claims:
+    from privinfer.tee.evidence.collateral import collateral_for
+    from privinfer.tee.evidence.detect import detect_type, verify_evidence
+
+    kind = "software" if data.startswith(b"PIQT") else _detected(data, detect_type)
+    if kind != trust.evidence_type:
+        raise EvidenceRejected(
+            Stage.CHAIN,
+            Reason.UNTRUSTED_ROOT,
+            f"the client trusts {trust.evidence_type} evidence, the host sent {kind}",
+        )
+    collateral = None
+    if trust.collateral is not None and kind in ("sgx", "tdx"):
+        collateral = collateral_for(data, trust.collateral)
+    return verify_evidence(
+        data,
+        evidence_type=kind,
+        certs=list(trust.certs) or None,
+        policy=policy,
+        expected_report_data=expected,
+        at=now,
+        roots=trust.roots,
+        collateral=collateral,
+    )
+
+
+def _detected(data: bytes, detect_type: object) -> str:
     try:
-        detect_type(data)
+        return detect_type(data)  # type: ignore[operator, no-any-return]
     except EvidenceRejected:
-        return False
-    return True
+        return "unrecognised"
 
 
 def verify_attestation(
@@ -84,22 +124,21 @@ def verify_attestation(
     nonce: bytes,
     enclave_pubkey: bytes,
     context: bytes,
-    root_cert: x509.Certificate | bytes,
+    root_cert: x509.Certificate | bytes | HardwareTrust,
     policy: Policy,
     now: datetime | None = None,
 ) -> Claims:
     """Client side: verify chain, signature, binding (nonce + key + context) and policy.
 
-    Returns the verified Claims or raises `EvidenceRejected` naming the stage and reason. A wrong
-    nonce, key or context shows up as `binding: report-data-mismatch`.
+    `root_cert` is the client's trust: a software platform root (then only software quotes
+    chaining to it pass) or a `HardwareTrust` (then only that hardware format, against the
+    pinned vendor root, with Intel collateral for SGX/TDX). The host's bytes never choose the
+    root. Returns the verified Claims or raises `EvidenceRejected` naming the stage and reason.
+    A wrong nonce, key or context shows up as `binding: report-data-mismatch`.
     """
     expected = report_data(enclave_pubkey, nonce, context)
-    if _is_hardware_evidence(quote_bytes):
-        # Hardware evidence (e.g. a Gramine-SGX DCAP quote): the same pipeline against the
-        # vendor's pinned root instead of the software platform's.
-        from privinfer.tee.evidence.detect import verify_evidence
-
-        claims = verify_evidence(quote_bytes, policy=policy, expected_report_data=expected, at=now)
+    if isinstance(root_cert, HardwareTrust):
+        claims = _verify_hardware(quote_bytes, root_cert, expected, policy, now)
         claims.checked.append(
             "binding: report_data = SHA-512(domain, enclave X25519 key, nonce, context)"
         )

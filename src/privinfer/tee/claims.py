@@ -41,6 +41,10 @@ class Reason(enum.StrEnum):
     TOO_OLD = "evidence-too-old"
     PRODUCT_NOT_ALLOWED = "product-not-allowed"
     REVOKED = "revoked"
+    TCB_NOT_CHECKED = "tcb-not-checked"
+    TCB_STATUS_NOT_ALLOWED = "tcb-status-not-allowed"
+    TCB_TOO_OLD = "tcb-too-old"
+    DEBUG_UNKNOWN = "debug-unknown"
 
 
 class EvidenceRejected(SecurityError):
@@ -70,7 +74,7 @@ class Claims:
     signer: bytes
     product_id: int
     svn: int
-    debug: bool
+    debug: bool | None  # None: the evidence does not show whether debugging is possible
     report_data: bytes
     issued_at: datetime | None = None
     components: dict[str, bytes] = field(default_factory=dict)

@@ -25,7 +25,7 @@ from cryptography import x509
 
 from privinfer.errors import InputError, PrivinferError
 from privinfer.models.registry import resolve
-from privinfer.tee.attestation import new_nonce, verify_attestation
+from privinfer.tee.attestation import HardwareTrust, new_nonce, verify_attestation
 from privinfer.tee.channel import ChannelError, RecordType, SecureChannel, client_channel
 from privinfer.tee.claims import Claims
 from privinfer.tee.policy import ANY, Policy
@@ -64,7 +64,7 @@ def measurement_policy(measurement: bytes, *, allow_debug: bool = False) -> Poli
 
 
 def claims_summary(claims: Claims) -> str:
-    """One line for stderr: what was verified, and that this is the software platform."""
+    """One line for stderr: what was verified, and whether a hardware root vouches for it."""
     comp = claims.components
     parts = [
         f"attested {claims.evidence_type}",
@@ -72,10 +72,13 @@ def claims_summary(claims: Claims) -> str:
         f"(code {comp.get('code', b'').hex()[:8]}, config {comp.get('config', b'').hex()[:8]},"
         f" model {comp.get('model', b'').hex()[:8]})",
         f"svn {claims.svn}",
-        "debug " + ("ON" if claims.debug else "off"),
+        "debug " + ("unknown" if claims.debug is None else "ON" if claims.debug else "off"),
         f"root {str(claims.extra.get('root_sha256', ''))[:16]}",
-        "- software platform: no hardware root of trust",
     ]
+    if claims.evidence_type not in ("sgx", "tdx", "snp", "nvidia"):
+        parts.append("- software platform: no hardware root of trust")
+    elif "tcb_status" in claims.extra:
+        parts.append(f"tcb {claims.extra['tcb_status']}")
     return " ".join(parts)
 
 
@@ -197,7 +200,7 @@ class TeeClient:
         self,
         server_url: str,
         *,
-        root_cert: bytes | str | Path | x509.Certificate,
+        root_cert: bytes | str | Path | x509.Certificate | HardwareTrust,
         policy: Policy | None = None,
         measurement: bytes | str | None = None,
         model_file: Path | str | None = None,
@@ -207,7 +210,7 @@ class TeeClient:
         transport: httpx.BaseTransport | None = None,
     ) -> None:
         self.url = server_url.rstrip("/")
-        self.root = load_root(root_cert)
+        self.root = root_cert if isinstance(root_cert, HardwareTrust) else load_root(root_cert)
         if policy is None:
             if measurement is None:
                 if model_file is None:
@@ -296,15 +299,29 @@ def client_for(
     root: str | Path | None = None,
     measurement: str | None = None,
     model: str = "smollm2-135m",
+    trust: HardwareTrust | None = None,
 ) -> TeeClient:
     """A TeeClient with the documented defaults: the root `tee init-platform` exported, the
-    measurement from $PRIVINFER_TEE_MEASUREMENT or computed from the local code and `model`."""
+    measurement from $PRIVINFER_TEE_MEASUREMENT or computed from the local code and `model`.
+
+    With `trust` the client accepts only that hardware evidence (pinned vendor root, Intel
+    collateral for SGX/TDX); its measurement (MRTD, SNP MEASUREMENT, MRENCLAVE) must be given,
+    since it is the measurement of a whole VM or enclave image, not of the local code."""
+    measurement = measurement or os.environ.get("PRIVINFER_TEE_MEASUREMENT")
+    if trust is not None:
+        if not measurement:
+            raise InputError(
+                f"--hardware {trust.evidence_type} needs --measurement (the image's measurement)"
+            )
+        try:
+            return TeeClient(server, root_cert=trust, measurement=measurement)
+        except ValueError:
+            raise InputError("--measurement must be hex") from None
     root = str(root or default_root_cert())
     if not os.path.isfile(root):
         raise InputError(
             f"no pinned root certificate at {root}: pass --root or run `privinfer tee init-platform`"
         )
-    measurement = measurement or os.environ.get("PRIVINFER_TEE_MEASUREMENT")
     model_file = None
     if not measurement:
         model_file = resolve(model)[1]

@@ -2,7 +2,11 @@
 
 Security assumption: the policy is set by the relying party (the client). An empty allowlist
 admits nothing; admitting any measurement or signer must be asked for explicitly
-(`ANY`), and tools that do so say it in their output.
+(`ANY`), and tools that do so say it in their output. For SGX and TDX quotes the policy also
+needs the platform's TCB appraised from Intel collateral (`require_tcb`) and admits only the TCB
+statuses it names (default UpToDate and SWHardeningNeeded: OutOfDate, ConfigurationNeeded,
+Revoked and a platform below every level are refused). Evidence that cannot show its debug
+state (NVIDIA SPDM) is refused unless `allow_unknown_debug`.
 """
 
 from __future__ import annotations
@@ -10,6 +14,7 @@ from __future__ import annotations
 import hmac
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any
 
 from privinfer.tee.claims import Claims, EvidenceRejected, Reason, Stage
 
@@ -22,6 +27,8 @@ class _Any:
 
 
 ANY = _Any()
+TCB_TYPES = ("sgx", "tdx")  # evidence whose TCB Intel's collateral appraises
+DEFAULT_TCB_STATUSES = frozenset({"UpToDate", "SWHardeningNeeded"})
 
 
 @dataclass(frozen=True)
@@ -35,6 +42,11 @@ class Policy:
     allow_debug: bool = False
     max_age_s: float | None = 300.0
     notes: tuple[str, ...] = field(default_factory=tuple)
+    require_tcb: bool = True
+    allowed_tcb_statuses: frozenset[str] = DEFAULT_TCB_STATUSES
+    min_tcb_eval_number: int = 0
+    min_tcb_date: datetime | None = None
+    allow_unknown_debug: bool = False
 
     def describe(self) -> dict[str, object]:
         def show(v: object) -> object:
@@ -51,6 +63,11 @@ class Policy:
             "min_svn": self.min_svn,
             "allow_debug": self.allow_debug,
             "max_age_s": self.max_age_s,
+            "require_tcb": self.require_tcb,
+            "allowed_tcb_statuses": sorted(self.allowed_tcb_statuses),
+            "min_tcb_eval_number": self.min_tcb_eval_number,
+            "min_tcb_date": self.min_tcb_date.isoformat() if self.min_tcb_date else None,
+            "allow_unknown_debug": self.allow_unknown_debug,
         }
 
 
@@ -63,7 +80,11 @@ def _member(value: bytes, allowed: frozenset[bytes] | _Any) -> bool:
 def check_binding(claims: Claims, expected_report_data: bytes) -> None:
     """Stage 3: the quote's 64-byte report_data must equal what the verifier recomputed."""
     got = claims.report_data
-    want = expected_report_data.ljust(len(got), b"\0") if len(expected_report_data) < len(got) else expected_report_data
+    want = (
+        expected_report_data.ljust(len(got), b"\0")
+        if len(expected_report_data) < len(got)
+        else expected_report_data
+    )
     if not hmac.compare_digest(got, want):
         raise EvidenceRejected(Stage.BINDING, Reason.REPORT_DATA_MISMATCH)
 
@@ -71,13 +92,20 @@ def check_binding(claims: Claims, expected_report_data: bytes) -> None:
 def check_policy(claims: Claims, policy: Policy, *, now: datetime | None = None) -> None:
     """Stage 4: apply `policy` to verified `claims`; raise EvidenceRejected naming the rule."""
     now = now or datetime.now(UTC)
+    if claims.debug is None and not (policy.allow_unknown_debug or policy.allow_debug):
+        raise EvidenceRejected(Stage.POLICY, Reason.DEBUG_UNKNOWN, "the evidence does not show it")
     if claims.debug and not policy.allow_debug:
         raise EvidenceRejected(Stage.POLICY, Reason.DEBUG_ENABLED)
     if not _member(claims.measurement, policy.allowed_measurements):
-        raise EvidenceRejected(Stage.POLICY, Reason.MEASUREMENT_NOT_ALLOWED, claims.measurement.hex()[:16])
+        raise EvidenceRejected(
+            Stage.POLICY, Reason.MEASUREMENT_NOT_ALLOWED, claims.measurement.hex()[:16]
+        )
     if not _member(claims.signer, policy.allowed_signers):
         raise EvidenceRejected(Stage.POLICY, Reason.SIGNER_NOT_ALLOWED, claims.signer.hex()[:16])
-    if policy.allowed_product_ids is not ANY and claims.product_id not in policy.allowed_product_ids:  # type: ignore[operator]
+    if (
+        policy.allowed_product_ids is not ANY
+        and claims.product_id not in policy.allowed_product_ids
+    ):  # type: ignore[operator]
         raise EvidenceRejected(Stage.POLICY, Reason.PRODUCT_NOT_ALLOWED, str(claims.product_id))
     if claims.svn < policy.min_svn:
         raise EvidenceRejected(Stage.POLICY, Reason.SVN_TOO_LOW, f"{claims.svn} < {policy.min_svn}")
@@ -85,4 +113,35 @@ def check_policy(claims: Claims, policy: Policy, *, now: datetime | None = None)
         age = (now - claims.issued_at).total_seconds()
         if age > policy.max_age_s or age < -60:
             raise EvidenceRejected(Stage.POLICY, Reason.TOO_OLD, f"age {age:.0f} s")
+    check_tcb(claims.evidence_type, claims.extra, policy)
     claims.checked.append("policy: " + ", ".join(f"{k}={v}" for k, v in policy.describe().items()))
+
+
+def check_tcb(evidence_type: str, extra: dict[str, Any], policy: Policy) -> None:
+    """The TCB findings of Intel collateral (in `extra`) against `policy`; absent findings are
+    refused for SGX/TDX when `policy.require_tcb`."""
+    status = extra.get("tcb_status")
+    if status is None:
+        if evidence_type in TCB_TYPES and policy.require_tcb:
+            raise EvidenceRejected(
+                Stage.POLICY, Reason.TCB_NOT_CHECKED, "no Intel collateral was given"
+            )
+        return
+    for what, value in (("platform", status), ("QE", extra.get("qe_tcb_status"))):
+        if value not in policy.allowed_tcb_statuses:
+            reason = Reason.REVOKED if value == "Revoked" else Reason.TCB_STATUS_NOT_ALLOWED
+            raise EvidenceRejected(Stage.POLICY, reason, f"{what} TCB status {value}")
+    number = extra.get("tcb_eval_number", -1)
+    if number < policy.min_tcb_eval_number:
+        raise EvidenceRejected(
+            Stage.POLICY,
+            Reason.TCB_TOO_OLD,
+            f"TCB evaluation {number} < {policy.min_tcb_eval_number}",
+        )
+    if policy.min_tcb_date is not None:
+        date = extra.get("tcb_date")
+        if (
+            date is None
+            or datetime.fromisoformat(date.replace("Z", "+00:00")) < policy.min_tcb_date
+        ):
+            raise EvidenceRejected(Stage.POLICY, Reason.TCB_TOO_OLD, f"TCB date {date}")

@@ -2,7 +2,9 @@
 the policy from allowlists (policy ANY where none is given, and say so), verify.
 
 Security assumption: the vendor roots pinned in `evidence.x509chain` are the trust anchors
-(unless `roots` replaces them). Without measurements / signers the policy admits any value
+(unless `roots` replaces them). Without collateral an SGX/TDX quote is verified as far as it
+can be (signature, chain, QE binding) and its TCB status is listed as not checked; with
+collateral the TCB policy (allowed statuses, evaluation number) is enforced. Without measurements / signers the policy admits any value
 (policy ANY) and the returned notes say so: the result then shows what the evidence proves, not
 that it is the code you expect. Malformed input raises InputError; evidence that fails any stage
 raises `EvidenceRejected`.
@@ -58,9 +60,14 @@ def parse_time(text: str | None, flag: str = "--at") -> datetime:
 
 
 def allowlist_policy(
-    measurements: frozenset[bytes], signers: frozenset[bytes], *, allow_debug: bool
+    measurements: frozenset[bytes],
+    signers: frozenset[bytes],
+    *,
+    allow_debug: bool,
+    **tcb: object,
 ) -> tuple[Policy, list[str]]:
-    """The policy of these allowlists (ANY where one is empty) and a note for each ANY."""
+    """The policy of these allowlists (ANY where one is empty) and a note for each ANY; `tcb`
+    are Policy's TCB fields (require_tcb, allowed_tcb_statuses, ...)."""
     notes: list[str] = []
     if not measurements:
         notes.append("no --measurement given: policy accepts ANY measurement")
@@ -70,6 +77,7 @@ def allowlist_policy(
         allowed_measurements=measurements or ANY,
         allowed_signers=signers or ANY,
         allow_debug=allow_debug,
+        **tcb,  # type: ignore[arg-type]
     )
     return policy, notes
 
@@ -86,30 +94,62 @@ def verify_file(
     report_data: str | None = None,
     roots: Sequence[str] = (),
     collateral: str | None = None,
+    allow_tcb_status: Sequence[str] = (),
+    min_tcb_eval: int = 0,
+    allow_unknown_debug: bool = False,
 ) -> Verified:
     """Verify the evidence in `path`; every argument is as the user gave it (paths, hex, ISO).
+
+    `collateral` is a DCAP collateral JSON file or a directory of them (picked by FMSPC). With
+    it, the TCB statuses in `allow_tcb_status` (default UpToDate, SWHardeningNeeded) and
+    evaluation numbers >= `min_tcb_eval` pass; without it the TCB is reported as not checked.
 
     Raises InputError for unreadable files or malformed values (before any verification) and
     `EvidenceRejected` when the evidence fails a stage.
     """
+    evidence = read_file(path)
+    coll = _collateral(evidence, collateral) if collateral else None
+    tcb: dict[str, object] = {
+        "require_tcb": coll is not None,
+        "min_tcb_eval_number": min_tcb_eval,
+        "allow_unknown_debug": allow_unknown_debug,
+    }
+    if allow_tcb_status:
+        tcb["allowed_tcb_statuses"] = frozenset(allow_tcb_status)
     policy, notes = allowlist_policy(
         hex_set(measurements, "--measurement"),
         hex_set(signers, "--signer"),
         allow_debug=allow_debug,
+        **tcb,
     )
+    if coll is None:
+        notes.append("no --collateral given: TCB status and PCK revocation not checked")
     kwargs: dict[str, object] = {
         "evidence_type": evidence_type,
         "certs": [read_file(p) for p in certs] or None,
         "at": parse_time(at),
         "policy": policy,
         "roots": [read_file(p) for p in roots] or None,
-        "collateral": read_file(collateral) if collateral else None,
+        "collateral": coll,
     }
     if report_data is not None:
         try:
             kwargs["expected_report_data"] = bytes.fromhex(report_data)
         except ValueError as exc:
             raise InputError("--report-data must be hex") from exc
-    evidence = read_file(path)
     claims = verify_evidence(evidence, **kwargs)  # type: ignore[arg-type]
     return Verified(claims, policy, notes)
+
+
+def _collateral(evidence: bytes, source: str) -> bytes:
+    """The collateral for `evidence` from a file or a cache directory; InputError if none."""
+    from pathlib import Path
+
+    from privinfer.tee.evidence.collateral import collateral_for
+
+    if not Path(source).exists():
+        raise InputError(f"cannot read {source}: no such file or directory")
+    found = collateral_for(evidence, source)
+    if found is None:
+        raise InputError(f"no collateral for this quote's platform in {source}")
+    return found

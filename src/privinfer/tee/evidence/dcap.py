@@ -76,6 +76,19 @@ class Reader:
             extra = len(self.data) - self.pos
             raise EvidenceRejected(Stage.PARSE, reason, f"{extra} bytes after the {self.what}")
 
+    def zero_padding(self) -> int:
+        """Length of the rest, which must be all zero bytes (a quote buffer's padding)."""
+        rest = self.data[self.pos :]
+        if any(rest):
+            first = next(i for i, b in enumerate(rest) if b)
+            raise EvidenceRejected(
+                Stage.PARSE,
+                Reason.TRAILING_BYTES,
+                f"{len(rest)} bytes after the {self.what}, non-zero at offset {first}",
+            )
+        self.pos = len(self.data)
+        return len(rest)
+
 
 @dataclass(frozen=True)
 class DcapQuote:
@@ -93,10 +106,15 @@ class DcapQuote:
     qe_auth: bytes
     cert_type: int
     cert_data: bytes
+    padding_len: int = 0  # zero bytes after the signature data (quote buffers often carry them)
 
 
 def parse_quote(data: bytes) -> DcapQuote:
-    """Parse a DCAP quote strictly; raise EvidenceRejected (truncated, trailing, unsupported)."""
+    """Parse a DCAP quote strictly; raise EvidenceRejected (truncated, trailing, unsupported).
+
+    Zero bytes after the signature data are accepted as buffer padding (their count is
+    `padding_len`); any non-zero byte there is `trailing-bytes`. Nothing inside the signature
+    data may be left over (`malformed`)."""
     r = Reader(data, "DCAP quote")
     version = r.u16("header version")
     key_type = r.u16("attestation key type")
@@ -126,7 +144,7 @@ def parse_quote(data: bytes) -> DcapQuote:
     signed = data[: r.pos]
     sig_len = r.u32("signature data length")
     s = Reader(r.take(sig_len, "signature data"), "signature data")
-    r.end()
+    padding_len = r.zero_padding()
     signature = s.take(64, "quote signature")
     attest_key = s.take(64, "attestation key")
     if version >= 4:
@@ -159,6 +177,7 @@ def parse_quote(data: bytes) -> DcapQuote:
         qe_auth,
         cert_type,
         cert_data,
+        padding_len,
     )
 
 

@@ -78,7 +78,7 @@ def verify_evidence(
 
     `certs` are certificates the evidence does not carry (SEV-SNP: VCEK, ASK, ARK; NVIDIA: the
     device chain), PEM or DER. `roots` replaces the built-in pinned vendor root. `collateral`
-    is Intel DCAP collateral JSON (SGX only).
+    is Intel DCAP collateral JSON (SGX and TDX).
     """
     from privinfer.tee.evidence.nvidia import verify_nvidia
     from privinfer.tee.evidence.sgx import verify_sgx
@@ -90,9 +90,9 @@ def verify_evidence(
     kind = evidence_type or detect_type(data)
     if kind not in EVIDENCE_TYPES:
         raise EvidenceRejected(Stage.PARSE, Reason.UNSUPPORTED, f"unknown evidence type {kind!r}")
-    if collateral is not None and kind != "sgx":
+    if collateral is not None and kind not in ("sgx", "tdx"):
         raise EvidenceRejected(
-            Stage.PARSE, Reason.UNSUPPORTED, "collateral is only used for SGX quotes"
+            Stage.PARSE, Reason.UNSUPPORTED, "collateral is only used for SGX and TDX quotes"
         )
     common = {
         "policy": policy,
@@ -103,7 +103,7 @@ def verify_evidence(
     if kind == "sgx":
         return verify_sgx(data, collateral=collateral, **common)  # type: ignore[arg-type]
     if kind == "tdx":
-        return verify_tdx(data, **common)  # type: ignore[arg-type]
+        return verify_tdx(data, collateral=collateral, **common)  # type: ignore[arg-type]
     if kind == "snp":
         return verify_snp(data, certs=certs or [], **common)  # type: ignore[arg-type]
     return verify_nvidia(data, certs=certs or [], **common)  # type: ignore[arg-type]

@@ -3,7 +3,8 @@
 Security assumption: the NVIDIA Device Identity CA (pinned) vouches for the GPU's device
 certificate chain; the leaf key signs SPDM GET_MEASUREMENTS request || response (minus the
 signature), so the verifier's nonce in the request is bound. Reference values (RIMs), OCSP
-revocation and the GPU's confidential-computing / debug mode are NOT appraised here.
+revocation and the GPU's confidential-computing / debug mode are NOT appraised here: the debug
+state is reported as unknown (`Claims.debug is None`), which the default policy refuses.
 """
 
 from __future__ import annotations
@@ -143,7 +144,7 @@ def verify_nvidia(
         signer=b"",
         product_id=0,
         svn=0,
-        debug=False,
+        debug=None,  # SPDM 1.1 measurements carry no debug / devtools flag: unknown
         report_data=rep.request_nonce,
         components={f"index_{i}": v for i, (_, v) in sorted(rep.blocks.items())},
         extra={
@@ -152,6 +153,7 @@ def verify_nvidia(
             "responder_nonce": rep.responder_nonce.hex(),
             "opaque_data_len": len(rep.opaque),
             "device_certificate": path[0].subject.rfc4514_string(),
+            "debug_state": "unknown",
         },
     )
     claims.checked += [
@@ -162,7 +164,8 @@ def verify_nvidia(
     claims.not_checked += [
         "measurement blocks against NVIDIA reference values (RIMs); use the policy allowlist instead",
         "revocation of the device certificates (NVIDIA OCSP)",
-        "GPU confidential-computing / debug mode: SPDM does not report it here, debug=False means not indicated",
+        "GPU confidential-computing / devtools (debug) mode: no field of the SPDM report or the "
+        "device certificates shows it, so debug is unknown (refused unless the policy allows it)",
         "opaque data (driver/VBIOS versions) is signed but not interpreted",
     ]
     return finish(claims, policy, expected_report_data, at)

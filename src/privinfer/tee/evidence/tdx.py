@@ -1,8 +1,9 @@
 """TDX quote v4/v5 verifier (chain, signature, binding, policy); trusts the pinned Intel root.
 
 Security assumption: as for SGX DCAP, the pinned Intel SGX Root CA vouches (via PCK and Intel's
-TD quoting enclave) for the attestation key that signed the TD report. The TDX module's own
-identity (MRSEAM) and TCB status are reported, not appraised against Intel collateral.
+TD quoting enclave) for the attestation key that signed the TD report. With Intel's TDX
+collateral the platform TCB level (PCK components and TEE_TCB_SVN), the TDX module identity and
+its TCB status are appraised; the policy decides which statuses it accepts.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from datetime import datetime
 
 from privinfer.tee.claims import Claims, EvidenceRejected, Reason, Stage
 from privinfer.tee.evidence import dcap
+from privinfer.tee.evidence.collateral import apply_collateral
 from privinfer.tee.evidence.x509chain import INTEL_SGX_ROOT_SHA256, anchors_from, as_utc
 from privinfer.tee.policy import Policy
 
@@ -58,20 +60,25 @@ def verify_tdx(
     at: datetime | None = None,
     expected_report_data: bytes | None = None,
     roots: Sequence[bytes] | None = None,
+    collateral: bytes | None = None,
 ) -> Claims:
-    """Verify a TDX quote (v4 or v5) at time `at` (default now) and apply `policy`."""
+    """Verify a TDX quote (v4 or v5) at time `at` (default now) and apply `policy`.
+
+    `collateral` is Intel's TDX collateral (TCB info id "TDX", QE identity "TD_QE") as JSON."""
     from privinfer.tee.evidence.detect import finish
 
     at = as_utc(at)
     q = dcap.parse_quote(data)
     if q.tee_type != dcap.TEE_TDX or q.body_type not in (2, 3):
         raise EvidenceRejected(Stage.PARSE, Reason.UNSUPPORTED, "not a TDX quote")
-    checked, _ = dcap.verify_quote(q, anchors_from(roots, INTEL_SGX_ROOT_SHA256), at)
+    anchors = anchors_from(roots, INTEL_SGX_ROOT_SHA256)
+    checked, path = dcap.verify_quote(q, anchors, at)
     claims = claims_from_body(q.body)
     claims.extra.update(
         {
             "quote_version": q.version,
             "body_type": q.body_type,
+            "padding_bytes": q.padding_len,
         }
     )
     claims.checked.extend(checked)
@@ -82,4 +89,6 @@ def verify_tdx(
     claims.not_checked.append(
         "RTMR replay against an event log (RTMRs are reported in components only)"
     )
+    if collateral is not None:
+        apply_collateral(claims, collateral, q, path, anchors, at)
     return finish(claims, policy, expected_report_data, at)
