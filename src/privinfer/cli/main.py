@@ -1,7 +1,7 @@
 """The `privinfer` command: the parser, the entry point, errors and exit codes.
 
-Every command group registers itself from its own module (generate, models, bench, security,
-tee, mpc, he). Arguments are checked before any model loads; a user error prints one sentence on
+Every command group registers itself from its own module (generate, serve, models, bench,
+security, tee, mpc, he). Arguments are checked before any model loads; a user error prints one sentence on
 stderr. Prompts and outputs go to stdout only, never to stderr or logs.
 """
 
@@ -90,12 +90,12 @@ def _version() -> str:
 
 def build_parser() -> argparse.ArgumentParser:
     """The whole `privinfer` parser, every command group included."""
-    from privinfer.cli import bench, generate, he, models, mpc, security, tee
+    from privinfer.cli import bench, generate, he, models, mpc, security, serve, tee
 
     parser = Parser(prog="privinfer", description="Private LLM inference.", epilog=EPILOG)
     parser.add_argument("--version", action="version", version=f"privinfer {_version()}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for group in (generate, models, bench, security, tee, mpc, he):
+    for group in (generate, serve, models, bench, security, tee, mpc, he):
         group.register(sub)
     return parser
 

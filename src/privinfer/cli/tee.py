@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -147,11 +148,28 @@ def generate_remote(args: argparse.Namespace, opts: dict[str, Any]) -> int:
 
 
 def cmd_gateway(args: argparse.Namespace) -> int:
-    from privinfer.tee.gateway import run_gateway
+    """`privinfer tee gateway`: `privinfer serve --mode tee --server URL` under its old name."""
+    from privinfer.cli.serve import run_proxy
 
     check_port(args.port)
+    options.check_threads(args)
+    options.check_model(args.model)
+    # the same checks and trust as `tee attest`: root file, measurement hex, --hardware trust
     client = _client(args.server, args.root, args.measurement, args.model, args)
-    return run_gateway(client, model_name=args.model, host=args.host, port=args.port)
+    client.close()
+    measurement = args.measurement or os.environ.get("PRIVINFER_TEE_MEASUREMENT")
+    root = client.root if getattr(args, "hardware", None) else args.root  # HardwareTrust
+    given = {"server": args.server, "root_cert": root, "measurement": measurement}
+    given = options.check_mode_options("tee", "generate", {k: v for k, v in given.items() if v})
+    return run_proxy(
+        "tee",
+        model=args.model,
+        embed_model=None,
+        given={k: v for k, v in given.items() if v is not None},
+        host=args.host,
+        port=args.port,
+        threads=args.threads,
+    )
 
 
 # --- offline verification ---------------------------------------------------------------------
@@ -452,12 +470,14 @@ def register(sub: Any) -> None:
     p.set_defaults(func=cmd_attest)
 
     p = tsub.add_parser(
-        "gateway", help="local OpenAI-compatible API in front of an attested enclave"
+        "gateway",
+        help="local OpenAI-compatible API in front of an attested enclave "
+        "(= privinfer serve --mode tee --server URL)",
     )
     _client_args(p)
     p.add_argument("--host", default="127.0.0.1", help="address to listen on")
     p.add_argument("--port", type=int, default=8471, help="port to listen on")
-    add_common(p, threads=False)
+    add_common(p)
     p.set_defaults(func=cmd_gateway)
 
     p = tsub.add_parser(

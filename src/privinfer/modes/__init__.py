@@ -11,6 +11,7 @@ options, which the CLI does to build its flags and refuse bad arguments, imports
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import math
 from collections.abc import Callable, Iterator, Sequence
@@ -109,6 +110,7 @@ class Mode:
     threat: ClassVar[dict[str, dict[str, Any]]] = {}  # adversary -> asset -> security.matrix.Cell
     security_needs_model: ClassVar[bool] = False
     bench_workloads: ClassVar[tuple[str, ...]] = ()  # `privinfer bench` workloads it runs in
+    reveals_logits: ClassVar[bool] = False  # whether the client may see logits (logprobs)
 
     def options_for(self, task: str) -> tuple[Option, ...]:
         return tuple(o for o in self.options if task in o.tasks)
@@ -153,6 +155,17 @@ class Mode:
 
     def security(self, model: Any | None, **params: Any) -> dict[str, Any]:
         return {"summary": self.summary}
+
+    def info(self, model: Any | None, **options: Any) -> dict[str, Any]:
+        """What protects this mode's user, for a client to show (`privinfer serve`'s page):
+        JSON-able, derived from the parameters and services in use (`options` as checked)."""
+        return {"summary": self.summary}
+
+    @contextlib.contextmanager
+    def services(self, model: Any, **options: Any) -> Iterator[dict[str, Any]]:
+        """Start once the local services a long-lived client needs (a local enclave, three
+        local parties) and yield the options that reach them; stop them on exit. Default: none."""
+        yield options
 
 
 def names() -> tuple[str, ...]:

@@ -9,6 +9,7 @@ rounds and bytes each way reach the caller in `stats.details["he"]` and `stats.c
 
 from __future__ import annotations
 
+import contextlib
 import queue
 import sys
 import threading
@@ -45,6 +46,9 @@ OPTIONS = (
         positive=True,
     ),
 )
+
+
+_LOCAL_CERTS: list[Any] = []  # identity folders of the local servers `services` runs
 
 
 def _progress(msg: str) -> None:
@@ -129,6 +133,68 @@ class HeMode(Mode):
 
         return he_parameters()
 
+    def info(self, model: Any | None, **options: Any) -> dict[str, Any]:
+        """The CKKS parameters in use and their security level."""
+        p = self.security(model)
+        keep = ("scheme", "poly_modulus_degree", "coeff_modulus_bits", "scale_bits")
+        return {
+            "summary": self.summary,
+            **{k: p[k] for k in keep if k in p},
+            "security_level_bits": p.get("security_level_bits"),
+        }
+
+    @contextlib.contextmanager
+    def services(self, model: Any, **options: Any) -> Iterator[dict[str, Any]]:
+        """With no `server`: one local HE server (fresh TLS identities) for every request,
+        stopped on exit; the client side finds its identity through $PRIVINFER_HE_CERTS, as for
+        any `server=`."""
+        if options.get("server") or options.get("in_process"):
+            yield options
+            return
+        import os
+        import signal
+        import subprocess
+        import tempfile
+        from pathlib import Path
+
+        from privinfer.he.transport import ensure_identities
+        from privinfer.net.cluster import free_ports
+        from privinfer.net.lifetime import spawn
+
+        with tempfile.TemporaryDirectory(prefix="privinfer-he-") as tmp:
+            (port,) = free_ports(1)
+            # one identity folder for every local server of this process (the chat and the
+            # embedding model's): the client finds it through one environment variable
+            certs = _LOCAL_CERTS[-1] if _LOCAL_CERTS else Path(tmp) / "certs"
+            ready = Path(tmp) / "ready"
+            ensure_identities(certs, port)
+            cmd = [sys.executable, "-m", "privinfer.cli", "he", "serve", "--model"]
+            cmd += [str(model.source), "--port", str(port), "--certs", str(certs)]
+            proc = spawn([*cmd, "--ready-file", str(ready)], stdin=subprocess.DEVNULL)
+            old = os.environ.get("PRIVINFER_HE_CERTS")
+            try:
+                deadline = time.monotonic() + 300
+                while not ready.exists():
+                    if proc.poll() is not None or time.monotonic() > deadline:
+                        raise InputError("The local HE server did not start.")
+                    time.sleep(0.2)
+                os.environ["PRIVINFER_HE_CERTS"] = str(certs)
+                _LOCAL_CERTS.append(certs)
+                yield {**options, "server": f"127.0.0.1:{port}"}
+            finally:
+                if _LOCAL_CERTS and _LOCAL_CERTS[-1] == certs:
+                    _LOCAL_CERTS.pop()
+                if old is None:
+                    os.environ.pop("PRIVINFER_HE_CERTS", None)
+                else:
+                    os.environ["PRIVINFER_HE_CERTS"] = old
+                proc.send_signal(signal.SIGTERM)
+                try:
+                    proc.wait(15)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
+
     def embed(
         self,
         model: Any,
@@ -210,8 +276,9 @@ class HeMode(Mode):
                 if in_process:
                     _local_generation(model, client, prompt_ids, budget, ctx_t, events)
                 else:
+                    live = stats.details.setdefault("client_link", {})
                     figures = _remote_generation(
-                        model, client, prompt_ids, budget, ctx_t, server, events
+                        model, client, prompt_ids, budget, ctx_t, server, events, live
                     )
                     _record(stats.costs, stats.details, figures)
                 events.put(("end", None))
@@ -252,7 +319,10 @@ def _local_generation(model, client, prompt_ids, budget, ctx_t, events) -> None:
         events.put(("tok", tok))
 
 
-def _remote_generation(model, client, prompt_ids, budget, ctx_t, server, events) -> dict[str, Any]:
+def _remote_generation(
+    model, client, prompt_ids, budget, ctx_t, server, events, live
+) -> dict[str, Any]:
+    """`live` gets this client's bytes each way before each token is handed on."""
     from privinfer.he.client import _server_for, run_client_session
     from privinfer.he.session import client_rows
     from privinfer.he.transport import connect
@@ -272,7 +342,10 @@ def _remote_generation(model, client, prompt_ids, budget, ctx_t, server, events)
                 task,
                 client_rows(model, prompt_ids),
                 next_rows=lambda tok: client_rows(model, [tok]),
-                on_token=lambda tok: events.put(("tok", tok)),
+                on_token=lambda tok: (
+                    live.update(bytes_sent=conn.bytes_sent, bytes_received=conn.bytes_received),
+                    events.put(("tok", tok)),
+                ),
             )
         finally:
             conn.close()

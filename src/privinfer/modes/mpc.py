@@ -192,6 +192,50 @@ class MpcMode(Mode):
         out["sampling"] = sampling_security(int(model.cfg.vocab_size))
         return out
 
+    def info(self, model: Any | None, **options: Any) -> dict[str, Any]:
+        """The parties of `cluster` and the SHA-256 fingerprints of their TLS certificates."""
+        out: dict[str, Any] = {"summary": self.summary, "threshold": "2 of 3 reconstruct"}
+        if options.get("cluster"):
+            import hashlib
+
+            from cryptography import x509
+            from cryptography.hazmat.primitives.serialization import Encoding
+
+            from privinfer.mpc.session import CLIENT_ID
+            from privinfer.net.cluster import load_cluster
+
+            def fingerprint(pem: bytes) -> str:
+                cert = x509.load_pem_x509_certificate(pem)
+                return hashlib.sha256(cert.public_bytes(Encoding.DER)).hexdigest()
+
+            cfg = load_cluster(options["cluster"])
+            out["parties"] = [
+                {
+                    "id": p.party_id,
+                    "address": f"{p.host}:{p.port}",
+                    "cert_sha256": fingerprint(p.cert.read_bytes()),
+                }
+                for p in cfg.parties
+                if p.party_id != CLIENT_ID  # the client's own identity is not a party
+            ]
+        return out
+
+    @contextlib.contextmanager
+    def services(self, model: Any, **options: Any) -> Iterator[dict[str, Any]]:
+        """With no `cluster`: three local parties for every request (shared once), stopped on exit."""
+        if options.get("cluster"):
+            yield options
+            return
+        from privinfer.mpc.launcher import LocalCluster, stderr_progress
+
+        prog = stderr_progress if options.get("progress") == "stderr" else options.get("progress")
+        # the parties serve sessions one after another for as long as this process lives
+        local = LocalCluster(
+            model, model.name, sessions=2**31, progress=prog, ready_timeout_s=10**7
+        )
+        with local:
+            yield {**options, "cluster": str(local.cluster_path)}
+
     def generate(
         self,
         model: Any,
@@ -219,7 +263,8 @@ class MpcMode(Mode):
 
         check_budget(len(req.prompt_ids), req.max_new_tokens, model.cfg.max_context)
         with _client(model, cluster, connect_timeout_s, timeout_s, progress) as client:
-            yield from client.generate(
+            live = stats.details.setdefault("client_link", {})
+            for tok in client.generate(
                 model.name,
                 model.cfg,
                 req.prompt_ids,
@@ -227,7 +272,9 @@ class MpcMode(Mode):
                 max_new_tokens=req.max_new_tokens,
                 stop_ids=model.tokenizer.eos_ids,
                 stats=stats,
-            )
+            ):
+                live["bytes_received"] = sum(n for _, n in client.received)  # as it accrues
+                yield tok
             _fill(stats, client.report)
 
     def embed(

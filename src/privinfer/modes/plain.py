@@ -32,6 +32,10 @@ class PlainMode(Mode):
         for adv in ADVERSARIES
     }
     bench_workloads = ("generate",)
+    reveals_logits = True
+
+    def info(self, model: Any | None, **options: Any) -> dict[str, Any]:
+        return {"summary": self.summary, "protection": "none"}
 
     def generate(
         self, model: Any, req: Request, stats: GenerationStats, **options: Any

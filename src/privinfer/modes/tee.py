@@ -9,6 +9,7 @@ enclave + host is started for the call (convenience only) and stopped afterwards
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -109,6 +110,38 @@ class TeeMode(Mode):
 
         return tee_parameters()
 
+    def info(self, model: Any | None, **options: Any) -> dict[str, Any]:
+        """The claims of one fresh attestation of `server` (verified before they are shown)."""
+        client = _client(model, **options)
+        try:
+            session = client.attest()
+            session.close()
+        finally:
+            client.close()
+        c = session.claims
+        return {
+            "summary": self.summary,
+            "server": options.get("server"),
+            **_claims_brief(c),
+            "components": {k: v.hex() for k, v in c.components.items()},
+            "checked": list(c.checked),
+            "not_checked": list(c.not_checked),
+            "attest_s": round(session.attest_s, 6),
+        }
+
+    @contextlib.contextmanager
+    def services(self, model: Any, **options: Any) -> Iterator[dict[str, Any]]:
+        """With no `server`: one local enclave + host for every request, stopped on exit."""
+        if options.get("server"):
+            yield options
+            return
+        import torch
+
+        from privinfer.tee.local import LocalServer
+
+        with LocalServer(model=str(model.name), threads=torch.get_num_threads()) as local:
+            yield {**options, "server": local.url, "root_cert": local.root}
+
     def generate(
         self,
         model: Any,
@@ -123,24 +156,19 @@ class TeeMode(Mode):
         import torch
 
         from privinfer.models.generate import timed_stream
-        from privinfer.tee.client import TeeClient, TeeResult
+        from privinfer.tee.client import TeeResult
         from privinfer.tee.local import LocalServer
-        from privinfer.tee.protocol import default_root_cert
 
         local = None
         if server is None:
             local = LocalServer(threads=torch.get_num_threads()).start()
             server, root_cert = local.url, local.root
-        client = TeeClient(
-            server,
-            root_cert=root_cert or default_root_cert(),
-            measurement=measurement,
-            model_file=None if measurement else model.source,
-        )
+        client = _client(model, server=server, root_cert=root_cert, measurement=measurement)
         try:
             t0 = time.perf_counter()
             session = client.attest()
             stats.costs.record("attest", wall_s=time.perf_counter() - t0, rounds=1)
+            stats.details["tee"] = _claims_brief(session.claims)
             body = {
                 "prompt_ids": list(req.prompt_ids),
                 "max_new_tokens": req.max_new_tokens,
@@ -159,6 +187,34 @@ class TeeMode(Mode):
             client.close()
             if local is not None:
                 local.stop()
+
+
+def _client(model: Any, *, server: str, root_cert: Any, measurement: Any) -> Any:
+    """The attesting client: pinned root (default: the exported one) and expected measurement
+    (default: computed from the local code and model file)."""
+    from privinfer.tee.client import TeeClient
+    from privinfer.tee.protocol import default_root_cert
+
+    return TeeClient(
+        server,
+        root_cert=root_cert or default_root_cert(),
+        measurement=measurement,
+        model_file=None if measurement else model.source,
+    )
+
+
+def _claims_brief(c: Any) -> dict[str, Any]:
+    """The verified claims a client shows: platform, measurement, debug flag, TCB (svn)."""
+    out = {
+        "platform": c.evidence_type,
+        "measurement": c.measurement.hex(),
+        "debug": c.debug,  # None: the evidence does not show it
+        "svn": c.svn,
+        "product_id": c.product_id,
+    }
+    if "tcb_status" in c.extra:  # hardware evidence appraised against vendor collateral
+        out["tcb_status"] = c.extra["tcb_status"]
+    return out
 
 
 MODE = TeeMode()
