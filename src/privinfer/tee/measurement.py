@@ -29,7 +29,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from cryptography.hazmat.primitives import serialization
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
 
 DIGEST_LEN = 48
@@ -227,3 +229,47 @@ def measure(
         config=cfg,
         model=model,
     )
+
+
+def combine_code(package: bytes, runtime: bytes) -> bytes:
+    """The `code` component: the privinfer source hash and the runtime hash (tee/launch.py)."""
+    return hashlib.sha384(lp(b"privinfer-code-runtime-v1") + lp(package) + lp(runtime)).digest()
+
+
+def _signed_body(identity: EnclaveIdentity) -> bytes:
+    flags = FLAG_DEBUG if identity.debug else 0
+    return lp(b"privinfer-enclave-signature-v1") + struct.pack(
+        ">48sHHI", identity.measurement, identity.product_id, identity.svn, flags
+    )
+
+
+@dataclass(frozen=True)
+class SignerProof:
+    """A signer's ECDSA P-384 signature over an identity's measurement, product, SVN and flags
+    (SIGSTRUCT-like), with the signer's public key (DER SubjectPublicKeyInfo)."""
+
+    public_der: bytes
+    signature: bytes
+
+    def verifies(self, identity: EnclaveIdentity) -> bool:
+        """True when the key hashes to `identity.signer` and signed exactly this identity."""
+        if not hmac.compare_digest(signer_id(self.public_der), identity.signer):
+            return False
+        try:
+            key = serialization.load_der_public_key(self.public_der)
+            if not isinstance(key, ec.EllipticCurvePublicKey) or key.curve.name != "secp384r1":
+                return False
+            key.verify(self.signature, _signed_body(identity), ec.ECDSA(hashes.SHA384()))
+        except (InvalidSignature, ValueError):
+            return False
+        return True
+
+
+def sign_identity(key: ec.EllipticCurvePrivateKey, identity: EnclaveIdentity) -> SignerProof:
+    """The signer's proof for `identity` (whose `signer` must be `signer_id` of this key)."""
+    der = key.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    if signer_id(der) != identity.signer:
+        raise ValueError("the identity names another signer")
+    return SignerProof(der, key.sign(_signed_body(identity), ec.ECDSA(hashes.SHA384())))
