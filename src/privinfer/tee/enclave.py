@@ -38,6 +38,7 @@ from privinfer.tee.channel import (
     public_bytes,
 )
 from privinfer.tee.enclave_model import load_model_from_memory, log, open_model
+from privinfer.tee.launch import LaunchError
 from privinfer.tee.measurement import EnclaveIdentity
 from privinfer.tee.platform import Platform
 from privinfer.tee.protocol import (
@@ -320,7 +321,12 @@ class Enclave:
         except (ProtocolError, OSError):
             pass  # the host went away; nothing to report
         except Exception as exc:  # never echo details: they could carry request content
-            log(f"internal error ({type(exc).__name__})")
+            # A refused import names only the module (launch.forbid_new_imports).
+            log(
+                str(exc)
+                if isinstance(exc, LaunchError)
+                else f"internal error ({type(exc).__name__})"
+            )
             try:
                 conn.sendall(frame(ST_ERR, error_body("internal")))
             except OSError:
@@ -369,7 +375,6 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
 
 def _start(args: argparse.Namespace) -> Enclave:
     """Everything before serving: open the model, warm up, attest once, check what is loaded."""
-    from privinfer.models.ops import Sampler
     from privinfer.tee.isolation import make_private
     from privinfer.tee.launch import check_isolated, loaded_outside
     from privinfer.tee.measurement import package_root
@@ -395,8 +400,12 @@ def _start(args: argparse.Namespace) -> Enclave:
     if args.quotes == "gramine":
         enclave.quotes = GramineProvider()
         enclave.quotes.quote(identity, bytes(64))  # fail at start, not at the first client
-    for _ in enclave._run(lm.tokenizer.encode("Hello"), Sampler(), 2):
-        pass  # warm up, and import everything generation needs before the check
+    for req in (  # warm up, and import everything requests need (chat, sampling) before the check
+        {"prompt": "Hello", "chat": True, "max_new_tokens": 2},
+        {"prompt_ids": [1, 2], "max_new_tokens": 2, "temperature": 0.7, "top_p": 0.9, "seed": 1},
+    ):
+        for _ in enclave._run(*parse_request(req, lm, 2)):
+            pass
     sid = enclave.attest_session(bytes(NONCE_LEN))[:SESSION_ID_LEN]
     enclave.close_session(sid)
     if run_as is not None:  # files sealed or counted during start-up

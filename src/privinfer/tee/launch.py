@@ -228,8 +228,8 @@ def loaded_outside(
 
     for name, mod in sorted((modules if modules is not None else dict(sys.modules)).items()):
         f = getattr(mod, "__file__", None)
-        if not f:
-            continue  # built-in, frozen or namespace package: part of the interpreter
+        if not isinstance(f, str) or not os.path.isabs(f):
+            continue  # built-in, frozen, namespace package or a module object made in code
         path = os.path.normpath(os.path.realpath(f))
         if name == "privinfer" or name.startswith("privinfer."):
             if path not in code:
