@@ -63,7 +63,11 @@ def _member(value: bytes, allowed: frozenset[bytes] | _Any) -> bool:
 def check_binding(claims: Claims, expected_report_data: bytes) -> None:
     """Stage 3: the quote's 64-byte report_data must equal what the verifier recomputed."""
     got = claims.report_data
-    want = expected_report_data.ljust(len(got), b"\0") if len(expected_report_data) < len(got) else expected_report_data
+    want = (
+        expected_report_data.ljust(len(got), b"\0")
+        if len(expected_report_data) < len(got)
+        else expected_report_data
+    )
     if not hmac.compare_digest(got, want):
         raise EvidenceRejected(Stage.BINDING, Reason.REPORT_DATA_MISMATCH)
 
@@ -74,10 +78,15 @@ def check_policy(claims: Claims, policy: Policy, *, now: datetime | None = None)
     if claims.debug and not policy.allow_debug:
         raise EvidenceRejected(Stage.POLICY, Reason.DEBUG_ENABLED)
     if not _member(claims.measurement, policy.allowed_measurements):
-        raise EvidenceRejected(Stage.POLICY, Reason.MEASUREMENT_NOT_ALLOWED, claims.measurement.hex()[:16])
+        raise EvidenceRejected(
+            Stage.POLICY, Reason.MEASUREMENT_NOT_ALLOWED, claims.measurement.hex()[:16]
+        )
     if not _member(claims.signer, policy.allowed_signers):
         raise EvidenceRejected(Stage.POLICY, Reason.SIGNER_NOT_ALLOWED, claims.signer.hex()[:16])
-    if policy.allowed_product_ids is not ANY and claims.product_id not in policy.allowed_product_ids:  # type: ignore[operator]
+    if (
+        policy.allowed_product_ids is not ANY
+        and claims.product_id not in policy.allowed_product_ids
+    ):  # type: ignore[operator]
         raise EvidenceRejected(Stage.POLICY, Reason.PRODUCT_NOT_ALLOWED, str(claims.product_id))
     if claims.svn < policy.min_svn:
         raise EvidenceRejected(Stage.POLICY, Reason.SVN_TOO_LOW, f"{claims.svn} < {policy.min_svn}")
