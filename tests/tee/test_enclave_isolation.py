@@ -287,3 +287,18 @@ def test_sigkill_of_the_host_kills_the_enclave(world: Path, tiny_model: Path) ->
     finally:
         srv.stop()
         shutil.rmtree(sock_dir, ignore_errors=True)
+
+
+def test_enclave_refuses_a_platform_planted_by_another_user(tmp_path: Path) -> None:
+    from privinfer.errors import PrivinferError
+    from privinfer.tee.isolation import make_private
+    from privinfer.tee.platform import init_platform
+
+    planted = tmp_path / "platform"
+    init_platform(planted)
+    uid, gid = host_uid()
+    os.chown(planted / "sealing_secret.bin", uid, gid)  # the host user knows this secret
+    enclave = pwd.getpwnam(DEFAULT_ENCLAVE_USER)
+    with pytest.raises(PrivinferError, match="belongs to another user"):
+        make_private(planted, enclave.pw_uid, enclave.pw_gid)
+    assert (planted / "sealing_secret.bin").stat().st_uid == uid  # nothing was changed

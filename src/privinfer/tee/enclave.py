@@ -38,6 +38,7 @@ from privinfer.tee.channel import (
     public_bytes,
 )
 from privinfer.tee.enclave_model import load_model_from_memory, log, open_model
+from privinfer.tee.isolation import drop_to, watch_parent
 from privinfer.tee.launch import LaunchError
 from privinfer.tee.measurement import EnclaveIdentity
 from privinfer.tee.platform import Platform
@@ -347,13 +348,6 @@ class Enclave:
             threading.Thread(target=self.handle, args=(conn,), daemon=True).start()
 
 
-def _watch_parent(parent: int) -> None:
-    while True:
-        if os.getppid() != parent:
-            os._exit(0)  # the host is gone: so is this enclave (and its keys and plaintext)
-        time.sleep(0.5)
-
-
 def _args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="privinfer enclave (started by privinfer tee serve)")
     p.add_argument("--platform", required=True)
@@ -421,10 +415,9 @@ def main(argv: list[str] | None = None) -> int:
     """The enclave process (started only by `privinfer tee serve`, see tee/launch.py)."""
     args = _args(argv)
     parent = os.getppid()
-    threading.Thread(target=_watch_parent, args=(parent,), daemon=True).start()
+    threading.Thread(target=watch_parent, args=(parent,), daemon=True).start()
     import torch
 
-    from privinfer.tee.isolation import drop_to
     from privinfer.tee.launch import forbid_new_imports
 
     if args.threads:

@@ -22,6 +22,7 @@ import pwd
 import signal
 import stat
 import subprocess
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -111,17 +112,20 @@ def ensure_user(name: str) -> tuple[int, int]:
 
 def make_private(directory: Path, uid: int, gid: int) -> None:
     """Give `directory` and everything in it to uid:gid, 0700 directories, 0600 files (links are
-    neither followed nor changed)."""
+    neither followed nor changed). Refuses a tree with anything owned by a user other than root
+    or uid: another user could have planted it (say, a platform whose secret it knows)."""
+    entries = [Path(directory)]
     for dirpath, dirnames, filenames in os.walk(directory):
-        for name in [*dirnames, *filenames]:
-            p = os.path.join(dirpath, name)
-            st = os.lstat(p)
-            if stat.S_ISLNK(st.st_mode):
-                continue
-            os.lchown(p, uid, gid)
-            os.chmod(p, 0o700 if stat.S_ISDIR(st.st_mode) else 0o600)
-    os.chown(directory, uid, gid)
-    os.chmod(directory, 0o700)
+        entries += [Path(dirpath, n) for n in [*dirnames, *filenames]]
+    stats = [(p, os.lstat(p)) for p in entries]
+    for p, st in stats:
+        if st.st_uid not in (0, uid):
+            raise PrivinferError(f"{p} belongs to another user; refusing to use it")
+    for p, st in reversed(stats):
+        if stat.S_ISLNK(st.st_mode):
+            continue
+        os.lchown(p, uid, gid)
+        os.chmod(p, 0o700 if stat.S_ISDIR(st.st_mode) else 0o600)
 
 
 def _prctl(option: int, arg: int) -> int:
@@ -146,3 +150,11 @@ def drop_to(uid: int, gid: int, parent: int) -> None:
     except PermissionError:
         return
     raise PrivinferError("the enclave could regain root after dropping its privileges")
+
+
+def watch_parent(parent: int) -> None:
+    """Exit when `parent` is gone (a fallback to the parent-death signal; run in a thread)."""
+    while True:
+        if os.getppid() != parent:
+            os._exit(0)  # the host is gone: so is this enclave (and its keys and plaintext)
+        time.sleep(0.5)
