@@ -302,6 +302,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if args.max_sessions is not None:
         options.check_positive("--max-sessions", args.max_sessions)
     options.check_positive("--max-sessions-per-client", args.max_sessions_per_client)
+    if args.enclave_user is not None and args.insecure_same_user:
+        raise InputError("--enclave-user and --insecure-same-user exclude each other")
     config = _config(args)
     options.check_model(args.model)
     from privinfer.tee.host import serve
