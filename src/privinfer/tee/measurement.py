@@ -1,9 +1,9 @@
 """Enclave identity: SHA-384 measurement of code, config and model, plus signer, product, SVN, debug.
 
 Security assumption: a measurement only means something when the party that computes it is the
-one that loads exactly these bytes (the launcher measures what it runs). On the software platform
-the launcher is an ordinary process, so the identity is as trustworthy as that host; see
-docs/tee.md. All hashes are SHA-384 (48 bytes); every field is length-prefixed and every hash is
+one that loads exactly these bytes. On the software platform the enclave measures itself after
+an isolated launch and refuses to serve if it loaded anything outside the measured set
+(tee/launch.py); the identity is as trustworthy as the OS user separation and root (docs/tee.md). All hashes are SHA-384 (48 bytes); every field is length-prefixed and every hash is
 domain-separated so no two different inputs share an encoding.
 
 Canonical identity layout (big-endian, 248 bytes, `EnclaveIdentity.to_bytes`):
@@ -13,7 +13,8 @@ Canonical identity layout (big-endian, 248 bytes, `EnclaveIdentity.to_bytes`):
     96    2  product_id   u16
     98    2  svn          u16 (security version)
     100   4  flags        u32, bit 0 = debug; other bits must be zero
-    104  48  code         SHA-384 over (relative path, SHA-384(content)) of each source file, sorted
+    104  48  code         SHA-384 over (relative path, SHA-384(content)) of each source file, sorted;
+                           for a served enclave combined with the runtime hash (`combine_code`)
     152  48  config       SHA-384 of the canonical JSON of the enclave config
     200  48  model        SHA-384 over (name, size, SHA-384(content)) of each model file, sorted
 """

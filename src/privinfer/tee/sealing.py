@@ -10,6 +10,8 @@ Blob layout (big-endian):
             purpose (u32 length || UTF-8, at most 255 bytes)
     chunks  final u8 | ciphertext_len u32 | AES-256-GCM ciphertext+tag, for chunk 0, 1, ...
 
+Policy: MEASUREMENT by default; SIGNER only with a `SignerProof` (the signer's signature over the
+identity), since a signer id alone is public and any enclave could claim it.
 Keys: k = platform.derive_sealing_key(identity, key_policy, svn, "privinfer-seal-v1:" + purpose);
 blob key = HKDF-SHA256(k, salt=blob_id, info="privinfer-seal-blob-v1"). Chunk i uses nonce
 4 zero bytes || u64 i and AAD = header || u64 i || final u8, so reordered, dropped, spliced or
