@@ -39,6 +39,10 @@ BAD = [
     (("tee", "serve", "--session-ttl", "nan"), "--session-ttl must be a finite number"),
     (("tee", "serve", "--port", "70000"), "--port must be between 0 and 65535"),
     (
+        ("tee", "serve", "--enclave-user", "x", "--insecure-same-user"),
+        "--enclave-user and --insecure-same-user exclude each other",
+    ),
+    (
         ("tee", "serve", "--max-sessions-per-client", "0"),
         "--max-sessions-per-client must be at least 1",
     ),

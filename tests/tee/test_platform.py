@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import stat
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -15,16 +16,35 @@ from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
 from privinfer.tee import platform as pf
 from privinfer.tee.evidence.software import SIGNED_LEN, parse_quote
-from privinfer.tee.measurement import EnclaveIdentity, combine_measurement
+from privinfer.tee.measurement import (
+    EnclaveIdentity,
+    combine_measurement,
+    sign_identity,
+    signer_id,
+)
 from privinfer.tee.platform import KeyPolicy, Platform, PlatformError, init_platform
+
+SIGNER_KEY = ec.generate_private_key(ec.SECP384R1())
 
 
 def ident(
-    tag: bytes = b"a", signer: bytes = b"S", svn: int = 2, debug: bool = False
+    tag: bytes = b"a", signer: bytes | None = None, svn: int = 2, debug: bool = False
 ) -> EnclaveIdentity:
     code, cfg, model = (tag * 48)[:48], b"c" * 48, b"m" * 48
+    s = signer_id(SIGNER_KEY.public_key()) if signer is None else (signer * 48)[:48]
     return EnclaveIdentity(
-        combine_measurement(code, cfg, model), (signer * 48)[:48], 1, svn, debug, code, cfg, model
+        combine_measurement(code, cfg, model), s, 1, svn, debug, code, cfg, model
+    )
+
+
+def signer_key(plat: Platform, identity: EnclaveIdentity, *, svn: int, label: bytes) -> bytes:
+    """A SIGNER key with the signer's proof for `identity` (signed by SIGNER_KEY)."""
+    return plat.derive_sealing_key(
+        identity,
+        key_policy=KeyPolicy.SIGNER,
+        svn=svn,
+        label=label,
+        signer_proof=sign_identity(SIGNER_KEY, identity),
     )
 
 
@@ -99,40 +119,50 @@ def test_quote_requires_64_byte_report_data(tmp_path: Path) -> None:
 
 def test_sealing_key_derivation(tmp_path: Path) -> None:
     plat = init_platform(tmp_path / "p")
-    k = plat.derive_sealing_key(ident(), key_policy=KeyPolicy.SIGNER, svn=2, label=b"model")
+    k = signer_key(plat, ident(), svn=2, label=b"model")
     assert len(k) == 32
-    assert k == Platform(tmp_path / "p").derive_sealing_key(
-        ident(), key_policy=KeyPolicy.SIGNER, svn=2, label=b"model"
-    )
+    assert k == signer_key(Platform(tmp_path / "p"), ident(), svn=2, label=b"model")
+    rogue = ec.generate_private_key(ec.SECP384R1())
+    other_signer = ident(signer=b"T")
     variants = {
-        plat.derive_sealing_key(ident(), key_policy=KeyPolicy.SIGNER, svn=2, label=b"kv"),
-        plat.derive_sealing_key(ident(), key_policy=KeyPolicy.SIGNER, svn=1, label=b"model"),
+        signer_key(plat, ident(), svn=2, label=b"kv"),
+        signer_key(plat, ident(), svn=1, label=b"model"),
         plat.derive_sealing_key(ident(), key_policy=KeyPolicy.MEASUREMENT, svn=2, label=b"model"),
-        plat.derive_sealing_key(
-            ident(debug=True), key_policy=KeyPolicy.SIGNER, svn=2, label=b"model"
-        ),
-        plat.derive_sealing_key(
-            ident(signer=b"T"), key_policy=KeyPolicy.SIGNER, svn=2, label=b"model"
-        ),
+        signer_key(plat, ident(debug=True), svn=2, label=b"model"),
         init_platform(tmp_path / "q").derive_sealing_key(
-            ident(), key_policy=KeyPolicy.SIGNER, svn=2, label=b"model"
+            ident(), key_policy=KeyPolicy.SIGNER, svn=2, label=b"model",
+            signer_proof=sign_identity(SIGNER_KEY, ident()),
         ),
-    }
-    assert k not in variants and len(variants) == 6
-    # Signer policy: another measurement of the same signer derives the same key.
-    assert k == plat.derive_sealing_key(
-        ident(b"z"), key_policy=KeyPolicy.SIGNER, svn=2, label=b"model"
-    )
+    }  # fmt: skip
+    assert k not in variants and len(variants) == 5
+    # Signer policy: another measurement of the same signer derives the same key, with its proof.
+    assert k == signer_key(plat, ident(b"z"), svn=2, label=b"model")
     assert k != plat.derive_sealing_key(
         ident(b"z"), key_policy=KeyPolicy.MEASUREMENT, svn=2, label=b"model"
     )
+    # ... and never from the signer id alone, nor with a proof by another key.
+    with pytest.raises(PlatformError, match="signer's signature"):
+        plat.derive_sealing_key(ident(b"z"), key_policy=KeyPolicy.SIGNER, svn=2, label=b"model")
+    forged = sign_identity(rogue, replace(ident(b"z"), signer=signer_id(rogue.public_key())))
+    with pytest.raises(PlatformError, match="signer's signature"):
+        plat.derive_sealing_key(
+            ident(b"z"), key_policy=KeyPolicy.SIGNER, svn=2, label=b"model", signer_proof=forged
+        )
+    assert other_signer.signer != ident().signer
 
 
 def test_sealing_key_refuses_higher_svn(tmp_path: Path) -> None:
     plat = init_platform(tmp_path / "p")
-    plat.derive_sealing_key(ident(svn=2), key_policy=KeyPolicy.SIGNER, svn=0, label=b"x")
+    signer_key(plat, ident(svn=2), svn=0, label=b"x")
     with pytest.raises(PlatformError):
-        plat.derive_sealing_key(ident(svn=2), key_policy=KeyPolicy.SIGNER, svn=3, label=b"x")
+        signer_key(plat, ident(svn=2), svn=3, label=b"x")
+
+
+def test_platform_refuses_files_of_another_owner(tmp_path: Path) -> None:
+    plat = init_platform(tmp_path / "p")
+    assert Platform(tmp_path / "p", owner=os.geteuid()).root_cert == plat.root_cert
+    with pytest.raises(PlatformError, match="another user"):
+        Platform(tmp_path / "p", owner=os.geteuid() + 12345)
 
 
 def test_counters_increase_and_persist(tmp_path: Path) -> None:

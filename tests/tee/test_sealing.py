@@ -5,11 +5,13 @@ from __future__ import annotations
 import os
 import stat
 import struct
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric import ec
 
-from privinfer.tee.measurement import EnclaveIdentity, combine_measurement
+from privinfer.tee.measurement import EnclaveIdentity, combine_measurement, sign_identity, signer_id
 from privinfer.tee.platform import KeyPolicy, Platform, init_platform
 from privinfer.tee.sealing import (
     SealingError,
@@ -24,13 +26,16 @@ CANARY = b"CANARY-weights-91c2"
 DATA = CANARY + bytes(range(256)) * 20  # 5139 bytes
 CHUNK = 1000
 MEAS, SIGN = KeyPolicy.MEASUREMENT, KeyPolicy.SIGNER
+SIGNER_KEY = ec.generate_private_key(ec.SECP384R1())
+SIGNER = signer_id(SIGNER_KEY.public_key())
 
 
 def ident(
-    code: bytes = b"c", svn: int = 2, signer: bytes = b"s", debug: bool = False
+    code: bytes = b"c", svn: int = 2, signer: bytes | None = None, debug: bool = False
 ) -> EnclaveIdentity:
     c, f, m = code * 48, b"f" * 48, b"m" * 48
-    return EnclaveIdentity(combine_measurement(c, f, m), signer * 48, 1, svn, debug, c, f, m)
+    s = SIGNER if signer is None else signer * 48
+    return EnclaveIdentity(combine_measurement(c, f, m), s, 1, svn, debug, c, f, m)
 
 
 @pytest.fixture
@@ -39,10 +44,19 @@ def plat(tmp_path: Path) -> Platform:
 
 
 def seal(
-    plat: Platform, identity: EnclaveIdentity | None = None, policy=SIGN, purpose="model", data=DATA
+    plat: Platform, identity: EnclaveIdentity | None = None, policy=MEAS, purpose="model", data=DATA
 ) -> bytes:
     identity = identity or ident()
-    return seal_bytes(plat, identity, data, purpose=purpose, key_policy=policy, chunk_size=CHUNK)
+    proof = sign_identity(SIGNER_KEY, identity) if policy is SIGN else None
+    return seal_bytes(
+        plat,
+        identity,
+        data,
+        purpose=purpose,
+        key_policy=policy,
+        chunk_size=CHUNK,
+        signer_proof=proof,
+    )
 
 
 def header_len(blob: bytes) -> int:
@@ -65,7 +79,8 @@ def test_round_trip(plat: Platform, policy: KeyPolicy) -> None:
     blob = seal(plat, policy=policy)
     assert CANARY not in blob
     assert len(chunks(blob)) == 6
-    assert unseal_bytes(plat, ident(), blob, purpose="model") == DATA
+    proof = sign_identity(SIGNER_KEY, ident()) if policy is SIGN else None
+    assert unseal_bytes(plat, ident(), blob, purpose="model", signer_proof=proof) == DATA
 
 
 @pytest.mark.parametrize("data", [b"", b"x" * CHUNK, b"x" * (2 * CHUNK), b"y"])
@@ -91,9 +106,37 @@ def test_other_measurement_cannot_open(plat: Platform) -> None:
         unseal_bytes(plat, ident(code=b"d"), blob, purpose="model")
 
 
-def test_signer_policy_opens_for_other_measurement_same_signer(plat: Platform) -> None:
+def test_default_policy_is_measurement_so_another_measurement_cannot_open(plat: Platform) -> None:
+    """Finding 5: a blob sealed by default under one measurement never opens under another, even
+    one that claims the same signer id."""
+    blob = seal_bytes(plat, ident(), DATA, purpose="model")
+    assert blob[6] == MEAS
+    with pytest.raises(SealingError):
+        unseal_bytes(plat, ident(code=b"d"), blob, purpose="model")
+
+
+def test_signer_policy_opens_for_other_measurement_only_with_signers_proof(plat: Platform) -> None:
     blob = seal(plat, policy=SIGN)
-    assert unseal_bytes(plat, ident(code=b"d"), blob, purpose="model") == DATA
+    other = ident(code=b"d")
+    proof = sign_identity(SIGNER_KEY, other)
+    assert unseal_bytes(plat, other, blob, purpose="model", signer_proof=proof) == DATA
+    # Finding 5: claiming the signer id is not enough; nor is a proof for another identity or a
+    # proof by another key.
+    with pytest.raises(SealingError, match="signer's signature"):
+        unseal_bytes(plat, other, blob, purpose="model")
+    with pytest.raises(SealingError, match="signer's signature"):
+        unseal_bytes(
+            plat, other, blob, purpose="model", signer_proof=sign_identity(SIGNER_KEY, ident())
+        )
+    rogue = ec.generate_private_key(ec.SECP384R1())
+    forged = sign_identity(rogue, replace(other, signer=signer_id(rogue.public_key())))
+    with pytest.raises(SealingError, match="signer's signature"):
+        unseal_bytes(plat, other, blob, purpose="model", signer_proof=forged)
+
+
+def test_signer_policy_cannot_seal_without_proof(plat: Platform) -> None:
+    with pytest.raises(SealingError, match="signer's signature"):
+        seal_bytes(plat, ident(), DATA, purpose="model", key_policy=SIGN)
 
 
 def test_other_signer_cannot_open(plat: Platform) -> None:

@@ -7,7 +7,8 @@ import json
 from typing import Any
 
 from privinfer.cli import options
-from privinfer.cli.main import add_common
+from privinfer.cli.main import EXIT_USAGE, add_common, error
+from privinfer.tee.isolation import PLATFORMS
 
 
 def _print_value(key: str, value: Any, indent: int = 0) -> None:
@@ -27,7 +28,7 @@ def _print_value(key: str, value: Any, indent: int = 0) -> None:
 def cmd_security(args: argparse.Namespace) -> int:
     from privinfer import modes
     from privinfer.security.matrix import render_markdown
-    from privinfer.security.report import build_report
+    from privinfer.security.report import build_report, threat_rows
 
     options.check_threads(args)
     if args.frac_bits is not None:
@@ -35,15 +36,21 @@ def cmd_security(args: argparse.Namespace) -> int:
     options.check_text(args.prompt, "--prompt")
     if options.security_needs_model(args.mode):
         options.check_model(args.model)
+    tee_only = args.platform != "software" or args.insecure_same_user
+    if tee_only and args.mode != "tee":
+        error("--platform and --insecure-same-user describe the tee mode only")
+        return EXIT_USAGE
     mode = modes.get(args.mode)
     model = None
     if mode.security_needs_model:
         import privinfer
 
         model = privinfer.load(args.model, threads=args.threads)
-    report = build_report(
-        mode, model, model_name=args.model, prompt=args.prompt, frac_bits=args.frac_bits
-    )
+    params: dict[str, Any] = {"model_name": args.model, "prompt": args.prompt}
+    params["frac_bits"] = args.frac_bits
+    if args.mode == "tee":
+        params.update(platform=args.platform, insecure_same_user=args.insecure_same_user)
+    report = build_report(mode, model, **params)
     if args.json:
         print(json.dumps(report, indent=2, default=str))
         return 0
@@ -54,7 +61,7 @@ def cmd_security(args: argparse.Namespace) -> int:
     for item in report["leakage"]:
         print(f"  - {item}")
     print("\nthreat matrix:\n")
-    print(render_markdown(mode.threat))
+    print(render_markdown(threat_rows(mode, **params)))
     return 0
 
 
@@ -72,6 +79,17 @@ def register(sub: Any) -> None:
         default=None,
         metavar="F",
         help="mpc: fixed-point fraction bits (default: the runtime's, 16)",
+    )
+    p.add_argument(
+        "--platform",
+        default="software",
+        choices=sorted(PLATFORMS),
+        help="tee: the TEE platform whose isolation the host rows describe (default: software)",
+    )
+    p.add_argument(
+        "--insecure-same-user",
+        action="store_true",
+        help="tee, software platform: host and enclave run as one OS user (host not protected)",
     )
     add_common(p)
     p.set_defaults(func=cmd_security)

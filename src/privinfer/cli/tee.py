@@ -21,6 +21,7 @@ from privinfer.cli.main import EXIT_REJECTED, EXIT_USAGE, add_common, error
 from privinfer.errors import InputError, PrivinferError
 from privinfer.tee.claims import Claims, EvidenceRejected
 from privinfer.tee.evidence.detect import EVIDENCE_TYPES
+from privinfer.tee.isolation import DEFAULT_ENCLAVE_USER, PROVIDERS
 from privinfer.tee.protocol import (
     DEFAULT_MAX_SESSIONS_PER_CLIENT,
     default_data_dir,
@@ -380,13 +381,18 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if args.max_sessions is not None:
         options.check_positive("--max-sessions", args.max_sessions)
     options.check_positive("--max-sessions-per-client", args.max_sessions_per_client)
+    if args.enclave_user is not None and args.insecure_same_user:
+        raise InputError("--enclave-user and --insecure-same-user exclude each other")
     config = _config(args)
     options.check_model(args.model)
     from privinfer.tee.host import serve
 
     return serve(
         args.model,
-        platform_dir=args.platform,
+        platform=args.platform,
+        user=args.enclave_user,
+        insecure_same_user=args.insecure_same_user,
+        platform_dir=args.platform_dir,
         data_dir=args.data,
         host=args.host,
         port=args.port,
@@ -427,7 +433,29 @@ def register(sub: Any) -> None:
     p = tsub.add_parser("serve", help="start the enclave process and its HTTP host")
     p.add_argument("--model", default="smollm2-135m", help="model the enclave serves")
     p.add_argument(
-        "--platform", default=None, help=f"platform dir (default: {default_platform_dir()})"
+        "--platform",
+        default="software",
+        choices=sorted(PROVIDERS),
+        help="TEE platform that isolates the enclave and signs its quotes (default: software)",
+    )
+    p.add_argument(
+        "--platform-dir",
+        default=None,
+        metavar="DIR",
+        help=f"software platform directory (default: {default_platform_dir()})",
+    )
+    p.add_argument(
+        "--enclave-user",
+        default=None,
+        metavar="NAME",
+        help=f"OS user the enclave runs as; needs root (default: {DEFAULT_ENCLAVE_USER}, "
+        "created if missing)",
+    )
+    p.add_argument(
+        "--insecure-same-user",
+        action="store_true",
+        help="run the enclave as this process's user: the host can then read the platform keys "
+        "and the enclave's memory (threat rows: host not protected)",
     )
     p.add_argument("--data", default=None, help=f"sealed-model dir (default: {default_data_dir()})")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on")

@@ -17,11 +17,88 @@ from typing import TYPE_CHECKING, Any
 
 from privinfer.modes import Mode, Option, Request
 from privinfer.security.matrix import ASSETS, META_LEAK, NA, Cell
+from privinfer.tee.isolation import platform_kind
 
 if TYPE_CHECKING:
     from privinfer.models.generate import GenerationStats
 
 GEN = frozenset({"generate"})
+
+
+def _host_cells(platform: str, same_user: bool) -> dict[str, Cell]:
+    """What the host operator learns, from the platform's isolation (tee.isolation.PLATFORMS)."""
+    kind = platform_kind(platform)
+    meta = Cell("no", META_LEAK + "; side channels (cache, power, page faults) out of scope")
+    if not kind.hardware and same_user:
+        why = (
+            "host and enclave run as one OS user (--insecure-same-user): the host can read the "
+            "platform keys, sign quotes for any identity, derive every sealing key and read the "
+            "enclave's memory"
+        )
+        return {"prompt": Cell("no", why), "weights": Cell("no", why), "output": Cell("no", why),
+                "metadata": meta}  # fmt: skip
+    return {
+        "prompt": Cell(
+            "yes",
+            "the host forwards ciphertext only; the enclave holds the keys; " + kind.isolation,
+            kind.assumption,
+        ),
+        "weights": Cell(
+            "yes",
+            "model sealed to the enclave's measurement; the host stores the blob only",
+            kind.assumption + "; rollback detected with a monotonic counter",
+        ),
+        "output": Cell(
+            "yes", "encrypted inside the enclave before it reaches the host", kind.assumption
+        ),
+        "metadata": meta,
+    }
+
+
+def tee_threat(
+    platform: str = "software", *, same_user: bool = False
+) -> dict[str, dict[str, Cell]]:
+    """The tee mode's threat rows on `platform` (a key of tee.isolation.PLATFORMS), with host and
+    enclave under one OS user or not (software platform only: hardware isolates by itself)."""
+    host = _host_cells(platform, same_user)
+    server_prompt = (
+        Cell("yes", "the 'server' is host + enclave: see host operator")
+        if host["prompt"].protected == "yes"
+        else Cell(
+            "no", "the 'server' is host + enclave, and the host is not kept out: see host operator"
+        )
+    )
+    return {
+        "network observer": {
+            "prompt": Cell(
+                "yes",
+                "AES-256-GCM channel keyed by X25519 bound into the attested quote",
+                "the client verifies the quote and pins the platform root",
+            ),
+            "weights": Cell("yes", "weights never leave the enclave host; sealed at rest"),
+            "output": Cell("yes", "AES-256-GCM channel, per-direction keys, counter nonces"),
+            "metadata": Cell("no", "record sizes and timing reveal " + META_LEAK),
+        },
+        "host operator": host,
+        "one compute party": {a: NA for a in ASSETS},
+        "two colluding parties": {a: NA for a in ASSETS},
+        "the client": {
+            "prompt": Cell("n/a", "the client owns the prompt"),
+            "weights": Cell(
+                "partly",
+                "weights stay in the enclave; outputs may leak them to a determined "
+                "querier (model extraction is out of scope)",
+            ),
+            "output": Cell("n/a", "the client owns the output"),
+            "metadata": Cell("n/a", "the client owns its metadata"),
+        },
+        "the server": {
+            "prompt": server_prompt,
+            "weights": Cell("n/a", "the server side owns the weights"),
+            "output": Cell(server_prompt.protected, "see host operator"),
+            "metadata": Cell("no", META_LEAK),
+        },
+    }
 
 
 class TeeMode(Mode):
@@ -55,60 +132,21 @@ class TeeMode(Mode):
         "which model is served (its measurement)",
         "hardware side channels are out of scope",
     )
-    threat = {
-        "network observer": {
-            "prompt": Cell(
-                "yes",
-                "AES-256-GCM channel keyed by X25519 bound into the attested quote",
-                "the client verifies the quote and pins the platform root",
-            ),
-            "weights": Cell("yes", "weights never leave the enclave host; sealed at rest"),
-            "output": Cell("yes", "AES-256-GCM channel, per-direction keys, counter nonces"),
-            "metadata": Cell("no", "record sizes and timing reveal " + META_LEAK),
-        },
-        "host operator": {
-            "prompt": Cell(
-                "yes",
-                "the host forwards ciphertext only; the enclave process holds the keys",
-                "hardware TEE: memory isolation; software platform: the operator is not root",
-            ),
-            "weights": Cell(
-                "yes",
-                "model sealed to the enclave's measurement/signer; host stores the blob",
-                "as above; rollback detected with a monotonic counter",
-            ),
-            "output": Cell(
-                "yes", "encrypted inside the enclave before it reaches the host", "as above"
-            ),
-            "metadata": Cell(
-                "no", META_LEAK + "; side channels (cache, power, page faults) out of scope"
-            ),
-        },
-        "one compute party": {a: NA for a in ASSETS},
-        "two colluding parties": {a: NA for a in ASSETS},
-        "the client": {
-            "prompt": Cell("n/a", "the client owns the prompt"),
-            "weights": Cell(
-                "partly",
-                "weights stay in the enclave; outputs may leak them to a determined "
-                "querier (model extraction is out of scope)",
-            ),
-            "output": Cell("n/a", "the client owns the output"),
-            "metadata": Cell("n/a", "the client owns its metadata"),
-        },
-        "the server": {
-            "prompt": Cell("yes", "the 'server' is host + enclave: see host operator"),
-            "weights": Cell("n/a", "the server side owns the weights"),
-            "output": Cell("yes", "see host operator"),
-            "metadata": Cell("no", META_LEAK),
-        },
-    }
+    threat = tee_threat()
     bench_workloads = ("generate",)
+
+    def threat_rows(
+        self, *, platform: str = "software", insecure_same_user: bool = False, **_: Any
+    ) -> dict[str, dict[str, Cell]]:
+        """The threat rows for the platform and user separation in use (`tee_threat`)."""
+        return tee_threat(platform, same_user=insecure_same_user)
 
     def security(self, model: Any | None, **params: Any) -> dict[str, Any]:
         from privinfer.security.report import tee_parameters
 
-        return tee_parameters()
+        return tee_parameters(
+            params.get("platform") or "software", bool(params.get("insecure_same_user"))
+        )
 
     def info(self, model: Any | None, **options: Any) -> dict[str, Any]:
         """The claims of one fresh attestation of `server` (verified before they are shown)."""

@@ -8,13 +8,32 @@ from typing import Any
 from privinfer.security.matrix import matrix_json
 
 
-def tee_parameters() -> dict[str, Any]:
-    """The tee mode's evidence types, policy in force, channel and what is not appraised."""
+def tee_parameters(platform: str = "software", same_user: bool = False) -> dict[str, Any]:
+    """The tee mode's platform and isolation in use, evidence types, policy in force, channel,
+    what the measurement covers and what is not appraised."""
+    from privinfer.tee import launch
     from privinfer.tee.evidence import dcap, software
+    from privinfer.tee.isolation import DEFAULT_ENCLAVE_USER, platform_kind
     from privinfer.tee.policy import Policy
 
+    kind = platform_kind(platform)
+    if kind.hardware:
+        isolation = kind.isolation
+    elif same_user:
+        isolation = "NONE: host and enclave run as one OS user (--insecure-same-user)"
+    else:
+        isolation = f"{kind.isolation} (default user {DEFAULT_ENCLAVE_USER})"
     policy = Policy()
     return {
+        "platform": platform,
+        "host_isolation": isolation,
+        "isolation_assumption": kind.assumption,
+        "measured_launch": " ".join(launch.FLAGS)
+        + " with environment "
+        + ", ".join(f"{k}={v}" for k, v in launch.ENV.items())
+        + "; code = privinfer sources + interpreter, standard library, .pth files, RECORD of "
+        + ", ".join(launch.DISTRIBUTIONS),
+        "sealing_policy": "MEASUREMENT (SIGNER only with the signer's signature over the identity)",
         "evidence_types": {
             "software platform (default here)": "ECDSA P-384 quotes from a platform root pinned by the client",
             "sgx / tdx": "Intel DCAP quotes (v3 / v4, v5), PCK chain to Intel's pinned root",
@@ -34,6 +53,7 @@ def tee_parameters() -> dict[str, Any]:
             "microarchitectural side channels (cache, branch, power, page-fault)",
             "denial of service by the host",
             "root on the software platform's machine",
+            "operating-system libraries (/lib, /usr/lib) and the kernel (not measured)",
         ],
     }
 
@@ -151,11 +171,18 @@ HE_STANDARD: dict[int, dict[int, int]] = {
 }
 
 
+def threat_rows(mode: Any, **params: Any) -> dict[str, Any]:
+    """A mode's threat rows for these parameters (`threat_rows(**params)` where the mode derives
+    them from its configuration, as tee does from its platform), else its fixed `threat`."""
+    rows = getattr(mode, "threat_rows", None)
+    return rows(**params) if callable(rows) else mode.threat
+
+
 def build_report(mode: Any, model: Any | None = None, **params: Any) -> dict[str, Any]:
     """The report for a mode plug-in (`privinfer.modes.get(name)`): parameters, leakage, matrix."""
     return {
         "mode": mode.name,
         "parameters": mode.security(model, **params),
         "leakage": list(mode.leakage),
-        "threat_matrix": matrix_json(mode.threat),
+        "threat_matrix": matrix_json(threat_rows(mode, **params)),
     }

@@ -2,10 +2,11 @@
 
 Security assumption: this process alone reads the platform directory (attestation key, sealing
 secret) and sees plaintext; the host that launched it relays frames over a Unix socket and is
-untrusted. On the software platform the separation is by convention (same OS user), see
-docs/tee.md. Nothing here logs or raises with a prompt, a token, a key or a plaintext record.
+untrusted. On the software platform the separation is the OS user: the enclave serves as its
+own user, which alone can read the platform directory (tee/isolation.py, docs/tee.md). Nothing here logs or raises with a prompt, a token, a key or a plaintext record.
 
-Run: python -m privinfer.tee.enclave --platform DIR --data DIR --socket PATH [--model-source GGUF]
+Started by `privinfer tee serve` only, isolated and measured (tee/launch.py): it loads and checks
+everything as the launcher's user, then drops to its own user (tee/isolation.py) to serve.
 """
 
 from __future__ import annotations
@@ -36,7 +37,9 @@ from privinfer.tee.channel import (
     enclave_channel,
     public_bytes,
 )
-from privinfer.tee.enclave_model import load_model_from_memory, log, open_model, unmeasured_modules
+from privinfer.tee.enclave_model import load_model_from_memory, log, open_model
+from privinfer.tee.isolation import drop_to, watch_parent
+from privinfer.tee.launch import LaunchError
 from privinfer.tee.measurement import EnclaveIdentity
 from privinfer.tee.platform import Platform
 from privinfer.tee.protocol import (
@@ -319,7 +322,12 @@ class Enclave:
         except (ProtocolError, OSError):
             pass  # the host went away; nothing to report
         except Exception as exc:  # never echo details: they could carry request content
-            log(f"internal error ({type(exc).__name__})")
+            # A refused import names only the module (launch.forbid_new_imports).
+            log(
+                str(exc)
+                if isinstance(exc, LaunchError)
+                else f"internal error ({type(exc).__name__})"
+            )
             try:
                 conn.sendall(frame(ST_ERR, error_body("internal")))
             except OSError:
@@ -340,69 +348,94 @@ class Enclave:
             threading.Thread(target=self.handle, args=(conn,), daemon=True).start()
 
 
-def _watch_parent(parent: int) -> None:
-    while True:
-        if os.getppid() != parent:
-            os._exit(0)  # the host is gone: so is this enclave (and its keys and plaintext)
-        time.sleep(0.5)
-
-
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m privinfer.tee.enclave")
+def _args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="privinfer enclave (started by privinfer tee serve)")
     p.add_argument("--platform", required=True)
     p.add_argument("--data", required=True)
-    p.add_argument("--socket", required=True)
+    p.add_argument("--socket-fd", type=int, required=True, help="listening Unix socket, inherited")
     p.add_argument("--model-source", default=None)
     p.add_argument("--config", default=None, help="JSON overrides of the measured enclave config")
     p.add_argument("--debug-enclave", action="store_true")
     p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--run-as", default=None, metavar="UID:GID", help="drop to this user to serve")
     p.add_argument(
         "--quotes",
         choices=("software", "gramine"),
         default="software",
         help="where quotes come from: the software platform, or Gramine-SGX's /dev/attestation",
     )
-    args = p.parse_args(argv)
-    threading.Thread(target=_watch_parent, args=(os.getppid(),), daemon=True).start()
+    return p.parse_args(argv)
+
+
+def _start(args: argparse.Namespace) -> Enclave:
+    """Everything before serving: open the model, warm up, attest once, check what is loaded."""
+    from privinfer.tee.isolation import make_private
+    from privinfer.tee.launch import check_isolated, loaded_outside
+    from privinfer.tee.measurement import package_root
+    from privinfer.tee.protocol import enclave_code_files
+
+    check_isolated()
+    run_as = tuple(int(x) for x in args.run_as.split(":")) if args.run_as else None
+    config = enclave_config(json.loads(args.config) if args.config else None)
+    if run_as is not None:  # the platform and data become the enclave user's alone
+        Path(args.data).mkdir(mode=0o700, parents=True, exist_ok=True)
+        for d in (args.platform, args.data):
+            make_private(Path(d), *run_as)
+    owner = run_as[0] if run_as else os.geteuid()
+    platform = Platform(args.platform, owner=owner)
+    src = Path(args.model_source) if args.model_source else None
+    data, meta, identity = open_model(
+        platform, Path(args.data), config, source=src, debug=args.debug_enclave
+    )
+    lm = load_model_from_memory(meta["name"], data)
+    data[:] = bytes(len(data))
+    del data
+    enclave = Enclave(platform, identity, lm, config)
+    if args.quotes == "gramine":
+        enclave.quotes = GramineProvider()
+        enclave.quotes.quote(identity, bytes(64))  # fail at start, not at the first client
+    for req in (  # warm up, and import everything requests need (chat, sampling) before the check
+        {"prompt": "Hello", "chat": True, "max_new_tokens": 2},
+        {"prompt_ids": [1, 2], "max_new_tokens": 2, "temperature": 0.7, "top_p": 0.9, "seed": 1},
+    ):
+        for _ in enclave._run(*parse_request(req, lm, 2)):
+            pass
+    sid = enclave.attest_session(bytes(NONCE_LEN))[:SESSION_ID_LEN]
+    enclave.close_session(sid)
+    if run_as is not None:  # files sealed or counted during start-up
+        for d in (args.platform, args.data):
+            make_private(Path(d), *run_as)
+    bad = loaded_outside(package_root().parent, enclave_code_files())
+    if bad:
+        raise PrivinferError("loaded code outside the measurement: " + "; ".join(bad[:5]))
+    return enclave
+
+
+def main(argv: list[str] | None = None) -> int:
+    """The enclave process (started only by `privinfer tee serve`, see tee/launch.py)."""
+    args = _args(argv)
+    parent = os.getppid()
+    threading.Thread(target=watch_parent, args=(parent,), daemon=True).start()
     import torch
+
+    from privinfer.tee.launch import forbid_new_imports
 
     if args.threads:
         torch.set_num_threads(args.threads)
     t0 = time.perf_counter()
     try:
-        config = enclave_config(json.loads(args.config) if args.config else None)
-        platform = Platform(args.platform)
-        src = Path(args.model_source) if args.model_source else None
-        data, meta, identity = open_model(
-            platform, Path(args.data), config, source=src, debug=args.debug_enclave
-        )
-        lm = load_model_from_memory(meta["name"], data)
-        data[:] = bytes(len(data))
-        del data
-        enclave = Enclave(platform, identity, lm, config)
-        if args.quotes == "gramine":
-            enclave.quotes = GramineProvider()
-            enclave.quotes.quote(identity, bytes(64))  # fail at start, not at the first client
-        from privinfer.models.ops import Sampler
-
-        for _ in enclave._run(lm.tokenizer.encode("Hello"), Sampler(), 2):
-            pass  # warm up, and import everything generation needs before the code check
-        bad = unmeasured_modules()
-        if bad:
-            raise PrivinferError(f"unmeasured privinfer code is loaded: {', '.join(bad)}")
+        enclave = _start(args)
+        forbid_new_imports()
+        if args.run_as:
+            drop_to(*(int(x) for x in args.run_as.split(":")), parent)
     except (PrivinferError, ValueError, OSError) as exc:
         log(f"cannot start: {exc}")
         return 3
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    old = os.umask(0o077)
-    try:
-        sock.bind(args.socket)
-    finally:
-        os.umask(old)
-    sock.listen(128)
+    sock = socket.socket(fileno=args.socket_fd)
+    identity = enclave.identity
     log(
         f"ready in {time.perf_counter() - t0:.1f} s; measurement {identity.measurement.hex()[:16]}..."
-        f"{' (DEBUG enclave)' if identity.debug else ''}"
+        f"{' (DEBUG enclave)' if identity.debug else ''}; uid {os.getuid()}"
     )
     try:
         enclave.serve(sock)

@@ -16,9 +16,9 @@ from pathlib import Path
 from typing import Any
 
 from privinfer.errors import PrivinferError
-from privinfer.tee.measurement import EnclaveIdentity, hash_model_digests, package_root
+from privinfer.tee.measurement import EnclaveIdentity, hash_model_digests
 from privinfer.tee.platform import KeyPolicy, Platform
-from privinfer.tee.protocol import enclave_code_files, identity_from_model_hash
+from privinfer.tee.protocol import identity_from_model_hash
 from privinfer.tee.sealing import SealingError, seal_file, unseal_file_to_memory
 
 SEALED_MODEL = "model.sealed"
@@ -128,16 +128,3 @@ def load_model_from_memory(name: str, data: bytearray) -> Any:
     if w.family.task != "generate":
         raise PrivinferError(f"the enclave serves generation; {w.family.name} models embed")
     return LoadedDecoder(name, w.cfg, w.weights, w.tokenizer, Path(name))
-
-
-def unmeasured_modules() -> list[str]:
-    """privinfer modules loaded in this process whose source is outside the measured file set."""
-    root = package_root()
-    measured = {str((root / f).resolve()) for f in enclave_code_files(root)}
-    bad = []
-    for name, mod in list(sys.modules.items()):
-        f = getattr(mod, "__file__", None)
-        if f and (name == "privinfer" or name.startswith("privinfer.")):
-            if str(Path(f).resolve()) not in measured:
-                bad.append(name)
-    return sorted(bad)

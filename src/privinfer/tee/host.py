@@ -2,7 +2,9 @@
 
 Security assumption: nothing here is trusted. The host never opens the platform directory, never
 reads the model (it passes the model's path to the enclave, which seals it) and only ever sees
-nonces, quotes, public keys and AES-GCM records. It never logs bodies; errors are JSON with a
+nonces, quotes, public keys and AES-GCM records. It starts the enclave isolated and measured
+(tee/launch.py), as its own user unless told `insecure_same_user` (tee/isolation.py), and the
+enclave dies with it (net/lifetime.py). It never logs bodies; errors are JSON with a
 fixed code and message. A dead enclave answers 503 at once (the process is polled per request).
 """
 
@@ -13,6 +15,7 @@ import base64
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -26,7 +29,8 @@ from typing import Any, BinaryIO
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 
-from privinfer.errors import PrivinferError
+from privinfer.errors import InputError, PrivinferError
+from privinfer.tee.isolation import PROVIDERS
 from privinfer.tee.protocol import (
     DEFAULT_CONFIG,
     DEFAULT_MAX_SESSIONS_PER_CLIENT,
@@ -346,22 +350,44 @@ def start_enclave(
     threads: int | None = None,
     config: dict[str, Any] | None = None,
     debug_enclave: bool = False,
+    run_as: tuple[int, int] | None = None,
+    quotes: str = "software",
     ready_timeout: float = 180.0,
 ) -> tuple[EnclaveLink, dict[str, Any], str]:
-    """Launch `python -m privinfer.tee.enclave` and wait until it answers; returns link, health, sock dir."""
+    """Launch the enclave (isolated and measured, tee/launch.py; dying with this process,
+    net/lifetime.py) on a listening socket made here, and wait until it answers. With `run_as`
+    (uid, gid) the enclave drops to that user before serving. Returns link, health, socket dir."""
+    from privinfer.net.lifetime import spawn
+    from privinfer.tee import launch
+    from privinfer.tee.measurement import package_root
+
     sock_dir = tempfile.mkdtemp(prefix="privinfer-enclave-")
     path = os.path.join(sock_dir, "enclave.sock")
-    cmd = [sys.executable, "-m", "privinfer.tee.enclave", "--platform", str(platform_dir)]
-    cmd += ["--data", str(data_dir), "--socket", path]
-    if model_source is not None:
-        cmd += ["--model-source", str(model_source)]
-    if config:
-        cmd += ["--config", json.dumps(config)]
-    if debug_enclave:
-        cmd.append("--debug-enclave")
-    if threads:
-        cmd += ["--threads", str(threads)]
-    proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL)
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        listener.bind(path)
+        listener.listen(128)
+        args = ["--platform", str(platform_dir), "--data", str(data_dir)]
+        args += ["--socket-fd", str(listener.fileno()), "--quotes", quotes]
+        if model_source is not None:
+            args += ["--model-source", str(model_source)]
+        if config:
+            args += ["--config", json.dumps(config)]
+        if debug_enclave:
+            args.append("--debug-enclave")
+        if threads:
+            args += ["--threads", str(threads)]
+        if run_as is not None:
+            args += ["--run-as", f"{run_as[0]}:{run_as[1]}"]
+        cmd = launch.command(package_root().parent, args)
+        proc = spawn(
+            cmd, stdin=subprocess.DEVNULL, env=launch.ENV, pass_fds=(listener.fileno(),), cwd="/"
+        )
+    except BaseException:
+        shutil.rmtree(sock_dir, ignore_errors=True)
+        raise
+    finally:
+        listener.close()  # the enclave alone accepts on it
     link = EnclaveLink(path, proc)
     try:
         info = _wait_ready(link, ready_timeout)
@@ -372,6 +398,7 @@ def start_enclave(
 
 
 def stop_enclave(link: EnclaveLink, sock_dir: str | None) -> None:
+    """Stop the enclave process (SIGTERM, then SIGKILL after 5 s) and remove its socket folder."""
     if link.proc is not None and link.proc.poll() is None:
         link.proc.terminate()
         try:
@@ -381,6 +408,32 @@ def stop_enclave(link: EnclaveLink, sock_dir: str | None) -> None:
             link.proc.wait()
     if sock_dir:
         shutil.rmtree(sock_dir, ignore_errors=True)
+
+
+class Stopped(Exception):
+    """SIGTERM or SIGINT reached `privinfer tee serve`: stop the enclave, clean up, exit 0."""
+
+
+def _raise_stopped(signum: int, _frame: Any) -> None:
+    raise Stopped(signum)
+
+
+def enclave_user(insecure_same_user: bool, user: str | None) -> tuple[int, int] | None:
+    """The (uid, gid) the enclave serves as, or None to keep this process's user (only with
+    `insecure_same_user`). Needs root: only root can start a process as another user."""
+    from privinfer.tee.isolation import DEFAULT_ENCLAVE_USER, ensure_user, is_root
+
+    if insecure_same_user:
+        if user is not None:
+            raise InputError("--enclave-user and --insecure-same-user exclude each other")
+        return None
+    if not is_root():
+        raise InputError(
+            "privinfer tee serve must run as root to start the enclave as its own user "
+            "(--enclave-user); pass --insecure-same-user to run both as you (the host is then "
+            "not protected from the enclave's keys)"
+        )
+    return ensure_user(user or DEFAULT_ENCLAVE_USER)
 
 
 def serve(
@@ -396,40 +449,73 @@ def serve(
     trace: Path | str | None = None,
     access_log: bool = True,
     max_sessions_per_client: int = DEFAULT_MAX_SESSIONS_PER_CLIENT,
+    platform: str = "software",
+    user: str | None = None,
+    insecure_same_user: bool = False,
 ) -> int:
-    """`privinfer tee serve`: start the enclave, then the HTTP host until interrupted."""
+    """`privinfer tee serve`: start the enclave, then the HTTP host until SIGTERM or SIGINT,
+    which stop the enclave and remove its socket folder (exit 0)."""
     import uvicorn
 
     from privinfer.models.registry import resolve
 
+    if platform not in PROVIDERS:
+        raise InputError(f"--platform must be one of {', '.join(PROVIDERS)} (got {platform!r})")
     _fmt, source = resolve(model)
     pdir = Path(platform_dir) if platform_dir else default_platform_dir()
     ddir = Path(data_dir) if data_dir else default_data_dir()
     if not (pdir / "ak_key.pem").exists():
         raise PrivinferError(f"no software platform at {pdir}: run `privinfer tee init-platform`")
+    run_as = enclave_user(insecure_same_user, user)
     if host not in ("127.0.0.1", "localhost", "::1"):
         print(f"privinfer tee serve: WARNING: listening on {host}, not localhost", file=sys.stderr)
-    link, info, sock_dir = start_enclave(
-        source, pdir, ddir, threads=threads, config=config, debug_enclave=debug_enclave
-    )
-    trace_f = open(trace, "ab") if trace else None  # noqa: SIM115 - closed below
-    link.trace = trace_f
+    old = {sig: signal.signal(sig, _raise_stopped) for sig in (signal.SIGTERM, signal.SIGINT)}
+    link: EnclaveLink | None = None
+    sock_dir = None
+    trace_f = None
     try:
+        link, info, sock_dir = start_enclave(
+            source,
+            pdir,
+            ddir,
+            threads=threads,
+            config=config,
+            debug_enclave=debug_enclave,
+            run_as=run_as,
+            quotes=PROVIDERS[platform],
+        )
+        trace_f = open(trace, "ab") if trace else None  # noqa: SIM115 - closed below
+        link.trace = trace_f
         app = create_app(
             link,
             max_request_bytes=(config or {}).get("max_request_bytes"),
             config=config,
             max_sessions_per_client=max_sessions_per_client,
         )
+        who = "as this user (INSECURE: same user)" if run_as is None else f"as uid {run_as[0]}"
         print(
             f"privinfer tee serve: http://{host}:{port} enclave measurement "
-            f"{info['measurement']}{' DEBUG' if info['debug'] else ''}",
+            f"{info['measurement']}{' DEBUG' if info['debug'] else ''}; enclave runs {who}",
             file=sys.stderr,
             flush=True,
         )
-        uvicorn.run(app, host=host, port=port, log_level="warning", access_log=access_log)
+        uvicorn.run(
+            app,
+            host=host,
+            port=port,
+            log_level="warning",
+            access_log=access_log,
+            timeout_graceful_shutdown=5,
+        )
+    except Stopped:
+        pass
     finally:
-        stop_enclave(link, sock_dir)
+        for sig in old:
+            signal.signal(sig, signal.SIG_IGN)  # a second signal must not cut the clean-up short
+        if link is not None:
+            stop_enclave(link, sock_dir)
         if trace_f is not None:
             trace_f.close()
+        for sig, handler in old.items():
+            signal.signal(sig, handler)
     return 0

@@ -64,6 +64,7 @@ class LocalServer:
         trace: Path | str | None = None,
         stdout: IO[Any] | int | None = None,
         stderr: IO[Any] | int | None = None,
+        insecure_same_user: bool | None = None,
     ) -> None:
         self.model = model
         self.platform_dir = Path(platform_dir) if platform_dir else default_platform_dir()
@@ -73,13 +74,20 @@ class LocalServer:
         self.max_sessions, self.max_sessions_per_client = max_sessions, max_sessions_per_client
         self.config = config
         self.trace, self.stdout, self.stderr = trace, stdout, stderr
+        # Only root can start the enclave as its own user; a non-root launcher on one machine
+        # (the demo, local tee mode) serves its own prompts, so it runs both as itself.
+        self.insecure_same_user = (
+            os.geteuid() != 0 if insecure_same_user is None else insecure_same_user
+        )
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.proc: subprocess.Popen[bytes] | None = None
 
     def command(self) -> list[str]:
         cmd = [sys.executable, "-m", "privinfer.cli", "tee", "serve", "--model", self.model]
-        cmd += ["--platform", str(self.platform_dir), "--data", str(self.data_dir)]
+        cmd += ["--platform-dir", str(self.platform_dir), "--data", str(self.data_dir)]
+        if self.insecure_same_user:
+            cmd.append("--insecure-same-user")
         cmd += ["--port", str(self.port)]
         if self.threads:
             cmd += ["--threads", str(self.threads)]

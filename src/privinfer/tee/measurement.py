@@ -1,9 +1,9 @@
 """Enclave identity: SHA-384 measurement of code, config and model, plus signer, product, SVN, debug.
 
 Security assumption: a measurement only means something when the party that computes it is the
-one that loads exactly these bytes (the launcher measures what it runs). On the software platform
-the launcher is an ordinary process, so the identity is as trustworthy as that host; see
-docs/tee.md. All hashes are SHA-384 (48 bytes); every field is length-prefixed and every hash is
+one that loads exactly these bytes. On the software platform the enclave measures itself after
+an isolated launch and refuses to serve if it loaded anything outside the measured set
+(tee/launch.py); the identity is as trustworthy as the OS user separation and root (docs/tee.md). All hashes are SHA-384 (48 bytes); every field is length-prefixed and every hash is
 domain-separated so no two different inputs share an encoding.
 
 Canonical identity layout (big-endian, 248 bytes, `EnclaveIdentity.to_bytes`):
@@ -13,7 +13,8 @@ Canonical identity layout (big-endian, 248 bytes, `EnclaveIdentity.to_bytes`):
     96    2  product_id   u16
     98    2  svn          u16 (security version)
     100   4  flags        u32, bit 0 = debug; other bits must be zero
-    104  48  code         SHA-384 over (relative path, SHA-384(content)) of each source file, sorted
+    104  48  code         SHA-384 over (relative path, SHA-384(content)) of each source file, sorted;
+                           for a served enclave combined with the runtime hash (`combine_code`)
     152  48  config       SHA-384 of the canonical JSON of the enclave config
     200  48  model        SHA-384 over (name, size, SHA-384(content)) of each model file, sorted
 """
@@ -29,7 +30,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from cryptography.hazmat.primitives import serialization
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
 
 DIGEST_LEN = 48
@@ -227,3 +230,47 @@ def measure(
         config=cfg,
         model=model,
     )
+
+
+def combine_code(package: bytes, runtime: bytes) -> bytes:
+    """The `code` component: the privinfer source hash and the runtime hash (tee/launch.py)."""
+    return hashlib.sha384(lp(b"privinfer-code-runtime-v1") + lp(package) + lp(runtime)).digest()
+
+
+def _signed_body(identity: EnclaveIdentity) -> bytes:
+    flags = FLAG_DEBUG if identity.debug else 0
+    return lp(b"privinfer-enclave-signature-v1") + struct.pack(
+        ">48sHHI", identity.measurement, identity.product_id, identity.svn, flags
+    )
+
+
+@dataclass(frozen=True)
+class SignerProof:
+    """A signer's ECDSA P-384 signature over an identity's measurement, product, SVN and flags
+    (SIGSTRUCT-like), with the signer's public key (DER SubjectPublicKeyInfo)."""
+
+    public_der: bytes
+    signature: bytes
+
+    def verifies(self, identity: EnclaveIdentity) -> bool:
+        """True when the key hashes to `identity.signer` and signed exactly this identity."""
+        if not hmac.compare_digest(signer_id(self.public_der), identity.signer):
+            return False
+        try:
+            key = serialization.load_der_public_key(self.public_der)
+            if not isinstance(key, ec.EllipticCurvePublicKey) or key.curve.name != "secp384r1":
+                return False
+            key.verify(self.signature, _signed_body(identity), ec.ECDSA(hashes.SHA384()))
+        except (InvalidSignature, ValueError):
+            return False
+        return True
+
+
+def sign_identity(key: ec.EllipticCurvePrivateKey, identity: EnclaveIdentity) -> SignerProof:
+    """The signer's proof for `identity` (whose `signer` must be `signer_id` of this key)."""
+    der = key.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    if signer_id(der) != identity.signer:
+        raise ValueError("the identity names another signer")
+    return SignerProof(der, key.sign(_signed_body(identity), ec.ECDSA(hashes.SHA384())))

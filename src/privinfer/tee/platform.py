@@ -44,7 +44,7 @@ from privinfer.tee.evidence.software import (
     SIG_ALG_ECDSA_P384_SHA384,
     VERSION,
 )
-from privinfer.tee.measurement import EnclaveIdentity, lp
+from privinfer.tee.measurement import EnclaveIdentity, SignerProof, lp
 
 ROOT_CERT = "root_cert.pem"
 ROOT_KEY = "ca/root_key.pem"
@@ -62,10 +62,15 @@ class PlatformError(SecurityError):
 
 
 class KeyPolicy(enum.IntEnum):
-    """Which identity a sealing key is bound to (like SGX KEYPOLICY)."""
+    """Which identity a sealing key is bound to (like SGX KEYPOLICY).
 
-    MEASUREMENT = 1  # MRENCLAVE-like: only the same measurement can derive it
-    SIGNER = 2  # MRSIGNER-like: same signer and product, any SVN >= the blob's SVN
+    MEASUREMENT (the default everywhere): only the same measurement can derive it. SIGNER
+    (MRSIGNER-like): any identity of the same signer and product at an SVN >= the blob's, and
+    only with a `SignerProof`: the signer's signature over that very identity, whose public key
+    hashes to the identity's `signer` field (which the quote carries)."""
+
+    MEASUREMENT = 1
+    SIGNER = 2
 
 
 def _write_private(path: Path, data: bytes, mode: int = 0o600) -> None:
@@ -176,18 +181,23 @@ def init_platform(
 
 
 class Platform:
-    """A loaded software platform. Refuses to load if its secrets are readable by others."""
+    """A loaded software platform. Refuses to load if its secrets are readable by others, or (with
+    `owner`) if the directory or a secret belongs to another user than `owner`."""
 
-    def __init__(self, directory: Path | str) -> None:
+    def __init__(self, directory: Path | str, *, owner: int | None = None) -> None:
         self.directory = Path(directory)
+        if owner is not None and self.directory.stat().st_uid != owner:
+            raise PlatformError("the software platform directory belongs to another user")
         for rel in (AK_KEY, SEALING_SECRET, COUNTERS):
             p = self.directory / rel
             try:
-                mode = p.stat().st_mode
+                st = p.stat()
             except FileNotFoundError:
                 raise PlatformError(f"software platform file missing: {rel}") from None
-            if stat.S_IMODE(mode) & 0o077:
+            if stat.S_IMODE(st.st_mode) & 0o077:
                 raise PlatformError(f"software platform file {rel} is readable by others")
+            if owner is not None and st.st_uid != owner:
+                raise PlatformError(f"software platform file {rel} belongs to another user")
         self.root_cert = x509.load_pem_x509_certificate((self.directory / ROOT_CERT).read_bytes())
         self.ak_cert = x509.load_pem_x509_certificate((self.directory / AK_CERT).read_bytes())
         key = serialization.load_pem_private_key((self.directory / AK_KEY).read_bytes(), None)
@@ -225,17 +235,29 @@ class Platform:
         return body + sig + chain
 
     def derive_sealing_key(
-        self, identity: EnclaveIdentity, *, key_policy: KeyPolicy, svn: int, label: bytes
+        self,
+        identity: EnclaveIdentity,
+        *,
+        key_policy: KeyPolicy = KeyPolicy.MEASUREMENT,
+        svn: int,
+        label: bytes,
+        signer_proof: SignerProof | None = None,
     ) -> bytes:
         """Derive a 32-byte sealing key for `identity` at security version `svn` (EGETKEY-like).
 
         `svn` may not exceed the identity's SVN, so an enclave can derive keys of its own and older
         versions, never of newer ones. The key binds the policy, the measurement (MEASUREMENT) or
         signer and product id (SIGNER), the debug flag, `svn` and `label` (the blob's purpose).
+        SIGNER keys need `signer_proof`, the signer's signature over this identity: a signer id
+        alone is a public value any enclave could claim.
         """
         if not 0 <= svn <= identity.svn:
             raise PlatformError("requested sealing SVN is above the enclave's SVN")
         policy = KeyPolicy(key_policy)
+        if policy is KeyPolicy.SIGNER and (
+            signer_proof is None or not signer_proof.verifies(identity)
+        ):
+            raise PlatformError("SIGNER sealing needs the signer's signature over this identity")
         bound = identity.measurement if policy is KeyPolicy.MEASUREMENT else identity.signer
         info = (
             lp(b"privinfer-seal-key-v1")

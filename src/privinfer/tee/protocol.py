@@ -36,6 +36,7 @@ from typing import Any
 from privinfer.errors import InputError, PrivinferError
 from privinfer.tee.measurement import (
     EnclaveIdentity,
+    combine_code,
     combine_measurement,
     hash_code,
     hash_config,
@@ -56,7 +57,8 @@ _U32 = struct.Struct(">I")
 PRODUCT_ID = 1
 SVN = 1
 # No enclave manifest is signed yet (docs/tee.md): the signer id is this fixed, public label, and
-# clients admit any signer while pinning the measurement.
+# clients admit any signer while pinning the measurement. Without the signer's signature over the
+# identity (measurement.SignerProof) the platform derives no SIGNER sealing key for it.
 UNSIGNED_SIGNER = b"privinfer-unsigned-enclave-v1"
 
 # max_sessions bounds sessions whose attested handshake completed (their first request opened);
@@ -143,8 +145,11 @@ def enclave_config(overrides: Mapping[str, Any] | None = None) -> dict[str, Any]
 def identity_from_model_hash(
     model_hash: bytes, config: Mapping[str, Any], *, debug: bool = False
 ) -> EnclaveIdentity:
-    """Enclave identity for the measured code of this package, `config` and a model hash."""
-    code = hash_code(None, enclave_code_files())
+    """Enclave identity for the measured code of this package and its runtime (interpreter,
+    standard library, distributions, launch; tee/launch.py), `config` and a model hash."""
+    from privinfer.tee.launch import runtime_digest
+
+    code = combine_code(hash_code(None, enclave_code_files()), runtime_digest())
     cfg = hash_config(config)
     return EnclaveIdentity(
         measurement=combine_measurement(code, cfg, model_hash),
@@ -161,7 +166,8 @@ def identity_from_model_hash(
 def expected_identity(
     model_file: Path | str, config: Mapping[str, Any] | None = None
 ) -> EnclaveIdentity:
-    """What a client expects, computed from its own copy of the code, config and model file."""
+    """What a client expects, computed from its own copy of the code, runtime, config and model
+    file: the same measurement only where the enclave runs the same interpreter and packages."""
     return identity_from_model_hash(hash_model([model_file]), enclave_config(config))
 
 

@@ -10,6 +10,8 @@ Blob layout (big-endian):
             purpose (u32 length || UTF-8, at most 255 bytes)
     chunks  final u8 | ciphertext_len u32 | AES-256-GCM ciphertext+tag, for chunk 0, 1, ...
 
+Policy: MEASUREMENT by default; SIGNER only with a `SignerProof` (the signer's signature over the
+identity), since a signer id alone is public and any enclave could claim it.
 Keys: k = platform.derive_sealing_key(identity, key_policy, svn, "privinfer-seal-v1:" + purpose);
 blob key = HKDF-SHA256(k, salt=blob_id, info="privinfer-seal-blob-v1"). Chunk i uses nonce
 4 zero bytes || u64 i and AAD = header || u64 i || final u8, so reordered, dropped, spliced or
@@ -36,7 +38,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from privinfer.errors import SecurityError
-from privinfer.tee.measurement import EnclaveIdentity, lp
+from privinfer.tee.measurement import EnclaveIdentity, SignerProof, lp
 from privinfer.tee.platform import KeyPolicy, Platform, PlatformError
 
 MAGIC = b"PISB"
@@ -71,13 +73,17 @@ def _blob_key(
     svn: int,
     purpose: str,
     blob_id: bytes,
+    proof: SignerProof | None,
 ) -> AESGCM:
+    if svn > identity.svn:
+        raise SealingError("blob was sealed by a newer security version")
+    label = b"privinfer-seal-v1:" + purpose.encode()
     try:
         k = platform.derive_sealing_key(
-            identity, key_policy=key_policy, svn=svn, label=b"privinfer-seal-v1:" + purpose.encode()
+            identity, key_policy=key_policy, svn=svn, label=label, signer_proof=proof
         )
-    except PlatformError:
-        raise SealingError("blob was sealed by a newer security version") from None
+    except PlatformError as exc:
+        raise SealingError(str(exc)) from None
     return AESGCM(HKDF(hashes.SHA256(), 32, blob_id, b"privinfer-seal-blob-v1").derive(k))
 
 
@@ -94,6 +100,7 @@ def _seal(
     purpose: str,
     key_policy: KeyPolicy,
     chunk_size: int,
+    proof: SignerProof | None = None,
 ) -> int:
     if not 1 <= chunk_size <= MAX_CHUNK:
         raise ValueError("chunk_size out of range")
@@ -116,7 +123,7 @@ def _seal(
         size,
         blob_id,
     ) + lp(p)
-    aead = _blob_key(platform, identity, key_policy, identity.svn, purpose, blob_id)
+    aead = _blob_key(platform, identity, key_policy, identity.svn, purpose, blob_id, proof)
     write(header)
     n = max(1, -(-size // chunk_size))
     for i in range(n):
@@ -149,6 +156,7 @@ def _unseal(
     max_size: int | None,
     start: Callable[[int], object],
     emit: Callable[[int, bytes], object],
+    proof: SignerProof | None = None,
 ) -> None:
     fixed = _read_exact(src, _FIXED.size)
     magic, ver, pol, rsv, pid, svn, counter, chunk_size, size, blob_id = _FIXED.unpack(fixed)
@@ -168,7 +176,7 @@ def _unseal(
     key_policy = KeyPolicy(pol)
     if svn > identity.svn:
         raise SealingError("blob was sealed by a newer security version")
-    aead = _blob_key(platform, identity, key_policy, svn, purpose, blob_id)
+    aead = _blob_key(platform, identity, key_policy, svn, purpose, blob_id, proof)
     current = platform.counter_read(counter_name(identity, key_policy, purpose))
     if counter < current:
         raise SealingError("rollback: an older sealed blob was presented")
@@ -197,26 +205,46 @@ def seal_bytes(
     data: bytes,
     *,
     purpose: str,
-    key_policy: KeyPolicy = KeyPolicy.SIGNER,
+    key_policy: KeyPolicy = KeyPolicy.MEASUREMENT,
     chunk_size: int = DEFAULT_CHUNK,
+    signer_proof: SignerProof | None = None,
 ) -> bytes:
     """Seal `data` for `identity` and `purpose`; increments the purpose's platform counter."""
     out = io.BytesIO()
     _seal(
-        platform, identity, io.BytesIO(data), len(data), out.write, purpose, key_policy, chunk_size
+        platform,
+        identity,
+        io.BytesIO(data),
+        len(data),
+        out.write,
+        purpose,
+        key_policy,
+        chunk_size,
+        signer_proof,
     )
     return out.getvalue()
 
 
 def unseal_bytes(
-    platform: Platform, identity: EnclaveIdentity, blob: bytes, *, purpose: str
+    platform: Platform,
+    identity: EnclaveIdentity,
+    blob: bytes,
+    *,
+    purpose: str,
+    signer_proof: SignerProof | None = None,
 ) -> bytearray:
-    """Open a sealed blob held in memory; returns the plaintext or raises SealingError."""
-    return _unseal_to_memory(platform, identity, io.BytesIO(blob), purpose, len(blob))
+    """Open a sealed blob held in memory; returns the plaintext or raises SealingError. A SIGNER
+    blob needs `signer_proof` (the signer's signature over `identity`)."""
+    return _unseal_to_memory(platform, identity, io.BytesIO(blob), purpose, len(blob), signer_proof)
 
 
 def _unseal_to_memory(
-    platform: Platform, identity: EnclaveIdentity, src: BinaryIO, purpose: str, max_size: int
+    platform: Platform,
+    identity: EnclaveIdentity,
+    src: BinaryIO,
+    purpose: str,
+    max_size: int,
+    proof: SignerProof | None = None,
 ) -> bytearray:
     holder = [bytearray()]
 
@@ -226,7 +254,7 @@ def _unseal_to_memory(
     def emit(off: int, pt: bytes) -> None:
         holder[0][off : off + len(pt)] = pt
 
-    _unseal(platform, identity, src, purpose, max_size, start, emit)
+    _unseal(platform, identity, src, purpose, max_size, start, emit, proof)
     return holder[0]
 
 
@@ -237,8 +265,9 @@ def seal_file(
     dst: Path | str,
     *,
     purpose: str,
-    key_policy: KeyPolicy = KeyPolicy.SIGNER,
+    key_policy: KeyPolicy = KeyPolicy.MEASUREMENT,
     chunk_size: int = DEFAULT_CHUNK,
+    signer_proof: SignerProof | None = None,
 ) -> int:
     """Seal file `src` into `dst` (streamed; written to a temp file, then renamed). Returns counter."""
     dst = Path(dst)
@@ -246,7 +275,17 @@ def seal_file(
     try:
         with open(src, "rb") as f, open(tmp, "wb") as out:
             size = os.fstat(f.fileno()).st_size
-            counter = _seal(platform, identity, f, size, out.write, purpose, key_policy, chunk_size)
+            counter = _seal(
+                platform,
+                identity,
+                f,
+                size,
+                out.write,
+                purpose,
+                key_policy,
+                chunk_size,
+                signer_proof,
+            )
             out.flush()
             os.fsync(out.fileno())
         os.replace(tmp, dst)
