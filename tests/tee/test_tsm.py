@@ -184,3 +184,36 @@ def test_cert_table_parser_ignores_unknown_guids_and_stops_at_the_zero_entry() -
     table = cert_table({"vcek": VCEK})
     assert parse_snp_certs(table) == (VCEK,)
     assert parse_snp_certs(bytes(24) + table) == ()
+
+
+def test_tee_serve_platforms_have_providers_and_threat_rows() -> None:
+    from privinfer.tee.isolation import PLATFORMS, PROVIDERS
+
+    assert set(PROVIDERS) == {"software", "tdx", "snp", "sgx-gramine"}
+    assert set(PROVIDERS) <= set(PLATFORMS)
+
+
+@pytest.mark.skipif(Path("/sys/kernel/config/tsm/report").exists(), reason="a real TSM guest")
+def test_enclave_refuses_a_hardware_platform_this_machine_is_not() -> None:
+    from privinfer.errors import SecurityError
+    from privinfer.tee.enclave import _hardware_quotes
+
+    assert _hardware_quotes("software") is None
+    for kind in ("tdx", "snp"):
+        with pytest.raises(SecurityError, match="configfs TSM"):
+            _hardware_quotes(kind)
+
+
+def test_enclave_takes_a_tsm_provider_for_tdx(monkeypatch, tmp_path) -> None:
+    """The enclave's `--quotes tdx` gets the configfs provider (here the stand-in kernel)."""
+    import privinfer.tee.tsm as tsm
+    from privinfer.tee.enclave import _hardware_quotes
+
+    made = {}
+
+    def fake(kind: str, **kw):
+        made["kind"] = kind
+        return "provider"
+
+    monkeypatch.setattr(tsm, "hardware_provider", fake)
+    assert _hardware_quotes("tdx") == "provider" and made["kind"] == "tdx"

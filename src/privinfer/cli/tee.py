@@ -367,6 +367,12 @@ def _config(args: argparse.Namespace) -> dict[str, Any] | None:
     return cfg or None
 
 
+def _detected_platform() -> str:
+    from privinfer.tee.tsm import detect_platform
+
+    return detect_platform()
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     import math
 
@@ -389,7 +395,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     return serve(
         args.model,
-        platform=args.platform,
+        platform=args.platform or _detected_platform(),
         user=args.enclave_user,
         insecure_same_user=args.insecure_same_user,
         platform_dir=args.platform_dir,
@@ -434,9 +440,10 @@ def register(sub: Any) -> None:
     p.add_argument("--model", default="smollm2-135m", help="model the enclave serves")
     p.add_argument(
         "--platform",
-        default="software",
+        default=None,
         choices=sorted(PROVIDERS),
-        help="TEE platform that isolates the enclave and signs its quotes (default: software)",
+        help="TEE platform that isolates the enclave and signs its quotes (default: detected: "
+        "tdx or snp where configfs TSM offers it, sgx-gramine under Gramine, else software)",
     )
     p.add_argument(
         "--platform-dir",

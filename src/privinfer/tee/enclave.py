@@ -360,11 +360,24 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--run-as", default=None, metavar="UID:GID", help="drop to this user to serve")
     p.add_argument(
         "--quotes",
-        choices=("software", "gramine"),
+        choices=("software", "gramine", "tdx", "snp"),
         default="software",
-        help="where quotes come from: the software platform, or Gramine-SGX's /dev/attestation",
+        help="where quotes come from: the software platform, Gramine-SGX's /dev/attestation, or "
+        "the configfs TSM interface of a TDX or SEV-SNP guest",
     )
     return p.parse_args(argv)
+
+
+def _hardware_quotes(kind: str) -> QuoteProvider | None:
+    """The hardware quote provider `--quotes` names (None for the software platform); raises
+    SecurityError when this machine is not that platform."""
+    if kind == "gramine":
+        return GramineProvider()
+    if kind in ("tdx", "snp"):
+        from privinfer.tee.tsm import hardware_provider
+
+        return hardware_provider(kind)
+    return None
 
 
 def _start(args: argparse.Namespace) -> Enclave:
@@ -375,6 +388,7 @@ def _start(args: argparse.Namespace) -> Enclave:
     from privinfer.tee.protocol import enclave_code_files
 
     check_isolated()
+    hardware = _hardware_quotes(args.quotes)  # before sealing anything: fail fast off-platform
     run_as = tuple(int(x) for x in args.run_as.split(":")) if args.run_as else None
     config = enclave_config(json.loads(args.config) if args.config else None)
     if run_as is not None:  # the platform and data become the enclave user's alone
@@ -391,9 +405,9 @@ def _start(args: argparse.Namespace) -> Enclave:
     data[:] = bytes(len(data))
     del data
     enclave = Enclave(platform, identity, lm, config)
-    if args.quotes == "gramine":
-        enclave.quotes = GramineProvider()
-        enclave.quotes.quote(identity, bytes(64))  # fail at start, not at the first client
+    if hardware is not None:
+        enclave.quotes = hardware
+        hardware.quote(identity, bytes(64))  # fail at start, not at the first client
     for req in (  # warm up, and import everything requests need (chat, sampling) before the check
         {"prompt": "Hello", "chat": True, "max_new_tokens": 2},
         {"prompt_ids": [1, 2], "max_new_tokens": 2, "temperature": 0.7, "top_p": 0.9, "seed": 1},

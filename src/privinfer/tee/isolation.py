@@ -64,14 +64,25 @@ PLATFORMS: dict[str, PlatformKind] = {
         "AMD SEV-SNP: the CPU encrypts and isolates the VM's memory and signs its reports",
         "AMD's CPU and secure processor are trusted; side channels out of scope",
     ),
+    "sgx-gramine": PlatformKind(
+        "sgx-gramine",
+        True,
+        "Intel SGX under Gramine: the CPU isolates the enclave's memory and signs its quotes",
+        "Intel's CPU and quoting enclave are trusted; side channels out of scope",
+    ),
 }
 
 
-# `privinfer tee serve --platform NAME`: the platforms that can serve here, each with the
-# enclave's `--quotes` provider. A hardware provider (TDX, SEV-SNP) plugs in with one entry here,
-# its `--quotes` choice in enclave.py (a QuoteProvider, tee/providers.py) and its row in PLATFORMS,
-# from which the threat rows follow.
-PROVIDERS: dict[str, str] = {"software": "software"}
+# `privinfer tee serve --platform NAME` -> the enclave's `--quotes` provider: the software
+# platform's key, the configfs TSM interface of a TDX or SEV-SNP guest (tee/tsm.py), or Gramine's
+# /dev/attestation. A new provider plugs in with one entry here, its `--quotes` branch in
+# enclave.py and its row in PLATFORMS, from which the threat rows follow.
+PROVIDERS: dict[str, str] = {
+    "software": "software",
+    "tdx": "tdx",
+    "snp": "snp",
+    "sgx-gramine": "gramine",
+}
 
 
 def platform_kind(name: str) -> PlatformKind:
