@@ -54,6 +54,6 @@ class TweakCounter:
         self.next = start
 
     def take(self, n: int) -> np.ndarray:
-        out = np.arange(self.next, self.next + n, dtype=np.uint64)
+        out = np.arange(n, dtype=np.uint64) + np.uint64(self.next)
         self.next += n
         return out
