@@ -34,7 +34,6 @@ if TYPE_CHECKING:
 WORK = 28
 EXP_SQUARINGS = 12
 EXP_CLIP = -64.0
-SCALE_BITS = 24  # scale of the per-bit output constants
 
 
 def clip_below(party: TwoParty, x: np.ndarray, lo: float, f: int) -> np.ndarray:
@@ -89,24 +88,33 @@ def _normalize(
 def _apply_scale(
     party: TwoParty, y: np.ndarray, onehot: np.ndarray, consts: np.ndarray, out_f: int
 ) -> np.ndarray:
-    """y (scale 2^WORK) times sum_j onehot_j consts_j (scale 2^SCALE_BITS), to scale 2^out_f."""
-    d = (onehot * consts.astype(np.uint64)).sum(axis=1, dtype=np.uint64)
-    return trunc(party, mul_raw(party, y, d), WORK + SCALE_BITS - out_f)
+    """y (scale 2^WORK, |y| < 2) times sum_j onehot_j consts_j (real constants), to scale
+    2^out_f. The constants are encoded at the largest scale 2^S with max * 2^S <= 2^33, so
+    the product stays under 2^62; the smallest keeps log2(min * 2^S) bits of precision."""
+    top = float(np.max(consts))
+    scale_bits = 33 - int(np.ceil(np.log2(top)))
+    if WORK + scale_bits < out_f:
+        raise ValueError("output precision too high for this range")
+    ints = np.array([round(c * 2.0**scale_bits) for c in consts], dtype=np.uint64)
+    d = (onehot * ints).sum(axis=1, dtype=np.uint64)
+    return trunc(party, mul_raw(party, y, d), WORK + scale_bits - out_f)
 
 
 def _range_bits(f_in: int, lo_real_log2: int, hi_real_log2: int) -> tuple[int, int]:
     lo, hi = f_in + lo_real_log2, f_in + hi_real_log2
-    if hi > f_in + SCALE_BITS or lo < 0:
+    if hi > 61 or lo < 0:
         raise ValueError("reciprocal/rsqrt range too wide for this precision")
     return lo, hi
 
 
 def reciprocal(
-    party: TwoParty, x: np.ndarray, f_in: int | None = None, log2_range: tuple[int, int] = (-10, 24)
+    party: TwoParty, x: np.ndarray, f_in: int | None = None,
+    log2_range: tuple[int, int] = (-10, 24), out_f: int | None = None,
 ) -> np.ndarray:
     """1/x for shared x > 0 at scale 2^f_in (default party.f) with 2^a <= x < 2^b for
-    log2_range = (a, b); result at scale 2^party.f."""
+    log2_range = (a, b); result at scale 2^out_f (default party.f)."""
     f_in = party.f if f_in is None else f_in
+    out_f = party.f if out_f is None else out_f
     with party.op("reciprocal"):
         shape = x.shape
         lo, hi = _range_bits(f_in, *log2_range)
@@ -115,15 +123,18 @@ def reciprocal(
         two = public(party, np.full(u.shape, encode(2.0, WORK)))
         for _ in range(3):
             y = mul(party, y, two - mul(party, u, y, WORK), WORK)
-        consts = np.array([1 << (f_in - j - 1 + SCALE_BITS) for j in js], dtype=np.uint64)
-        return _apply_scale(party, y, onehot, consts, party.f).reshape(shape)
+        consts = np.array([2.0 ** (f_in - j - 1) for j in js])
+        return _apply_scale(party, y, onehot, consts, out_f).reshape(shape)
 
 
 def rsqrt(
-    party: TwoParty, x: np.ndarray, f_in: int | None = None, log2_range: tuple[int, int] = (-10, 24)
+    party: TwoParty, x: np.ndarray, f_in: int | None = None,
+    log2_range: tuple[int, int] = (-10, 24), out_f: int | None = None, times: float = 1.0,
 ) -> np.ndarray:
-    """1/sqrt(x) for shared x > 0 at scale 2^f_in, 2^a <= x < 2^b; result at 2^party.f."""
+    """times / sqrt(x) for shared x > 0 at scale 2^f_in, 2^a <= x < 2^b; result at scale
+    2^out_f (default party.f). `times` is a public factor folded into the constants."""
     f_in = party.f if f_in is None else f_in
+    out_f = party.f if out_f is None else out_f
     with party.op("rsqrt"):
         shape = x.shape
         lo, hi = _range_bits(f_in, *log2_range)
@@ -136,7 +147,5 @@ def rsqrt(
         for _ in range(2):
             y2 = mul(party, y, y, WORK)
             y = mul(party, y, three - mul(party, u, y2, WORK), WORK + 1)
-        consts = np.array(
-            [round(2.0 ** ((f_in - j - 1) / 2 + SCALE_BITS)) for j in js], dtype=np.uint64
-        )
-        return _apply_scale(party, y, onehot, consts, party.f).reshape(shape)
+        consts = np.array([times * 2.0 ** ((f_in - j - 1) / 2) for j in js])
+        return _apply_scale(party, y, onehot, consts, out_f).reshape(shape)
