@@ -212,3 +212,24 @@ def run_local(
         return body
 
     return run_threads([make(i) for i in range(N_PARTIES)], timeout_s=timeout_s * 4)
+
+
+def connect_tls(
+    cluster_path: str, party_id: int, frac_bits: int = DEFAULT_FRAC_BITS, timeout_s: float = 30.0
+) -> TwoParty:
+    """This process's party of a two-party cluster (net.cluster, `init_cluster` with two hosts):
+    mutually authenticated TLS 1.3 to the peer, then `setup`. Close with `party.link.close()`."""
+    from privinfer.net.cluster import load_cluster
+    from privinfer.net.tls import connect_parties
+
+    cluster = load_cluster(cluster_path)
+    if cluster.n_parties != N_PARTIES:
+        raise ValueError("a two-party session needs a cluster of exactly two parties")
+    link = connect_parties(cluster, party_id, timeout_s=timeout_s)
+    party = TwoParty(link, frac_bits)
+    try:
+        party.setup()
+    except BaseException:
+        link.close()
+        raise
+    return party
