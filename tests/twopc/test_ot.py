@@ -6,12 +6,6 @@ deliberate leak. Randomness is the OS CSPRNG: each view test fails by chance wit
 from __future__ import annotations
 
 import numpy as np
-
-from privinfer.net.memory import MemoryNetwork
-from privinfer.twopc import ot
-from privinfer.twopc.baseot import BaseOTReceiver, BaseOTSender, random_choice_bits
-from privinfer.twopc.iknp import transpose_bits, transpose_bits_reference
-from privinfer.twopc.runtime import run_local
 from tests.twopc.helpers import (
     CHI2_CRIT_255_DOF_1E3,
     CHI2_CRIT_255_DOF_1E3_OVER_4,
@@ -19,6 +13,12 @@ from tests.twopc.helpers import (
     byte_hist,
     chi2_two_sample,
 )
+
+from privinfer.net.memory import MemoryNetwork
+from privinfer.twopc import ot
+from privinfer.twopc.baseot import BaseOTReceiver, BaseOTSender, random_choice_bits
+from privinfer.twopc.iknp import transpose_bits, transpose_bits_reference
+from privinfer.twopc.runtime import run_local
 
 RNG = np.random.default_rng(7)
 

@@ -67,9 +67,7 @@ def mul_private(
             s, _ = ot.cot_mul(party, *counts, values, np.zeros(0, np.uint8))
             z = x * wv + s.reshape(n, 64).sum(axis=1, dtype=np.uint64)
         else:
-            bits = ((x[:, None] >> np.arange(64, dtype=np.uint64)) & np.uint64(1)).astype(
-                np.uint8
-            )
+            bits = ((x[:, None] >> np.arange(64, dtype=np.uint64)) & np.uint64(1)).astype(np.uint8)
             _, s = ot.cot_mul(party, *counts, np.zeros(0, np.uint64), bits.reshape(-1))
             z = s.reshape(n, 64).sum(axis=1, dtype=np.uint64)
         return trunc(party, z, party.f if shift is None else shift).reshape(shape)

@@ -84,9 +84,7 @@ class IknpReceiver:
         self.seeds = [(bytes(a), bytes(b)) for a, b in zip(seeds0, seeds1, strict=True)]
         self.batches = 0
 
-    def extend(
-        self, n: int, r_bits: np.ndarray, tweaks: np.ndarray
-    ) -> tuple[bytes, np.ndarray]:
+    def extend(self, n: int, r_bits: np.ndarray, tweaks: np.ndarray) -> tuple[bytes, np.ndarray]:
         """(message u for S, H(t_i, i) rows (n, 16)) for choice bits `r_bits` (n,)."""
         _check_n(n)
         r = np.packbits(np.asarray(r_bits, dtype=np.uint8), bitorder="little")

@@ -57,9 +57,7 @@ def exp_nonpos(party: TwoParty, x: np.ndarray, out_f: int | None = None) -> np.n
         return trunc(party, y, WORK - out_f).reshape(shape)
 
 
-def _leading_bit(
-    party: TwoParty, x: np.ndarray, lo: int, hi: int
-) -> tuple[np.ndarray, list[int]]:
+def _leading_bit(party: TwoParty, x: np.ndarray, lo: int, hi: int) -> tuple[np.ndarray, list[int]]:
     """Arithmetic shares (f=0) of the one-hot of j with 2^j <= X < 2^(j+1), j in [lo, hi),
     shape (n, hi - lo), and the list of j."""
     n = x.size
@@ -108,8 +106,11 @@ def _range_bits(f_in: int, lo_real_log2: int, hi_real_log2: int) -> tuple[int, i
 
 
 def reciprocal(
-    party: TwoParty, x: np.ndarray, f_in: int | None = None,
-    log2_range: tuple[int, int] = (-10, 24), out_f: int | None = None,
+    party: TwoParty,
+    x: np.ndarray,
+    f_in: int | None = None,
+    log2_range: tuple[int, int] = (-10, 24),
+    out_f: int | None = None,
 ) -> np.ndarray:
     """1/x for shared x > 0 at scale 2^f_in (default party.f) with 2^a <= x < 2^b for
     log2_range = (a, b); result at scale 2^out_f (default party.f)."""
@@ -128,8 +129,12 @@ def reciprocal(
 
 
 def rsqrt(
-    party: TwoParty, x: np.ndarray, f_in: int | None = None,
-    log2_range: tuple[int, int] = (-10, 24), out_f: int | None = None, times: float = 1.0,
+    party: TwoParty,
+    x: np.ndarray,
+    f_in: int | None = None,
+    log2_range: tuple[int, int] = (-10, 24),
+    out_f: int | None = None,
+    times: float = 1.0,
 ) -> np.ndarray:
     """times / sqrt(x) for shared x > 0 at scale 2^f_in, 2^a <= x < 2^b; result at scale
     2^out_f (default party.f). `times` is a public factor folded into the constants."""
@@ -140,9 +145,7 @@ def rsqrt(
         lo, hi = _range_bits(f_in, *log2_range)
         u, onehot, js = _normalize(party, np.asarray(x, np.uint64).reshape(-1), lo, hi)
         c1 = np.uint64(round(0.78760285 * 2**WORK))
-        y = public(party, np.full(u.shape, encode(1.76220164, WORK))) - trunc(
-            party, u * c1, WORK
-        )
+        y = public(party, np.full(u.shape, encode(1.76220164, WORK))) - trunc(party, u * c1, WORK)
         three = public(party, np.full(u.shape, encode(3.0, WORK)))
         for _ in range(2):
             y2 = mul(party, y, y, WORK)

@@ -35,9 +35,7 @@ def _sum_square(party: TwoParty, x: np.ndarray, eps: float) -> tuple[np.ndarray,
     return s + public(party, np.full(rows, encode(d * eps, keep))), keep
 
 
-def _inv_rms(
-    party: TwoParty, x: np.ndarray, eps: float, log2_range: tuple[int, int]
-) -> np.ndarray:
+def _inv_rms(party: TwoParty, x: np.ndarray, eps: float, log2_range: tuple[int, int]) -> np.ndarray:
     """1 / sqrt(mean(x^2) + eps) per row, at scale 2^R_BITS."""
     d = x.shape[1]
     s, keep = _sum_square(party, x, eps)
@@ -58,8 +56,12 @@ def _scale(
 
 
 def rms_norm(
-    party: TwoParty, x: np.ndarray, gain: np.ndarray | None, owner: int = 0,
-    eps: float = 1e-5, log2_range: tuple[int, int] = (-10, 24),
+    party: TwoParty,
+    x: np.ndarray,
+    gain: np.ndarray | None,
+    owner: int = 0,
+    eps: float = 1e-5,
+    log2_range: tuple[int, int] = (-10, 24),
 ) -> np.ndarray:
     """x / sqrt(mean(x^2) + eps) * gain for a (rows, d) shared x; `owner` passes `gain` (ring,
     scale 2^f, shape (d,)), the other None."""
@@ -69,8 +71,13 @@ def rms_norm(
 
 
 def layer_norm(
-    party: TwoParty, x: np.ndarray, gain: np.ndarray | None, bias: np.ndarray | None,
-    owner: int = 0, eps: float = 1e-5, log2_range: tuple[int, int] = (-10, 24),
+    party: TwoParty,
+    x: np.ndarray,
+    gain: np.ndarray | None,
+    bias: np.ndarray | None,
+    owner: int = 0,
+    eps: float = 1e-5,
+    log2_range: tuple[int, int] = (-10, 24),
 ) -> np.ndarray:
     """(x - mean) / sqrt(var + eps) * gain + bias; `owner` passes gain and bias (ring, scale
     2^f, shape (d,)), the other None."""

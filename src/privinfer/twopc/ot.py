@@ -179,8 +179,13 @@ def cot_mul(
 
 
 def choose_n(
-    party: TwoParty, sender: int, n: int, log_n: int, width: int,
-    table: np.ndarray | None, index: np.ndarray | None,
+    party: TwoParty,
+    sender: int,
+    n: int,
+    log_n: int,
+    width: int,
+    table: np.ndarray | None,
+    index: np.ndarray | None,
 ) -> np.ndarray | None:
     """1-out-of-2^log_n OT of `width`-bit messages (width <= 8), n instances, `sender` sends.
     The sender passes `table` (n, 2^log_n) uint8; the receiver `index` (n,). Returns the chosen

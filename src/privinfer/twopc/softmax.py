@@ -36,7 +36,8 @@ def _tournament(
         if with_index:
             ia, ib = idx[:, 0 : 2 * k : 2], idx[:, 1 : 2 * k : 2]
             both = compare.mux(
-                party, np.concatenate([take_b, take_b]),
+                party,
+                np.concatenate([take_b, take_b]),
                 np.concatenate([(b - a).reshape(-1), (ib - ia).reshape(-1)]),
             )
             new_x = a + both[: rows * k].reshape(rows, k)
