@@ -3,11 +3,11 @@ comparisons, multiplexers, Beaver products and truncation; computational securit
 no statistical error). Internal precision WORK_BITS = 28 fraction bits (every product stays
 under 4 * 2^56 < 2^62, as truncation needs).
 
-exp_nonpos(x), x <= 0: clip at -64 (e^-64 ~ 1.6e-28 is 0 at any precision used here), then the
-limit form (1 + x / 2^12)^(2^12): 12 squarings at 28 bits. Approximation error
-<= x^2 e^x / 2^13 <= 6.6e-5 (at x = -2). Measured max abs error on [-70, 0]: see
-docs/mpc-he.md (test_nonlinear asserts 1e-4). Valid for every encodable x <= 0; x > 0 is
-outside the range (wrong result).
+exp_nonpos(x), x <= 0: clip at -64 (e^-64 ~ 1.6e-28 is 0 at any precision used here), then
+(1 + t + t^2 / 2)^(2^8) with t = x / 2^8: one product and 8 squarings at 28 bits. Approximation
+error ~ |x|^3 e^x / (6 * 2^16) <= 3.4e-6 (at x = -3); rounding adds ~2^8 ulps of 2^-28.
+Measured max abs error on [-70, 0]: see docs/mpc-he.md (tests/twopc asserts 4e-5). Valid for
+every encodable x <= 0; x > 0 is outside the range (wrong result).
 reciprocal(x) and rsqrt(x), x > 0 in [2^lo, 2^hi) as ring integers at scale 2^f_in: the
 leading bit j of X comes from K = hi - lo - 1 comparisons [X >= 2^k] (one batched MSB), B2A and
 a public-coefficient sum; u = X / 2^(j+1) in [0.5, 1); then Newton from a linear guess:
@@ -32,7 +32,7 @@ if TYPE_CHECKING:
     from privinfer.twopc.runtime import TwoParty
 
 WORK = 28
-EXP_SQUARINGS = 12
+EXP_SQUARINGS = 8
 EXP_CLIP = -64.0
 
 
@@ -49,9 +49,9 @@ def exp_nonpos(party: TwoParty, x: np.ndarray, out_f: int | None = None) -> np.n
     with party.op("exp"):
         shape = x.shape
         x = clip_below(party, np.asarray(x, np.uint64).reshape(-1), EXP_CLIP, party.f)
-        shift = WORK - party.f - EXP_SQUARINGS  # x / 2^12 at scale 2^WORK
-        y = x << np.uint64(shift) if shift >= 0 else trunc(party, x, -shift)
-        y = y + public(party, np.full(y.shape, np.uint64(1 << WORK)))
+        shift = WORK - party.f - EXP_SQUARINGS  # t = x / 2^8 at scale 2^WORK
+        t = x << np.uint64(shift) if shift >= 0 else trunc(party, x, -shift)
+        y = t + mul(party, t, t, WORK + 1) + public(party, np.full(t.shape, np.uint64(1 << WORK)))
         for _ in range(EXP_SQUARINGS):
             y = mul(party, y, y, WORK)
         return trunc(party, y, WORK - out_f).reshape(shape)

@@ -4,8 +4,9 @@
 max/argmax: pairwise tournament, ceil(log2 d) levels of one MSB (6 rounds) and one batched
 select (2 rounds): 8 rounds per level; ties go to the lower index, like torch.argmax; exact
 while |a - b| < 2^63. Argmax returns shares of the index (f = 0).
-softmax: x - rowmax <= 0, `exp_nonpos`, row sum in [1, d], one `reciprocal` per row with the
-range [1, 2^ceil(log2(d)+1)), one product. Error: exp's and the reciprocal's, measured in
+softmax: x - rowmax <= 0, `exp_nonpos` at 28 fraction bits (so the row sum does not collect d
+output ulps), row sum in [1, d], one `reciprocal` per row with the range [1, 2^ceil(log2(d)+1))
+and its result at 28 fraction bits, one product. Error: exp's and the reciprocal's, measured in
 docs/mpc-he.md. Masked entries may be any encodable value below the row max.
 """
 
@@ -17,7 +18,7 @@ import numpy as np
 
 from privinfer.twopc import compare
 from privinfer.twopc.arith import mul
-from privinfer.twopc.nonlinear import exp_nonpos, reciprocal
+from privinfer.twopc.nonlinear import WORK, exp_nonpos, reciprocal
 
 if TYPE_CHECKING:
     from privinfer.twopc.runtime import TwoParty
@@ -72,8 +73,8 @@ def softmax(party: TwoParty, x: np.ndarray) -> np.ndarray:
         x = np.asarray(x, np.uint64)
         rows, d = x.shape
         m = row_max(party, x)
-        e = exp_nonpos(party, x - m[:, None])
+        e = exp_nonpos(party, x - m[:, None], out_f=WORK)
         s = e.sum(axis=1, dtype=np.uint64)
         hi = int(np.ceil(np.log2(d))) + 1
-        r = reciprocal(party, s, log2_range=(0, hi))
-        return mul(party, e, np.repeat(r[:, None], d, axis=1))
+        r = reciprocal(party, s, f_in=WORK, log2_range=(0, hi), out_f=WORK)
+        return mul(party, e, np.repeat(r[:, None], d, axis=1), 2 * WORK - party.f)
