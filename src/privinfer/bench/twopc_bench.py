@@ -1,0 +1,120 @@
+"""Costs of the two-party OT toolkit (privinfer.twopc): OT extension throughput and, per
+protocol on a vector, online and offline rounds and bytes (both parties' sent bytes added) and
+wall seconds, two parties as threads over in-process links on this machine.
+
+Run: python -m privinfer.bench.twopc_bench [--n 10000] [--ots 1048576] [--slow-n 1000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from collections.abc import Callable
+
+import numpy as np
+
+from privinfer.twopc import activations, arith, compare, nonlinear, norms, ring, softmax, trunc
+from privinfer.twopc.runtime import TwoParty, run_local
+
+F = 16
+
+
+def _shared(p: TwoParty, x: np.ndarray) -> np.ndarray:
+    e = ring.encode(x, F).reshape(-1)
+    return ring.share_input(p, 0, e if p.pid == 0 else None, e.size).reshape(x.shape)
+
+
+def measure(label: str, n: int, make: Callable[[], np.ndarray], fn) -> dict:  # type: ignore[no-untyped-def]
+    """Run fn(party, shares) for both parties; return the op's costs (summed over parties)."""
+    x = make()
+
+    def prog(p: TwoParty):  # type: ignore[no-untyped-def]
+        s = _shared(p, x)
+        start = time.perf_counter()
+        with p.op(label):
+            fn(p, s)
+        return p.meter.by_op, time.perf_counter() - start
+
+    (m0, wall), (m1, _) = run_local(prog, timeout_s=600)
+    on = [m[label] for m in (m0, m1)]
+    off = [m.get(f"{label}/offline") for m in (m0, m1)]
+    return {
+        "op": label,
+        "n": n,
+        "online_rounds": on[0].rounds,
+        "online_bytes": on[0].bytes_sent + on[1].bytes_sent,
+        "offline_rounds": off[0].rounds if off[0] else 0,
+        "offline_bytes": sum(o.bytes_sent for o in off if o),
+        "wall_s": wall,
+    }
+
+
+def ot_throughput(n_ots: int) -> dict:
+    """Random OTs with party 0 as sender: one IKNP extension of n_ots after setup."""
+
+    def prog(p: TwoParty):  # type: ignore[no-untyped-def]
+        start = time.perf_counter()
+        p.prepare(n_ots, 0)
+        return time.perf_counter() - start, p.meter.by_op["prepare/offline"]
+
+    (wall, cost0), (_, cost1) = run_local(prog, timeout_s=600)
+    sent = cost0.bytes_sent + cost1.bytes_sent
+    return {"ots": n_ots, "wall_s": wall, "ots_per_s": n_ots / wall, "bytes_per_ot": sent / n_ots}
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--n", type=int, default=10_000)
+    ap.add_argument("--slow-n", type=int, default=1000, help="n for reciprocal and rsqrt")
+    ap.add_argument("--ots", type=int, default=1 << 20)
+    args = ap.parse_args(argv)
+    n, sn = args.n, args.slow_n
+    rng = np.random.default_rng(0)
+    t = ot_throughput(args.ots)
+    print(
+        f"IKNP random OT: {t['ots']} OTs in {t['wall_s']:.2f} s = {t['ots_per_s']:.3g} OT/s, "
+        f"{t['bytes_per_ot']:.1f} bytes/OT"
+    )
+    normal = lambda: rng.normal(0, 4, n)  # noqa: E731
+    rows = [
+        measure("msb", n, normal, compare.msb),
+        measure("b2a(msb)", n, normal, lambda p, s: compare.b2a(p, compare.msb(p, s))),
+        measure("relu", n, normal, compare.relu),
+        measure("trunc", n, normal, lambda p, s: trunc.trunc(p, s, F)),
+        measure("trunc exact", n, normal, lambda p, s: trunc.trunc(p, s, F, exact=True)),
+        measure("mul", n, normal, lambda p, s: arith.mul(p, s, s)),
+        measure(
+            "mul_private",
+            n,
+            normal,
+            lambda p, s: arith.mul_private(
+                p, s, ring.encode(np.ones(n), F) if p.pid == 0 else None, 0
+            ),
+        ),
+        measure("exp", n, lambda: -np.abs(rng.normal(0, 4, n)), nonlinear.exp_nonpos),
+        measure("silu", n, normal, activations.silu),
+        measure("gelu", n, normal, activations.gelu),
+        measure("reciprocal", sn, lambda: rng.uniform(0.01, 1000, sn), nonlinear.reciprocal),
+        measure("rsqrt", sn, lambda: rng.uniform(0.01, 1000, sn), nonlinear.rsqrt),
+        measure("softmax 8x1024", 8 * 1024, lambda: rng.normal(0, 4, (8, 1024)), softmax.softmax),
+        measure(
+            "rms_norm 8x576",
+            8 * 576,
+            lambda: rng.normal(0, 4, (8, 576)),
+            lambda p, s: norms.rms_norm(p, s, ring.encode(np.ones(576), F) if p.pid == 0 else None),
+        ),
+        measure("argmax 1x49152", 49152, lambda: rng.normal(0, 4, (1, 49152)), softmax.argmax),
+    ]
+    print(
+        f"{'op':18} {'n':>7} {'on.rounds':>9} {'on.B/elem':>10} {'off.rounds':>10} "
+        f"{'off.B/elem':>10} {'wall_s':>7}"
+    )
+    for r in rows:
+        print(
+            f"{r['op']:18} {r['n']:>7} {r['online_rounds']:>9} {r['online_bytes'] / r['n']:>10.1f} "
+            f"{r['offline_rounds']:>10} {r['offline_bytes'] / r['n']:>10.1f} {r['wall_s']:>7.2f}"
+        )
+
+
+if __name__ == "__main__":
+    main()
