@@ -3,10 +3,10 @@ of a shared value by one party's private value (Gilboa online), with truncation 
 computational security of the OTs; products exact mod 2^64, then `trunc`'s <= 1 ulp).
 
 mul: open e = x - a, f = y - b (1 round, 16 bytes per element each way), z = c + e b + f a
-(+ e f at party 0), then truncate by f bits (2 rounds): 3 online rounds. Offline: one Beaver
+(+ e f at party 0), then truncate by f bits (1 round): 2 online rounds. Offline: one Beaver
 triple (2 x 64 random OTs, 512 bytes each way). mul_private: x * w for w held by `owner`:
 owner's own share times w locally, the other share's 64 bits choose in 64 correlated OTs
-(w 2^i): 2 rounds + truncation, 8 bits up and 512 bytes down per element online.
+(w 2^i): 2 rounds + truncation (1), 8 bytes up and 512 bytes down per element online.
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ def mul_raw(party: TwoParty, x: np.ndarray, y: np.ndarray) -> np.ndarray:
 
 
 def mul(party: TwoParty, x: np.ndarray, y: np.ndarray, shift: int | None = None) -> np.ndarray:
-    """Fixed-point product: x * y truncated by `shift` bits (default party.f). 3 rounds."""
+    """Fixed-point product: x * y truncated by `shift` bits (default party.f). 2 rounds."""
     with party.op("mul"):
         return trunc(party, mul_raw(party, x, y), party.f if shift is None else shift)
 
@@ -54,7 +54,7 @@ def mul_private(
     party: TwoParty, x: np.ndarray, w: np.ndarray | None, owner: int, shift: int | None = None
 ) -> np.ndarray:
     """Shares of x * w (elementwise, truncated by `shift`, default party.f), where `owner`
-    holds the ring vector w (the other passes None) and x is shared. 4 rounds."""
+    holds the ring vector w (the other passes None) and x is shared. 3 rounds."""
     with party.op("mul_private"):
         shape = x.shape
         x = np.asarray(x, np.uint64).reshape(-1)

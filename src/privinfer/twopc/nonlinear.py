@@ -37,7 +37,7 @@ EXP_CLIP = -64.0
 
 
 def clip_below(party: TwoParty, x: np.ndarray, lo: float, f: int) -> np.ndarray:
-    """max(x, lo) for a public lo (x at scale 2^f). 8 rounds."""
+    """max(x, lo) for a public lo (x at scale 2^f). 7 rounds."""
     lo_ring = encode(lo, f)
     below = compare.msb(party, x - public(party, np.full(x.shape, lo_ring)))
     return compare.select(party, below, public(party, np.full(x.shape, lo_ring)), x)

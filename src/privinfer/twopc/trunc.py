@@ -6,8 +6,8 @@ x' = x0 + x1 - w 2^64 with the wrap w = msb(x0) OR msb(x1) (x' has MSB 0). Then
 floor(x' / 2^s) = (x0 >> s) + (x1 >> s) - w 2^(64 - s) + c, where c = [low_s(x0) + low_s(x1)
 >= 2^s]. `trunc` drops c (result is floor(x / 2^s) or one less: at most one ulp low, never a
 large error); `trunc(exact=True)` computes c with one s-bit millionaires and B2A.
-w costs one chosen-message OT (party 1's msb chooses, party 0's message is its share of
-w = msb0 OR c, masked): 2 rounds, 1 bit up and 16 bytes down per element.
+w costs one OT (`ot.shared_choice`: party 1's msb chooses between party 0's words msb0 and 1):
+1 round, 1 bit up and 32 bytes down per element.
 Requires |x| < 2^62 (ring.encode saturates there).
 """
 
@@ -26,8 +26,8 @@ _OFFSET = np.uint64(1 << 62)
 
 
 def trunc(party: TwoParty, x: np.ndarray, s: int, exact: bool = False) -> np.ndarray:
-    """Shares of floor(x / 2^s) (signed), or one ulp less unless `exact`. 2 rounds (exact: 8
-    more for the carry's millionaires and B2A, in a separate pass)."""
+    """Shares of floor(x / 2^s) (signed), or one ulp less unless `exact`. 1 round (exact: 7
+    more for the carry's millionaires and B2A)."""
     if s == 0:
         return x.copy()
     with party.op("trunc"):
@@ -36,13 +36,13 @@ def trunc(party: TwoParty, x: np.ndarray, s: int, exact: bool = False) -> np.nda
         xp = x + _OFFSET if party.pid == 0 else x.copy()
         n = xp.size
         top = (xp >> np.uint64(63)).astype(np.uint8)
+        empty = np.zeros(0, np.uint64)
         if party.pid == 0:
-            r = party.private_random_u64(n)
-            msgs = np.stack([top.astype(np.uint64) - r, np.ones(n, np.uint64) - r], axis=1)
-            ot.choose(party, n, 0, msgs, np.zeros(0, np.uint8))
-            w = r
+            w, _ = ot.shared_choice(
+                party, n, 0, top.astype(np.uint64), np.ones(n, np.uint64), np.zeros(0, np.uint8)
+            )
         else:
-            w = ot.choose(party, n, 0, np.zeros((0, 2), np.uint64), top)
+            _, w = ot.shared_choice(party, n, 0, empty, empty, top)
         su = np.uint64(s)
         out = (xp >> su) - w * (np.uint64(1) << np.uint64(64 - s))
         if exact:
