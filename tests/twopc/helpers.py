@@ -44,5 +44,5 @@ def chi2_two_sample(h1: np.ndarray, h2: np.ndarray) -> float:
     n1, n2 = h1.sum(), h2.sum()
     tot = h1 + h2
     keep = tot > 0
-    e1, e2 = tot * n1 / (n1 + n2), tot * n2 / (n1 + n2)
-    return float((((h1 - e1) ** 2 / e1 + (h2 - e2) ** 2 / e2)[keep]).sum())
+    e1, e2 = (tot * n1 / (n1 + n2))[keep], (tot * n2 / (n1 + n2))[keep]
+    return float(((h1[keep] - e1) ** 2 / e1 + (h2[keep] - e2) ** 2 / e2).sum())

@@ -2,7 +2,7 @@
 (semi-honest; computational security of the OTs; comparisons exact).
 
 max/argmax: pairwise tournament, ceil(log2 d) levels of one MSB (6 rounds) and one batched
-select (2 rounds): 8 rounds per level; ties go to the lower index, like torch.argmax; exact
+select (1 round): 7 rounds per level; ties go to the lower index, like torch.argmax; exact
 while |a - b| < 2^63. Argmax returns shares of the index (f = 0).
 softmax: x - rowmax <= 0, `exp_nonpos` at 28 fraction bits (so the row sum does not collect d
 output ulps), row sum in [1, d], one `reciprocal` per row with the range [1, 2^ceil(log2(d)+1))
