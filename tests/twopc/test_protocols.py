@@ -150,3 +150,9 @@ def test_comparison_and_product_views_do_not_depend_on_the_secret():
     a, b = _client_view(-3.0), _client_view(2.0e4)
     assert len(a) == len(b) > 100_000
     assert chi2_two_sample(byte_hist(a), byte_hist(b)) < CHI2_CRIT_255_DOF_1E3_OVER_4
+
+
+def test_square():
+    x = RNG.normal(0, 50, 2000)
+    out, (xd,), _ = run2(arith.square, x)
+    assert np.abs(ring.decode(out, F) - xd * xd).max() <= 2 * 2.0**-F

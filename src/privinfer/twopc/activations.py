@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from privinfer.twopc import compare
-from privinfer.twopc.arith import mul, mul_raw
+from privinfer.twopc.arith import mul, mul_raw, square
 from privinfer.twopc.nonlinear import WORK, exp_nonpos
 from privinfer.twopc.ring import encode, public
 from privinfer.twopc.trunc import trunc
@@ -56,7 +56,7 @@ def silu(party: TwoParty, x: np.ndarray) -> np.ndarray:
 def gelu(party: TwoParty, x: np.ndarray) -> np.ndarray:
     """Tanh-form GELU, |x| < 1000, result at scale 2^party.f."""
     with party.op("gelu"):
-        x2 = mul(party, x, x)
+        x2 = square(party, x)
         x3 = mul(party, x2, x)
         inner = x + trunc(party, x3 * np.uint64(round(0.044715 * 2**16)), 16)
         z = trunc(party, inner * np.uint64(round(GELU_C * 2**16)), 16)

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from privinfer.twopc import compare
-from privinfer.twopc.arith import mul, mul_raw
+from privinfer.twopc.arith import mul, mul_raw, square
 from privinfer.twopc.ring import encode, public
 from privinfer.twopc.trunc import trunc
 
@@ -51,9 +51,9 @@ def exp_nonpos(party: TwoParty, x: np.ndarray, out_f: int | None = None) -> np.n
         x = clip_below(party, np.asarray(x, np.uint64).reshape(-1), EXP_CLIP, party.f)
         shift = WORK - party.f - EXP_SQUARINGS  # t = x / 2^8 at scale 2^WORK
         t = x << np.uint64(shift) if shift >= 0 else trunc(party, x, -shift)
-        y = t + mul(party, t, t, WORK + 1) + public(party, np.full(t.shape, np.uint64(1 << WORK)))
+        y = t + square(party, t, WORK + 1) + public(party, np.full(t.shape, np.uint64(1 << WORK)))
         for _ in range(EXP_SQUARINGS):
-            y = mul(party, y, y, WORK)
+            y = square(party, y, WORK)
         return trunc(party, y, WORK - out_f).reshape(shape)
 
 
@@ -148,7 +148,7 @@ def rsqrt(
         y = public(party, np.full(u.shape, encode(1.76220164, WORK))) - trunc(party, u * c1, WORK)
         three = public(party, np.full(u.shape, encode(3.0, WORK)))
         for _ in range(2):
-            y2 = mul(party, y, y, WORK)
+            y2 = square(party, y, WORK)
             y = mul(party, y, three - mul(party, u, y2, WORK), WORK + 1)
         consts = np.array([times * 2.0 ** ((f_in - j - 1) / 2) for j in js])
         return _apply_scale(party, y, onehot, consts, out_f).reshape(shape)

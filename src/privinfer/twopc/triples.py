@@ -7,7 +7,8 @@ a0 = m0 xor m1 and b1 = c1 give a0 b1 = m0 xor m_{c1}; the other direction gives
 Beaver triples (arithmetic, c = a b mod 2^64): Gilboa's product by correlated OT on the random
 choice bits of 64 random OTs per cross term; the sender answers each with one word
 (w_i = k1_i - k0_i - a 2^i), one flight in both directions at once: 128 random OTs and 1 KB per
-triple (each way), one round plus the extension.
+triple (each way), one round plus the extension. Square pairs (a, a^2) need one cross term:
+64 random OTs and 512 bytes one way.
 """
 
 from __future__ import annotations
@@ -54,3 +55,24 @@ def beaver_triples(party: TwoParty, n: int) -> tuple[np.ndarray, np.ndarray, np.
         mine_as_sender = np.zeros(n, np.uint64) - k0.sum(axis=1, dtype=np.uint64)
         mine_as_receiver = (_u64(mc).reshape(n, 64) - bits * got).sum(axis=1, dtype=np.uint64)
         return a, b, a * b + mine_as_sender + mine_as_receiver
+
+
+def square_pairs(party: TwoParty, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """n pairs (a, a^2) in Z_2^64, additively shared: the one cross term a0 a1 by Gilboa with
+    party 0 sending (64 random OTs, one direction), so half a Beaver triple's cost: one round
+    of 512 n bytes from party 0."""
+    with party.offline_phase():
+        party.ot.reserve(64 * n, 0)
+        a = party.private_random_u64(n)
+        if party.pid == 0:
+            m0, m1 = party.ot.take_send(64 * n)
+            k0, k1 = _u64(m0).reshape(n, 64), _u64(m1).reshape(n, 64)
+            party.exchange(k1 - k0 - a[:, None] * _POW2)
+            cross = np.zeros(n, np.uint64) - k0.sum(axis=1, dtype=np.uint64)
+        else:
+            c, mc = party.ot.take_recv(64 * n)
+            got = party.exchange_array(np.zeros(0, np.uint64), np.uint64, 64 * n).reshape(n, 64)
+            bits = c.reshape(n, 64).astype(np.uint64)
+            a = (bits * _POW2).sum(axis=1, dtype=np.uint64)
+            cross = (_u64(mc).reshape(n, 64) - bits * got).sum(axis=1, dtype=np.uint64)
+        return a, a * a + np.uint64(2) * cross
