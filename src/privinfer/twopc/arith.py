@@ -7,7 +7,8 @@ mul: open e = x - a, f = y - b (1 round, 16 bytes per element each way), z = c +
 triple (2 x 64 random OTs, 512 bytes each way). mul_private: x * w for w held by `owner`:
 square: a square pair (a, a^2) instead of a triple, 8 bytes each way online, half the offline.
 mul_private: owner's own share times w locally, the other share's 64 bits choose in 64 correlated OTs
-(w 2^i): 2 rounds + truncation (1), 8 bytes up and 512 bytes down per element online.
+(w 2^i, corrections cut to 64 - i bits): 2 rounds + truncation (1), 8 bytes up and 352
+bytes down per element online.
 """
 
 from __future__ import annotations
@@ -16,8 +17,18 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from privinfer.twopc import ot
-from privinfer.twopc.triples import _POW2, beaver_triples, square_pairs
+from privinfer.net.peer import PeerError
+from privinfer.twopc.ot import _u64
+from privinfer.twopc.triples import (
+    _SHIFTS,
+    GILBOA_BYTES,
+    beaver_triples,
+    gilboa_corrections,
+    gilboa_receive,
+    gilboa_receiver_share,
+    gilboa_sender_share,
+    square_pairs,
+)
 from privinfer.twopc.trunc import trunc
 
 if TYPE_CHECKING:
@@ -69,15 +80,26 @@ def mul_private(
         shape = x.shape
         x = np.asarray(x, np.uint64).reshape(-1)
         n = x.size
-        counts = (64 * n, 0) if owner == 0 else (0, 64 * n)
+        party.ot.reserve(*((64 * n, 0) if owner == 0 else (0, 64 * n)))
         if party.pid == owner:
             assert w is not None
             wv = np.asarray(w, np.uint64).reshape(-1)
-            values = (wv[:, None] * _POW2).reshape(-1)
-            s, _ = ot.cot_mul(party, *counts, values, np.zeros(0, np.uint8))
-            z = x * wv + s.reshape(n, 64).sum(axis=1, dtype=np.uint64)
+            m0, m1 = party.ot.take_send(64 * n)
+            got = party.exchange(b"")
+            if len(got) != 8 * n:
+                raise PeerError(party.peer, "payload has the wrong length")
+            d = np.unpackbits(np.frombuffer(got, np.uint8), bitorder="little").reshape(n, 64)
+            k0, k1 = _u64(m0).reshape(n, 64), _u64(m1).reshape(n, 64)
+            k_zero, k_one = np.where(d == 1, k1, k0), np.where(d == 1, k0, k1)
+            party.exchange(gilboa_corrections(k_zero, k_one, wv))
+            z = x * wv + gilboa_sender_share(k_zero)
         else:
-            bits = ((x[:, None] >> np.arange(64, dtype=np.uint64)) & np.uint64(1)).astype(np.uint8)
-            _, s = ot.cot_mul(party, *counts, np.zeros(0, np.uint64), bits.reshape(-1))
-            z = s.reshape(n, 64).sum(axis=1, dtype=np.uint64)
+            c, mc = party.ot.take_recv(64 * n)
+            bits = ((x[:, None] >> _SHIFTS) & np.uint64(1)).astype(np.uint8)
+            party.exchange(np.packbits(bits.reshape(-1) ^ c, bitorder="little"))
+            got = party.exchange(b"")
+            if len(got) != n * GILBOA_BYTES:
+                raise PeerError(party.peer, "payload has the wrong length")
+            corr = gilboa_receive(got, n)
+            z = gilboa_receiver_share(_u64(mc).reshape(n, 64), bits, corr)
         return trunc(party, z, party.f if shift is None else shift).reshape(shape)
