@@ -156,3 +156,16 @@ def test_square():
     x = RNG.normal(0, 50, 2000)
     out, (xd,), _ = run2(arith.square, x)
     assert np.abs(ring.decode(out, F) - xd * xd).max() <= 2 * 2.0**-F
+
+
+def test_msb_on_fewer_bits():
+    x = np.concatenate([RNG.integers(-(2**39), 2**39, 3000), [-(2**39), 2**39 - 1, 0, -1]])
+
+    def prog(p):  # type: ignore[no-untyped-def]
+        s = ring.share_input(
+            p, 0, x.astype(np.int64).view(np.uint64) if p.pid == 0 else None, x.size
+        )
+        return compare.msb(p, s, bits=40)
+
+    a, b = run_local(prog)
+    assert np.array_equal(a ^ b, (x < 0).astype(np.uint8))

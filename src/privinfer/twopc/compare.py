@@ -87,20 +87,25 @@ def millionaires(party: TwoParty, value: np.ndarray, bits: int = 64) -> np.ndarr
     return lt[:, 0].copy()
 
 
-def msb(party: TwoParty, x: np.ndarray) -> np.ndarray:
-    """xor shares of the most significant bit of shared ring values ([x < 0] as signed): exact.
-    6 rounds (one 63-bit millionaires)."""
+def msb(party: TwoParty, x: np.ndarray, bits: int = 64) -> np.ndarray:
+    """xor shares of bit `bits - 1` of shared ring values: with bits = 64 the sign ([x < 0]),
+    exact on the whole ring; with fewer, the sign of a value the caller knows to lie in
+    [-2^(bits-1), 2^(bits-1)) (the shares are reduced mod 2^bits locally, and the millionaires
+    shrinks to bits - 1 bits). 2 + ceil(log2(ceil((bits - 1) / 4))) rounds: 6 for 64 bits."""
+    if not 2 <= bits <= 64:
+        raise ValueError("msb: bits must lie in [2, 64]")
     with party.op("msb"):
         x = np.asarray(x, dtype=np.uint64).reshape(-1)
-        low = x & _LOW63
-        mine = _LOW63 - low if party.pid == 0 else low
-        carry = millionaires(party, mine, 63)
-        return ((x >> np.uint64(63)).astype(np.uint8) & 1) ^ carry
+        low_mask = np.uint64((1 << (bits - 1)) - 1)
+        low = x & low_mask
+        mine = low_mask - low if party.pid == 0 else low
+        carry = millionaires(party, mine, bits - 1)
+        return ((x >> np.uint64(bits - 1)).astype(np.uint8) & 1) ^ carry
 
 
-def drelu(party: TwoParty, x: np.ndarray) -> np.ndarray:
-    """xor shares of [x >= 0]."""
-    b = msb(party, x)
+def drelu(party: TwoParty, x: np.ndarray, bits: int = 64) -> np.ndarray:
+    """xor shares of [x >= 0] (see `msb` for `bits`)."""
+    b = msb(party, x, bits)
     return b ^ 1 if party.pid == 0 else b
 
 

@@ -9,7 +9,8 @@ error ~ |x|^3 e^x / (6 * 2^16) <= 3.4e-6 (at x = -3); rounding adds ~2^8 ulps of
 Measured max abs error on [-70, 0]: see docs/mpc-he.md (tests/twopc asserts 4e-5). Valid for
 every encodable x <= 0; x > 0 is outside the range (wrong result).
 reciprocal(x) and rsqrt(x), x > 0 in [2^lo, 2^hi) as ring integers at scale 2^f_in: the
-leading bit j of X comes from K = hi - lo - 1 comparisons [X >= 2^k] (one batched MSB), B2A and
+leading bit j of X comes from K = hi - lo - 1 comparisons [X >= 2^k] (one batched MSB on
+hi + 1 bits, since |X - 2^k| < 2^hi), B2A and
 a public-coefficient sum; u = X / 2^(j+1) in [0.5, 1); then Newton from a linear guess:
 1/u from 2.9142 - 2u (SPU's), 3 steps (relative error 2.9e-9 in float); 1/sqrt(u) from
 1.7622 - 0.7876u (relative minimax fit here, 3.2e-2), 2 steps (3.6e-6); finally times the
@@ -63,7 +64,7 @@ def _leading_bit(party: TwoParty, x: np.ndarray, lo: int, hi: int) -> tuple[np.n
     n = x.size
     ks = np.arange(lo + 1, hi, dtype=np.uint64)
     diffs = x[:, None] - public(party, np.broadcast_to(np.uint64(1) << ks, (n, ks.size)))
-    ge = compare.drelu(party, diffs.reshape(-1))
+    ge = compare.drelu(party, diffs.reshape(-1), bits=hi + 1)  # |X - 2^k| < 2^hi
     g = compare.b2a(party, ge).reshape(n, ks.size)
     one = public(party, np.ones((n, 1), np.uint64))
     g = np.concatenate([one, g, np.zeros((n, 1), np.uint64)], axis=1)
