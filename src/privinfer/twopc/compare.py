@@ -29,8 +29,8 @@ _LOW63 = np.uint64((1 << 63) - 1)
 
 
 def and_bits(party: TwoParty, x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """xor shares of x AND y for xor-shared bit vectors (uint8 0/1). One round, 2 bits each
-    way per AND (sent as one byte per 4 ANDs... packed)."""
+    """xor shares of x AND y for xor-shared bit vectors (uint8 0/1), with AND triples from
+    random OTs. One round, 2 bits each way per AND (bit-packed)."""
     n = x.size
     a, b, c = and_triples(party, n)
     e_f = np.concatenate([x ^ a, y ^ b]).astype(np.uint8)

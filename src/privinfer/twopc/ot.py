@@ -8,7 +8,8 @@ Protocols first `reserve` the random OTs they will use (both parties pass the sa
 both know when an extension round is due; that round is offline work), then `take` them in
 the same order at both parties. Derandomisation (Beaver 1995): the receiver sends its choice
 xor the random choice (1 bit per OT), the sender answers with its messages masked by the random
-OT keys; 2 rounds, both directions travel in the same 2 rounds.
+OT keys; 2 rounds, both directions travel in the same 2 rounds. `shared_choice` needs one
+round when the sender's output is a fresh random share (see its docstring).
 1-out-of-N (N = 2^m) uses m random OTs per instance (Naor-Pinkas style): the pad of entry x is
 the xor over k of H(key_k^{x_k}, tweak(instance, k, x)); an entry other than the chosen one
 needs at least one key the receiver lacks.

@@ -71,7 +71,7 @@ class TwoParty:
     # ------------------------------------------------------------------ randomness
     def setup(self) -> None:
         """Agree the shared PRG key (X25519 + HKDF) and run the base OTs of both IKNP
-        directions (2 rounds, ~8.3 KB each way)."""
+        directions (3 rounds, 4,160 bytes each way)."""
         with self.op("setup"), self.offline_phase():
             key = X25519PrivateKey.generate()
             mine = key.public_key().public_bytes_raw()
