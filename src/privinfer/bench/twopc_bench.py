@@ -3,6 +3,7 @@ protocol on a vector, online and offline rounds and bytes (both parties' sent by
 wall seconds, two parties as threads over in-process links on this machine.
 
 Run: python -m privinfer.bench.twopc_bench [--n 10000] [--ots 1048576] [--slow-n 1000]
+     python -m privinfer.bench.twopc_bench --dry-run   (errors at f = 12, 16, 20)
 """
 
 from __future__ import annotations
@@ -62,12 +63,62 @@ def ot_throughput(n_ots: int) -> dict:
     return {"ots": n_ots, "wall_s": wall, "ots_per_s": n_ots / wall, "bytes_per_ot": sent / n_ots}
 
 
+def precision_dry_run(fracs: tuple[int, ...] = (12, 16, 20)) -> list[dict]:
+    """Max abs error vs float64 of silu, softmax and rms_norm (one row with a SmolLM2-like
+    massive activation, 2.4e4) at each fixed-point precision f (ring Z_2^64)."""
+    rng = np.random.default_rng(1)
+    x = np.linspace(-30, 30, 601)
+    logits = rng.normal(0, 3, (4, 50))
+    acts = rng.normal(0, 1, (3, 64))
+    acts[1] *= 100
+    acts[2, 3] = 2.4e4
+    out = []
+    for f in fracs:
+
+        def prog(p: TwoParty, f: int = f):  # type: ignore[no-untyped-def]
+            def share(v: np.ndarray) -> np.ndarray:
+                e = ring.encode(v, f).reshape(-1)
+                return ring.share_input(p, 0, e if p.pid == 0 else None, e.size).reshape(v.shape)
+
+            ones = ring.encode(np.ones(64), f) if p.pid == 0 else None
+            res = (
+                activations.silu(p, share(x)),
+                softmax.softmax(p, share(logits)),
+                norms.rms_norm(p, share(acts), ones),
+            )
+            return [ring.decode(ring.reveal(p, r), f) for r in res]
+
+        silu, sm, rms = run_local(prog, frac_bits=f)[0]
+        xd = ring.decode(ring.encode(x, f), f)
+        ld = ring.decode(ring.encode(logits, f), f)
+        ad = ring.decode(ring.encode(acts, f), f)
+        e = np.exp(ld - ld.max(axis=1, keepdims=True))
+        ref_rms = ad / np.sqrt((ad**2).mean(axis=1, keepdims=True) + 1e-5)
+        out.append(
+            {
+                "f": f,
+                "silu": float(np.abs(silu - xd / (1 + np.exp(-xd))).max()),
+                "softmax": float(np.abs(sm - e / e.sum(axis=1, keepdims=True)).max()),
+                "rms_norm": float(np.abs(rms - ref_rms).max()),
+            }
+        )
+    return out
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, default=10_000)
     ap.add_argument("--slow-n", type=int, default=1000, help="n for reciprocal and rsqrt")
     ap.add_argument("--ots", type=int, default=1 << 20)
+    ap.add_argument("--dry-run", action="store_true", help="only the precision dry run")
     args = ap.parse_args(argv)
+    if args.dry_run:
+        for r in precision_dry_run():
+            print(
+                f"f={r['f']}: max abs error silu {r['silu']:.2e}, softmax {r['softmax']:.2e}, "
+                f"rms_norm (with a 2.4e4 activation) {r['rms_norm']:.2e}"
+            )
+        return
     n, sn = args.n, args.slow_n
     rng = np.random.default_rng(0)
     t = ot_throughput(args.ots)
