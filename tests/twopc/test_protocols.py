@@ -152,3 +152,21 @@ def test_comparison_and_product_views_do_not_depend_on_the_secret(owner):
     a, b = _view(-3.0, owner), _view(2.0e4, owner)
     assert len(a) == len(b) > 100_000
     assert chi2_two_sample(byte_hist(a), byte_hist(b)) < CHI2_CRIT_255_DOF_1E3_OVER_4
+
+
+def test_square():
+    x = RNG.normal(0, 50, 2000)
+    out, (xd,), _ = run2(arith.square, x)
+    assert np.abs(ring.decode(out, F) - xd * xd).max() <= 2 * 2.0**-F
+
+
+def test_msb_on_fewer_bits():
+    x = np.concatenate([RNG.integers(-(2**39), 2**39, 3000), [-(2**39), 2**39 - 1, 0, -1]])
+    enc = x.astype(np.int64).view(np.uint64)
+
+    def prog(p):  # type: ignore[no-untyped-def]
+        s = ring.share_input(p, 0, enc if p.pid == 0 else None, x.size)
+        return compare.msb(p, s, bits=40)
+
+    a, b = run_local(prog)
+    assert np.array_equal(a ^ b, (x < 0).astype(np.uint8))

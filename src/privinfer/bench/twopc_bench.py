@@ -4,6 +4,7 @@ wall seconds, two parties as threads over in-process links on this machine.
 
 Run: python -m privinfer.bench.twopc_bench [--n 10000] [--ots 1048576] [--slow-n 1000]
      python -m privinfer.bench.twopc_bench --dry-run   (errors at f = 12, 16, 20)
+     python -m privinfer.bench.twopc_bench --tls 10000 (two processes over TLS, loopback)
 """
 
 from __future__ import annotations
@@ -36,9 +37,10 @@ def measure(label: str, n: int, make: Callable[[], np.ndarray], fn) -> dict:  # 
             fn(p, s)
         return p.meter.by_op, time.perf_counter() - start
 
-    (m0, wall), (m1, _) = run_local(prog, timeout_s=600)
+    (m0, _), (m1, _) = run_local(prog, timeout_s=600)
     on = [m[label] for m in (m0, m1)]
     off = [m.get(f"{label}/offline") for m in (m0, m1)]
+    wall = on[0].wall_s
     return {
         "op": label,
         "n": n,
@@ -47,6 +49,7 @@ def measure(label: str, n: int, make: Callable[[], np.ndarray], fn) -> dict:  # 
         "offline_rounds": off[0].rounds if off[0] else 0,
         "offline_bytes": sum(o.bytes_sent for o in off if o),
         "wall_s": wall,
+        "offline_wall_s": off[0].wall_s if off[0] else 0.0,
     }
 
 
@@ -105,13 +108,75 @@ def precision_dry_run(fracs: tuple[int, ...] = (12, 16, 20)) -> list[dict]:
     return out
 
 
+def tls_party(cluster: str, pid: int, n: int) -> None:
+    """One party of the TLS measurement: setup, then MSB and a product on n elements; prints
+    JSON (wall seconds, rounds, payload and TLS wire bytes sent by this party)."""
+    import json
+
+    from privinfer.twopc.runtime import connect_tls
+
+    start = time.perf_counter()
+    p = connect_tls(cluster, pid, timeout_s=120.0)
+    setup_s = time.perf_counter() - start
+    s = _shared(p, np.linspace(-5, 5, n))
+    res = {"setup_s": setup_s}
+    for label, fn in (("msb", compare.msb), ("mul", lambda p, s: arith.mul(p, s, s))):
+        r0, b0 = p.link.stats.rounds, p.link.stats.bytes_sent
+        w0 = sum(v["bytes_sent"] for v in p.link.wire_stats().values())  # type: ignore[attr-defined]
+        t0 = time.perf_counter()
+        fn(p, s)
+        res[label] = {
+            "wall_s": time.perf_counter() - t0,
+            "rounds": p.link.stats.rounds - r0,
+            "bytes_sent": p.link.stats.bytes_sent - b0,
+            "wire_bytes_sent": sum(v["bytes_sent"] for v in p.link.wire_stats().values()) - w0,  # type: ignore[attr-defined]
+        }
+    p.link.close()
+    print(json.dumps(res))
+
+
+def tls_measure(n: int) -> list[dict]:
+    """Two processes over mutually authenticated TLS on loopback (a fresh two-party cluster)."""
+    import json
+    import subprocess
+    import sys
+    import tempfile
+
+    from privinfer.net.cluster import free_ports, init_cluster
+
+    with tempfile.TemporaryDirectory() as tmp:
+        init_cluster(tmp, [f"127.0.0.1:{port}" for port in free_ports(2)])
+        cmd = [sys.executable, "-m", "privinfer.bench.twopc_bench", "--tls-party", tmp]
+        procs = [
+            subprocess.Popen([*cmd, str(i), str(n)], stdout=subprocess.PIPE, text=True)
+            for i in range(2)
+        ]
+        return [json.loads(pr.communicate(timeout=600)[0].strip().splitlines()[-1]) for pr in procs]
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, default=10_000)
     ap.add_argument("--slow-n", type=int, default=1000, help="n for reciprocal and rsqrt")
     ap.add_argument("--ots", type=int, default=1 << 20)
     ap.add_argument("--dry-run", action="store_true", help="only the precision dry run")
+    ap.add_argument("--tls", type=int, default=0, help="only: MSB and mul on N over TLS")
+    ap.add_argument("--tls-party", nargs=3, metavar=("CLUSTER", "PID", "N"), help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
+    if args.tls_party:
+        tls_party(args.tls_party[0], int(args.tls_party[1]), int(args.tls_party[2]))
+        return
+    if args.tls:
+        for pid, r in enumerate(tls_measure(args.tls)):
+            print(
+                f"party {pid}: setup {r['setup_s']:.2f} s; "
+                + "; ".join(
+                    f"{k} {r[k]['wall_s']:.2f} s, {r[k]['rounds']} rounds, "
+                    f"{r[k]['bytes_sent']} payload B, {r[k]['wire_bytes_sent']} TLS B sent"
+                    for k in ("msb", "mul")
+                )
+            )
+        return
     if args.dry_run:
         for r in precision_dry_run():
             print(
@@ -158,12 +223,13 @@ def main(argv: list[str] | None = None) -> None:
     ]
     print(
         f"{'op':18} {'n':>7} {'on.rounds':>9} {'on.B/elem':>10} {'off.rounds':>10} "
-        f"{'off.B/elem':>10} {'wall_s':>7}"
+        f"{'off.B/elem':>10} {'on.s':>6} {'off.s':>6}"
     )
     for r in rows:
         print(
             f"{r['op']:18} {r['n']:>7} {r['online_rounds']:>9} {r['online_bytes'] / r['n']:>10.1f} "
-            f"{r['offline_rounds']:>10} {r['offline_bytes'] / r['n']:>10.1f} {r['wall_s']:>7.2f}"
+            f"{r['offline_rounds']:>10} {r['offline_bytes'] / r['n']:>10.1f} {r['wall_s']:>6.2f} "
+            f"{r['offline_wall_s']:>6.2f}"
         )
 
 

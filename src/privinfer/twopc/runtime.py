@@ -6,7 +6,7 @@ then each receives the other's: one round, counted once at each party; a one-way
 exchange in which one side sends an empty message). Costs are recorded per op class by
 `TwoParty.op(label)` (outermost scope only). Input-independent work (OT extension, AND and
 Beaver triples) runs inside `TwoParty.offline_phase()`; its rounds and bytes are recorded under
-"<op>/offline" and left out of the op's online figures. In this build the offline phase runs on
+"<op>/offline" (rounds, bytes, wall seconds) and left out of the op's online figures. In this build the offline phase runs on
 demand, interleaved with the online one, unless `TwoParty.prepare` is called ahead.
 """
 
@@ -47,6 +47,7 @@ class TwoParty:
         self.offline_rounds = 0
         self.offline_bytes_sent = 0
         self.offline_bytes_received = 0
+        self.offline_wall_s = 0.0
         self._depth = 0
         self._offline_depth = 0
         self._shared_key: bytes | None = None
@@ -134,7 +135,7 @@ class _OfflineScope:
         p._offline_depth += 1
         if p._offline_depth == 1:
             s = p.link.stats
-            self.start = (s.rounds, s.bytes_sent, s.bytes_received)
+            self.start = (s.rounds, s.bytes_sent, s.bytes_received, time.perf_counter())
 
     def __exit__(self, *exc: object) -> None:
         p = self.party
@@ -143,6 +144,7 @@ class _OfflineScope:
             p.offline_rounds += p.link.stats.rounds - self.start[0]
             p.offline_bytes_sent += p.link.stats.bytes_sent - self.start[1]
             p.offline_bytes_received += p.link.stats.bytes_received - self.start[2]
+            p.offline_wall_s += time.perf_counter() - self.start[3]
 
 
 class _OpScope:
@@ -163,6 +165,7 @@ class _OpScope:
                 p.offline_rounds,
                 p.offline_bytes_sent,
                 p.offline_bytes_received,
+                p.offline_wall_s,
                 time.perf_counter(),
             )
 
@@ -175,16 +178,21 @@ class _OpScope:
         off_r = p.offline_rounds - st[3]
         off_b = p.offline_bytes_sent - st[4]
         off_in = p.offline_bytes_received - st[5]
+        off_s = p.offline_wall_s - st[6]
         p.meter.record(
             self.label,
             rounds=s.rounds - st[0] - off_r,
             bytes_sent=s.bytes_sent - st[1] - off_b,
             bytes_received=s.bytes_received - st[2] - off_in,
-            wall_s=time.perf_counter() - st[6],
+            wall_s=time.perf_counter() - st[7] - off_s,
         )
         if off_r or off_b or off_in:
             p.meter.record(
-                f"{self.label}/offline", rounds=off_r, bytes_sent=off_b, bytes_received=off_in
+                f"{self.label}/offline",
+                rounds=off_r,
+                bytes_sent=off_b,
+                bytes_received=off_in,
+                wall_s=off_s,
             )
 
 
