@@ -170,3 +170,26 @@ def test_msb_on_fewer_bits():
 
     a, b = run_local(prog)
     assert np.array_equal(a ^ b, (x < 0).astype(np.uint8))
+
+
+def test_round_counts_and_the_offline_split():
+    """With the OT extension prepared ahead, the online rounds are the documented ones and
+    the only offline rounds left are the Beaver-triple corrections."""
+    n = 500
+
+    def prog(p):  # type: ignore[no-untyped-def]
+        p.prepare(200_000, 200_000)
+        s = ring.share_input(p, 0, ring.encode(np.ones(n), F) if p.pid == 0 else None, n)
+        b = compare.msb(p, s)
+        compare.mux(p, b, s)
+        trunc.trunc(p, s, F)
+        arith.mul(p, s, s)
+        return p.meter.by_op
+
+    meter, _ = run_local(prog)
+    assert [meter[k].rounds for k in ("msb", "mux", "trunc", "mul")] == [6, 1, 1, 2]
+    assert "msb/offline" not in meter  # AND triples need no messages beyond the extension
+    assert meter["mul/offline"].rounds == 1
+    assert meter["prepare/offline"].bytes_sent + meter["prepare/offline"].bytes_received == (
+        16 * 400_128
+    )
