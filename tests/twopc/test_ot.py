@@ -113,3 +113,17 @@ def test_the_statistic_catches_a_leak():
     s_a, _ = _ot_views(unchosen=5, choice=0, leak="choices")
     s_b, _ = _ot_views(unchosen=5, choice=1, leak="choices")
     assert chi2_two_sample(byte_hist(s_a), byte_hist(s_b)) > CHI2_CRIT_255_DOF_1E3
+
+
+def test_iknp_rows_are_delta_correlated():
+    from privinfer.twopc.iknp import IknpReceiver, IknpSender
+
+    delta = random_choice_bits(128)
+    base_s, base_r = BaseOTSender(), BaseOTReceiver(delta)
+    k0, k1 = base_s.keys(base_r.reply(base_s.first_message()), 128)
+    sender, receiver = IknpSender(delta, base_r.keys()), IknpReceiver(k0, k1)
+    r = random_choice_bits(1024)
+    u, t = receiver.correlated(1024, r)
+    q = sender.correlated(1024, u)
+    assert np.array_equal(q ^ t, np.where(r[:, None] == 1, sender.delta, 0).astype(np.uint8))
+    assert not np.array_equal(q, t)

@@ -63,6 +63,11 @@ class IknpSender:
 
     def extend(self, n: int, u: bytes, tweaks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Random-OT messages (m0, m1), each (n, 16) uint8, from R's message `u`."""
+        rows = self.correlated(n, u)
+        return tccr_hash(rows, tweaks), tccr_hash(rows ^ self.delta, tweaks)
+
+    def correlated(self, n: int, u: bytes) -> np.ndarray:
+        """Delta-correlated OT rows q_i (n, 16) uint8: R holds t_i = q_i xor r_i Delta."""
         _check_n(n)
         if len(u) != KAPPA * n // 8:
             raise ValueError("IKNP message has the wrong length")
@@ -73,8 +78,7 @@ class IknpSender:
             if self.s[j]:
                 q[j] ^= u_cols[j]
         self.batches += 1
-        rows = transpose_bits(q)
-        return tccr_hash(rows, tweaks), tccr_hash(rows ^ self.delta, tweaks)
+        return transpose_bits(q)
 
 
 class IknpReceiver:
@@ -86,6 +90,11 @@ class IknpReceiver:
 
     def extend(self, n: int, r_bits: np.ndarray, tweaks: np.ndarray) -> tuple[bytes, np.ndarray]:
         """(message u for S, H(t_i, i) rows (n, 16)) for choice bits `r_bits` (n,)."""
+        u, t = self.correlated(n, r_bits)
+        return u, tccr_hash(t, tweaks)
+
+    def correlated(self, n: int, r_bits: np.ndarray) -> tuple[bytes, np.ndarray]:
+        """(message u for S, Delta-correlated rows t_i (n, 16) uint8) for choices `r_bits`."""
         _check_n(n)
         r = np.packbits(np.asarray(r_bits, dtype=np.uint8), bitorder="little")
         t = np.empty((KAPPA, n // 8), dtype=np.uint8)
@@ -94,4 +103,4 @@ class IknpReceiver:
             t[j] = prg(k0, self.batches, n // 8)
             u[j] = t[j] ^ prg(k1, self.batches, n // 8) ^ r
         self.batches += 1
-        return u.tobytes(), tccr_hash(transpose_bits(t), tweaks)
+        return u.tobytes(), transpose_bits(t)
