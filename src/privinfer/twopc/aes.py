@@ -54,6 +54,10 @@ class TweakCounter:
         self.next = start
 
     def take(self, n: int) -> np.ndarray:
-        out = np.arange(n, dtype=np.uint64) + np.uint64(self.next)
+        return np.arange(n, dtype=np.uint64) + np.uint64(self.take_start(n))
+
+    def take_start(self, n: int) -> int:
+        """Reserve n tweaks and return the first (callers compute them lazily)."""
+        start = self.next
         self.next += n
-        return out
+        return start

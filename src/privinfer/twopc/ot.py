@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from privinfer.twopc.runtime import TwoParty
 
 MIN_BATCH = 1 << 12
+CHOOSE_N_CHUNK = 1 << 14  # 1-out-of-N instances hashed at a time (bounds the sender's memory)
 
 
 def _u64(blocks: np.ndarray) -> np.ndarray:
@@ -195,24 +196,34 @@ def choose_n(
     big_n = 1 << log_n
     counts = (n * log_n, 0) if sender == 0 else (0, n * log_n)
     party.ot.reserve(*counts)
-    tweaks = party.ot.pad_tweaks.take(n * log_n * big_n).reshape(n, log_n, big_n)
+    base = np.uint64(party.ot.pad_tweaks.take_start(n * log_n * big_n))
     pos = np.arange(log_n, dtype=np.uint8)
+    mask = (1 << width) - 1
+
+    def tweaks(start: int, stop: int, x: np.ndarray | int) -> np.ndarray:
+        """Tweak of (instance i, position k, entry x) = base + (i log_n + k) 2^log_n + x."""
+        inst = np.arange(start, stop, dtype=np.uint64)[:, None] * np.uint64(log_n)
+        slot = (inst + pos.astype(np.uint64)) * np.uint64(big_n)
+        return slot + np.asarray(x, np.uint64).reshape(-1, 1) + base
+
     if party.pid == sender:
         m0, m1 = party.ot.take_send(n * log_n)
         d_got = party.exchange(b"")
         if len(d_got) != n:
             raise PeerError(party.peer, "payload has the wrong length")
         d = (np.frombuffer(d_got, np.uint8)[:, None] >> pos) & 1  # (n, log_n)
-        p0 = fixed_key_permute(m0).reshape(n, log_n, 16)
-        p1 = fixed_key_permute(m1).reshape(n, log_n, 16)
         assert table is not None
         out = np.empty((n, big_n), dtype=np.uint8)
-        for x in range(big_n):
-            use1 = (((x >> pos) & 1) ^ d).astype(bool)[..., None]
-            sel = np.where(use1, p1, p0).reshape(-1, 16)
-            pad = tccr_hash_permuted(sel, tweaks[:, :, x].reshape(-1))
-            pad = np.bitwise_xor.reduce(pad.reshape(n, log_n, 16)[:, :, 0], axis=1)
-            out[:, x] = (table[:, x] ^ pad) & ((1 << width) - 1)
+        for lo in range(0, n, CHOOSE_N_CHUNK):
+            hi = min(n, lo + CHOOSE_N_CHUNK)
+            p0 = fixed_key_permute(m0[lo * log_n : hi * log_n]).reshape(hi - lo, log_n, 16)
+            p1 = fixed_key_permute(m1[lo * log_n : hi * log_n]).reshape(hi - lo, log_n, 16)
+            for x in range(big_n):
+                use1 = (((x >> pos) & 1) ^ d[lo:hi]).astype(bool)[..., None]
+                sel = np.where(use1, p1, p0).reshape(-1, 16)
+                pad = tccr_hash_permuted(sel, tweaks(lo, hi, x).reshape(-1))
+                pad = np.bitwise_xor.reduce(pad.reshape(hi - lo, log_n, 16)[:, :, 0], axis=1)
+                out[lo:hi, x] = (table[lo:hi, x] ^ pad) & mask
         bits = np.unpackbits(out[..., None], axis=2, bitorder="little")[..., :width]
         party.exchange(np.packbits(bits.reshape(-1), bitorder="little"))
         return None
@@ -228,10 +239,9 @@ def choose_n(
         raise PeerError(party.peer, "payload has the wrong length")
     bits = np.unpackbits(np.frombuffer(got, np.uint8), bitorder="little")[:n_bits]
     y = np.packbits(bits.reshape(n, big_n, width), axis=2, bitorder="little")[..., 0]
-    chosen_tw = np.take_along_axis(tweaks, np.broadcast_to(idx[:, None, None], (n, log_n, 1)), 2)
-    pad = tccr_hash_permuted(fixed_key_permute(mc), chosen_tw.reshape(-1))
+    pad = tccr_hash_permuted(fixed_key_permute(mc), tweaks(0, n, idx).reshape(-1))
     pad = np.bitwise_xor.reduce(pad.reshape(n, log_n, 16)[:, :, 0], axis=1)
-    return (y[np.arange(n), idx] ^ pad) & ((1 << width) - 1)
+    return (y[np.arange(n), idx] ^ pad) & mask
 
 
 def shared_choice(
