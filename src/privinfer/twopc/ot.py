@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from privinfer.twopc.runtime import TwoParty
 
 MIN_BATCH = 1 << 12
+EXTEND_CHUNK = 1 << 18  # OTs per IKNP batch inside one extension message (bounds temporaries)
 CHOOSE_N_CHUNK = 1 << 14  # 1-out-of-N instances hashed at a time (bounds the sender's memory)
 
 
@@ -79,25 +80,35 @@ class OTPools:
         p = self.party
         sizes = [0 if k == 0 else -(-max(k, MIN_BATCH) // KAPPA) * KAPPA for k in need]
         with p.offline_phase():
-            mine, r_bits = b"", None
-            if sizes[p.peer]:  # peer is sender there: this party is IKNP receiver
-                r_bits = random_choice_bits(sizes[p.peer])
-                mine, rows = self.iknp_receiver.extend(
-                    sizes[p.peer], r_bits, self.rot_tweaks[p.peer].take(sizes[p.peer])
-                )
+            r_bits = random_choice_bits(sizes[p.peer]) if sizes[p.peer] else None
+            mine = b""
+            if r_bits is not None:  # the peer is sender there: this party is IKNP receiver
+                parts, rows = [], []
+                for lo, hi in _chunks(sizes[p.peer]):
+                    u, t = self.iknp_receiver.extend(
+                        hi - lo, r_bits[lo:hi], self.rot_tweaks[p.peer].take(hi - lo)
+                    )
+                    parts.append(u)
+                    rows.append(t)
+                mine = b"".join(parts)
             got = p.exchange(mine)
             if len(got) != sizes[p.pid] * KAPPA // 8:
                 raise PeerError(p.peer, "OT extension message has the wrong length")
-            if sizes[p.peer]:
-                assert r_bits is not None
+            if r_bits is not None:
                 self._recv_c = np.concatenate([self._recv_c, r_bits])
-                self._recv_m = np.concatenate([self._recv_m, rows])
+                self._recv_m = np.concatenate([self._recv_m, *rows])
             if sizes[p.pid]:
-                m0, m1 = self.iknp_sender.extend(
-                    sizes[p.pid], got, self.rot_tweaks[p.pid].take(sizes[p.pid])
-                )
-                self._send_m0 = np.concatenate([self._send_m0, m0])
-                self._send_m1 = np.concatenate([self._send_m1, m1])
+                m0s, m1s = [], []
+                for lo, hi in _chunks(sizes[p.pid]):
+                    m0, m1 = self.iknp_sender.extend(
+                        hi - lo,
+                        got[lo * KAPPA // 8 : hi * KAPPA // 8],
+                        self.rot_tweaks[p.pid].take(hi - lo),
+                    )
+                    m0s.append(m0)
+                    m1s.append(m1)
+                self._send_m0 = np.concatenate([self._send_m0, *m0s])
+                self._send_m1 = np.concatenate([self._send_m1, *m1s])
         for d in (0, 1):
             self.avail[d] += sizes[d]
             self.extended[d] += sizes[d]
@@ -119,6 +130,11 @@ class OTPools:
         self._recv_c, self._recv_m = self._recv_c[n:], self._recv_m[n:]
         self.avail[self.party.peer] -= n
         return c, m
+
+
+def _chunks(n: int) -> list[tuple[int, int]]:
+    """[lo, hi) pieces of at most EXTEND_CHUNK OTs (each its own IKNP batch, one message)."""
+    return [(lo, min(n, lo + EXTEND_CHUNK)) for lo in range(0, n, EXTEND_CHUNK)]
 
 
 def _bits_payload(bits: np.ndarray) -> bytes:
