@@ -7,7 +7,8 @@ sigmoid(x) = s(|x|) for x >= 0 and 1 - s(|x|) otherwise, s(a) = 1 - e^-a / (1 + 
 silu(x) = x sigmoid(x); gelu(x) = x sigmoid(1.5957691216 (x + 0.044715 x^3)) (the tanh form
 GPT-2 uses; it differs from the erf GELU by <= 4.7e-4, stated separately).
 Range: sigmoid and silu any encodable x (e^-|x| is clipped at -64); gelu |x| < 1000 (x^3 must
-stay under 2^30 at f = 16). Measured max abs errors: docs/mpc-he.md (tests assert them).
+stay under 2^30 at f = 16). Measured max abs error on [-30, 30] (1,201 points, f = 16): SiLU
+3.9e-5, GELU 3.8e-5 against the tanh form (tests assert 1e-4).
 """
 
 from __future__ import annotations

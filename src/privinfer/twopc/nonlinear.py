@@ -6,7 +6,7 @@ under 4 * 2^56 < 2^62, as truncation needs).
 exp_nonpos(x), x <= 0: clip at -64 (e^-64 ~ 1.6e-28 is 0 at any precision used here), then
 (1 + t + t^2 / 2)^(2^8) with t = x / 2^8: one product and 8 squarings at 28 bits. Approximation
 error ~ |x|^3 e^x / (6 * 2^16) <= 3.4e-6 (at x = -3); rounding adds ~2^8 ulps of 2^-28.
-Measured max abs error on [-70, 0]: see docs/mpc-he.md (tests/twopc asserts 4e-5). Valid for
+Measured max abs error on [-70, 0] at f = 16: 2.9e-5 (tests/twopc asserts 4e-5). Valid for
 every encodable x <= 0; x > 0 is outside the range (wrong result).
 reciprocal(x) and rsqrt(x), x > 0 in [2^lo, 2^hi) as ring integers at scale 2^f_in: the
 leading bit j of X comes from K = hi - lo - 1 comparisons [X >= 2^k] (one batched MSB on
@@ -15,7 +15,9 @@ a public-coefficient sum; u = X / 2^(j+1) in [0.5, 1); then Newton from a linear
 1/u from 2.9142 - 2u (SPU's), 3 steps (relative error 2.9e-9 in float); 1/sqrt(u) from
 1.7622 - 0.7876u (relative minimax fit here, 3.2e-2), 2 steps (3.6e-6); finally times the
 public 2^(f_in - j - 1) (resp. its square root) selected by the one-hot of j.
-Defaults: real inputs in [2^-10, 2^24). Outside the range the result is wrong.
+Defaults: real inputs in [2^-10, 2^24). Outside the range the result is wrong. Measured on
+150 log-uniform points of that range, f = 16: reciprocal max abs error 3.0e-5 (2 output ulps);
+rsqrt with a 28-bit output, max relative error 2.3e-5 (the Newton error plus one 2^-28 ulp).
 """
 
 from __future__ import annotations
