@@ -2,7 +2,7 @@
 
 Layers (a package's layer is that of its first component under `privinfer`):
 - face: the top package `privinfer` itself, `api`, `cli`, `serve`, `bench`, `modes` (and `modes_*`);
-- engines: `mpc`, `he`, `tee`, `engines` (the plain reference engine), `mpc_he`;
+- engines: `mpc`, `he`, `tee`, `engines` (the plain reference engine), `mpc_he`, `twopc`;
 - base: `models`, `net`, `security`, `errors`.
 
 Rules:
@@ -28,7 +28,7 @@ from pathlib import Path
 
 TOP = "privinfer"
 FACE = {"api", "cli", "bench", "modes", "serve"}
-ENGINES = {"mpc", "he", "tee", "engines", "mpc_he"}
+ENGINES = {"mpc", "he", "tee", "engines", "mpc_he", "twopc"}
 BASE = {"models", "net", "security", "errors"}
 PLAIN_ENGINE = "privinfer.engines.plain"
 
