@@ -380,47 +380,74 @@ class CkksContext:
 
         return raw_residues(ct, polys)
 
-    def add_integer_poly(self, ct: Ciphertext, coeffs: np.ndarray) -> Ciphertext:
-        """ct + (NTT(coeffs), 0) for an integer polynomial (object array), at ct's level.
-
-        SEAL refuses to NTT a ciphertext whose c1 is zero, so the polynomial travels as
-        (coeffs, 1); after the NTT its c1 is all ones, removed again by subtracting (0, 1).
-        """
-        level, n = self.level(ct), self.params.poly_modulus_degree
-        primes = self._primes[level]
-        polys = np.zeros((2, len(primes), n), np.uint64)
-        for j, q in enumerate(primes):
-            polys[0, j] = (coeffs % q).astype(np.uint64)
+    def _ntt(self, res: np.ndarray, level: int) -> np.ndarray:
+        """NTT form of a polynomial given by its residues (k, N) at `level` (SEAL refuses to
+        NTT a ciphertext whose c1 is zero, so it travels as (res, 1) and c1 is dropped)."""
+        k, n = res.shape
+        polys = np.zeros((2, k, n), np.uint64)
+        polys[0] = res
         polys[1, :, 0] = 1
-        vehicle = self._raw_ciphertext(polys, level, ntt=False, scale=ct.scale)
+        vehicle = self._raw_ciphertext(polys, level, ntt=False, scale=1.0)
         self.evaluator.transform_to_ntt_inplace(vehicle)
-        ones = np.zeros((2, len(primes), n), np.uint64)
-        ones[1] = 1  # NTT of the constant polynomial 1
+        return self._raw_residues(vehicle, polys=1)[0]
+
+    def add_rns_poly(self, ct: Ciphertext, res: np.ndarray) -> Ciphertext:
+        """ct + (NTT(x), 0) for an integer polynomial x given by its residues modulo the
+        primes of ct's level (the first rows of `res` are used when it holds more primes)."""
+        level, n = self.level(ct), self.params.poly_modulus_degree
+        k = len(self._primes[level])
+        polys = np.zeros((2, k, n), np.uint64)
+        polys[0] = self._ntt(np.ascontiguousarray(res[:k]), level)
         out = seal.Ciphertext()
-        self.evaluator.add(ct, vehicle, out)
-        self.evaluator.sub_inplace(out, self._raw_ciphertext(ones, level, ntt=True, scale=ct.scale))
+        self.evaluator.add(ct, self._raw_ciphertext(polys, level, ntt=True, scale=ct.scale), out)
         return out
 
-    def decrypt_integer_poly(self, ct: Ciphertext) -> np.ndarray:
-        """Client only: the decrypted polynomial's centred integer coefficients (object array)."""
+    def add_integer_poly(self, ct: Ciphertext, coeffs: np.ndarray) -> Ciphertext:
+        """ct + (NTT(coeffs), 0) for an integer polynomial (int64 or object array)."""
+        from privinfer.he import rns
+
+        primes = self._primes[self.level(ct)]
+        arr = np.asarray(coeffs)
+        res = rns.from_int64(arr, primes) if arr.dtype != object else rns.from_objects(arr, primes)
+        return self.add_rns_poly(ct, res)
+
+    def decrypt_rns(self, ct: Ciphertext) -> np.ndarray:
+        """Client only: residues (k, N) of the decrypted polynomial m + e at ct's level."""
         if self._decryptor is None:
             raise SecurityError("This CKKS context holds no secret key and cannot decrypt.")
+        from privinfer.he.rawpoly import plain_residues
+
         pt = seal.Plaintext()
         self._decryptor.decrypt(ct, pt)
         level, n = self.level(ct), self.params.poly_modulus_degree
-        primes = self._primes[level]
-        polys = np.zeros((2, len(primes), n), np.uint64)
-        polys[0] = np.array([pt.data(i) for i in range(len(primes) * n)], np.uint64).reshape(-1, n)
+        k = len(self._primes[level])
+        polys = np.zeros((2, k, n), np.uint64)
+        polys[0] = plain_residues(pt, k, n)
         polys[1] = 1
         vehicle = self._raw_ciphertext(polys, level, ntt=True, scale=ct.scale)
         self.evaluator.transform_from_ntt_inplace(vehicle)
-        res = self._raw_residues(vehicle, polys=1)[0]
-        big_q = 1
-        for q in primes:
-            big_q *= q
-        total = np.zeros(n, dtype=object)
-        for j, q in enumerate(primes):
-            m_j = big_q // q
-            total = total + res[j].astype(object) * (m_j * pow(m_j, -1, q))
-        total = total % big_q
-        return np.where(total > big_q // 2, total - big_q, total)
+        return self._raw_residues(vehicle, polys=1)[0]
+
+    def decrypt_integer_poly(self, ct: Ciphertext) -> np.ndarray:
+        """Client only: the decrypted polynomial's centred integer coefficients (object array)."""
+        from privinfer.he.rns import CentredLift
+
+        return CentredLift(self.decrypt_rns(ct), self._primes[self.level(ct)]).to_objects()
+
+    def encrypt_rns_seeded(self, res: np.ndarray, level: int, scale: float) -> bytes:
+        """Client only: a fresh secret-key encryption of the integer polynomial with residues
+        `res` at `level`, serialised with its uniform half as a PRNG seed (about half the
+        bytes of a public-key encryption; the receiver expands the seed when it loads it)."""
+        if self._secret_key is None:
+            raise SecurityError("Only the key holder encrypts with the secret key.")
+        from privinfer.he.rawpoly import raw_plaintext
+
+        k = len(self._primes[level])
+        pt = raw_plaintext(self, self._ntt(np.ascontiguousarray(res[:k]), level), level, scale)
+        return _save_bytes(self._encryptor.encrypt_symmetric(pt))
+
+    def encrypt_seeded(self, values, level: int | None = None) -> bytes:
+        """Client only: encrypt values with the secret key, serialised with a seed for c1."""
+        if self._secret_key is None:
+            raise SecurityError("Only the key holder encrypts with the secret key.")
+        return _save_bytes(self._encryptor.encrypt_symmetric(self.encode(values, level)))

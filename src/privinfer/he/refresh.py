@@ -58,7 +58,7 @@ from typing import Protocol
 import numpy as np
 
 from privinfer.errors import InputError, SecurityError
-from privinfer.he import wire
+from privinfer.he import rns, wire
 from privinfer.he.ckks import Ciphertext, CkksContext
 
 DEFAULT_SIGMA = 40
@@ -85,16 +85,22 @@ def unpack_request(payload: bytes) -> tuple[int, int, bytes]:
     return k, b, payload[_HEADER.size :]
 
 
-def check_window(coeffs: np.ndarray, mask_bits: int, value_bits: int) -> None:
+def check_window(coeffs: np.ndarray | rns.CentredLift, mask_bits: int, value_bits: int) -> None:
     """Refuse a masked polynomial with a coefficient outside (-w, w), w = 2^k - 2^b (see the
-    module docstring); the error says nothing about the values."""
+    module docstring); the error says nothing about the values. `coeffs`: Python integers
+    (object array) or a `rns.CentredLift` (checked exactly without them)."""
     w = (1 << mask_bits) - (1 << value_bits)
+    if isinstance(coeffs, rns.CentredLift):
+        if coeffs.magnitude_at_least(w):
+            raise SecurityError(OUT_OF_BOUND)
+        return
     if coeffs.size and max(abs(int(c)) for c in (coeffs.max(), coeffs.min())) >= w:
         raise SecurityError(OUT_OF_BOUND)
 
 
 def uniform_poly(bits: int, n: int) -> np.ndarray:
-    """n coefficients uniform in [-2^bits, 2^bits) from the OS CSPRNG (object array)."""
+    """n coefficients uniform in [-2^bits, 2^bits) from the OS CSPRNG (object array; the
+    refresh itself draws its masks in RNS form, `rns.uniform_rns`)."""
     return np.array([secrets.randbits(bits + 1) - (1 << bits) for _ in range(n)], dtype=object)
 
 
@@ -131,13 +137,14 @@ class LocalRefreshClient:
         k, b, data = unpack_request(payload)
         fresh = []
         for ct in wire.unpack_ciphertexts(ctx, data):
-            if k + 2 > math.floor(ctx.modulus_bits(ctx.level(ct))):
+            level = ctx.level(ct)
+            if k + 2 > math.floor(ctx.modulus_bits(level)):
                 raise InputError("A refresh mask does not fit this ciphertext's level.")
-            coeffs = ctx.decrypt_integer_poly(ct)
-            check_window(coeffs, k, b)  # before anything is re-encrypted
-            fresh.append(ctx.add_integer_poly(ctx.encrypt_zero(top, ct.scale), coeffs))
+            lift = rns.CentredLift(ctx.decrypt_rns(ct), ctx.primes(level))
+            check_window(lift, k, b)  # before anything is re-encrypted
+            fresh.append(ctx.encrypt_rns_seeded(lift.residues(ctx.primes(top)), top, ct.scale))
         self.ciphertexts_refreshed += len(fresh)
-        return wire.pack_ciphertexts(ctx, fresh)
+        return wire.pack_blobs(ctx, fresh)
 
 
 @dataclass
@@ -166,6 +173,9 @@ class Refresher:
         self.sigma = int(sigma)
         self.stats = RefreshStats()
         self.level = self._lowest_safe_level()
+        top = ctx.primes(ctx.params.top_level)
+        if any(ctx.primes(lv) != top[: len(ctx.primes(lv))] for lv in range(len(top))):
+            raise SecurityError("The refresh needs every level's primes to prefix the top's.")
 
     def value_bits(self, scale: float) -> int:
         """b: 2^b bounds every coefficient of m + e for data at this scale (public)."""
@@ -191,8 +201,12 @@ class Refresher:
         return self.ctx.level(ct) - depth < max(self.level, self.ctx.params.floor_level)
 
     def _mask(self) -> np.ndarray:
-        return uniform_poly(
-            self.mask_bits(self.ctx.scale * 2.0), self.ctx.params.poly_modulus_degree
+        """A fresh mask's residues modulo the top level's primes (each level's primes are a
+        prefix of them, so one draw serves the masking and the unmasking level)."""
+        return rns.uniform_rns(
+            self.mask_bits(self.ctx.scale * 2.0),
+            self.ctx.params.poly_modulus_degree,
+            self.ctx.primes(self.ctx.params.top_level),
         )
 
     def refresh(self, cts: list[Ciphertext]) -> list[Ciphertext]:
@@ -210,7 +224,7 @@ class Refresher:
             mask = self._mask()
             masks.append(mask)
             noise = ctx.encrypt_zero(self.level, ct.scale)
-            masked.append(ctx.add_integer_poly(ctx.add(ct, noise), mask))
+            masked.append(ctx.add_rns_poly(ctx.add(ct, noise), mask))
         drift = ctx.scale * 2.0  # the mask and the bound allow scale drift up to 2x Delta
         payload = pack_request(
             self.mask_bits(drift), self.value_bits(drift), wire.pack_ciphertexts(ctx, masked)
@@ -228,5 +242,5 @@ class Refresher:
         for ct, mask, orig in zip(fresh, masks, masked, strict=True):
             if ctx.level(ct) != top or ct.scale != orig.scale:
                 raise InputError("Refresh answer is not a top-level ciphertext at the sent scale.")
-            out.append(ctx.add_integer_poly(ct, -mask))
+            out.append(ctx.add_rns_poly(ct, rns.negate(mask, ctx.primes(top))))
         return out
