@@ -16,7 +16,9 @@ sigma = 40 (default). Protocol, one round trip for any batch of ciphertexts:
    2^(b - k - 1) of uniform, so the whole polynomial within N 2^(b - k - 1) <= 2^(-sigma - 1)
    (union bound): it learns nothing about the data or the noise (R floods e too).
    Needs 2^b + 2^k < q_l / 2, i.e. k + 2 <= log2 q_l: hence PARAMS' wide q0, q1.
-2. Client: centred CRT lift of m + e + R, encrypts it at the top level (fresh noise).
+2. Client: centred CRT lift of m + e + R (`rns.CentredLift`, NumPy), encrypts it at the top
+   level with the secret key (fresh noise) and sends c0 plus the seed of the uniform c1
+   (SEAL's seeded serialisation: half the bytes of a full ciphertext).
 3. Server: subtracts R at the top level: a top-level encryption of m + e.
 
 Value-bound check (client side, `check_window`). The request carries the public (k, b). With
@@ -42,7 +44,9 @@ the masked values (a homomorphic sign before masking, ~10 levels per refresh, or
 comparison against R), not built here. Moderately out-of-range activations are still caught,
 at the end of the session, by the range-check scalar (docs/he.md).
 
-Transport-agnostic: the server calls a `RefreshClient` with bytes (a refresh header, then
+Arithmetic: masks are drawn and kept as residues modulo the top level's primes
+(`rns.uniform_rns`, OS CSPRNG, 32-bit limbs reduced with exact Shoup products); no coefficient
+goes through a Python integer. Transport-agnostic: the server calls a `RefreshClient` with bytes (a refresh header, then
 wire.pack_ciphertexts); `LocalRefreshClient` answers in-process; a network client sends the
 same bytes.
 """
