@@ -4,7 +4,7 @@ import torch
 
 from privinfer.engines.plain import PlainOps
 from privinfer.errors import InputError
-from privinfer.he.ops import HeOps, HeRanges
+from privinfer.he.ops import HeOps, HeRanges, planned_steps
 from privinfer.models.bert import Bert
 from privinfer.models.config import BertConfig
 
@@ -57,6 +57,9 @@ def test_he_bert_matches_plain_engine():
     costs = ops.costs().to_dict()
     assert costs["attention"]["refreshes"] >= 1 and costs["linear"]["calls"] == 6
     assert ops.refresher.stats.rounds == ops.costs().total().rounds
+    # one key batch covered the whole pass (token sums use +1, not 2, 4, .., T / 2)
+    assert ops.ctx.galois_steps == planned_steps(ops.ctx.params.slots, 4)
+    assert 2 not in ops.ctx.galois_steps and len(ops.ctx.galois_steps) == 1 + 11 + 6
 
 
 def test_decoder_needs_a_fixed_packing_and_ids_stay_in_vocabulary():

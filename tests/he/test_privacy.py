@@ -70,7 +70,10 @@ def test_default_flood_adds_its_stated_error_and_only_smudges_the_leak(holder):
     assert abs(measured / privacy.FLOOD_SLOT_STD - 1) < 0.05, measured
     spread = privacy.FLOOD_SLOT_STD / math.sqrt(np.vdot(e, e).real)  # estimate's std
     est = _estimate(e, y)
-    assert abs(est - 3.0) < 8 * spread and spread < 0.5  # still separates w = 1 from w = 3
+    # Uploads are secret-key encryptions (fresh noise ~3.2 per coefficient, smaller than a
+    # public-key encryption's), so E is small and one delivery reads w with spread ~0.87:
+    # w = 1 and w = 3 are ~2.3 spreads apart, far from hidden (0 bits statistically).
+    assert abs(est - 3.0) < 8 * spread and spread < 1.0
 
 
 def test_a_flood_sized_to_40_bits_hides_the_weight(holder):

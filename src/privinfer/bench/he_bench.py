@@ -8,8 +8,10 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import statistics
 import time
+from typing import Any
 
 import numpy as np
 import torch
@@ -218,6 +220,81 @@ def bench_minilm(tokens: int = 16, two_process: bool = False) -> dict:
     }
 
 
+CLI_SENTENCE = "A man is playing a guitar on the stage tonight while people dance."  # 16 ids
+
+
+def bench_minilm_cli(text: str = CLI_SENTENCE, net: Any = None, timeout_s: float = 3600.0) -> dict:
+    """MiniLM-L6 under CKKS through the command a user runs: `privinfer embed --mode he
+    --model minilm-l6 --threads 1 --json TEXT` in a subprocess, which starts its own local
+    server (`net` None: loopback), or, given an `emulated_pair` setup, the server
+    (`privinfer he serve`) in host 1 and the same client command in host 0, over the emulated
+    link. Reports the command's own `embed_s`, its HE figures, the wall time of the whole
+    command, and the CPU seconds of every process it ran (client, server, user + system)."""
+    import resource
+    import subprocess
+    import sys
+    import tempfile
+    from pathlib import Path
+
+    from privinfer.he.transport import ensure_identities
+
+    def children_cpu() -> float:
+        ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+        return ru.ru_utime + ru.ru_stime
+
+    client = [sys.executable, "-m", "privinfer.cli", "embed", "--mode", "he"]
+    client += ["--model", "minilm-l6", "--threads", "1", "--json"]
+    cpu0, t0 = children_cpu(), time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="pvi-he-bench-") as tmp:
+        if net is None:
+            done = subprocess.run(
+                [*client, text], capture_output=True, text=True, timeout=timeout_s, check=False
+            )
+            out, err, code = done.stdout, done.stderr, done.returncode
+        else:
+            host, port = net.listen[1].rsplit(":", 1)
+            certs = Path(tmp) / "certs"
+            ensure_identities(certs, int(port))
+            ready = Path(tmp) / "ready"
+            serve = [sys.executable, "-m", "privinfer.cli", "he", "serve", "--model", "minilm-l6"]
+            serve += ["--host", host, "--port", port, "--certs", str(certs), "--threads", "1"]
+            server = net.popen(1, [*serve, "--sessions", "1", "--ready-file", str(ready)])
+            deadline = time.monotonic() + 300
+            while not ready.exists():
+                if server.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError("the HE server did not start in its namespace")
+                time.sleep(0.2)
+            env = {**os.environ, "PRIVINFER_HE_CERTS": str(certs)}
+            proc = net.popen(
+                0,
+                [*client, "--server", net.hosts[1], text],
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            out, err = proc.communicate(timeout=timeout_s)
+            code = proc.returncode
+            server.wait(timeout=60)
+    if code != 0:
+        raise RuntimeError(f"privinfer embed --mode he failed: {err.strip()[-500:]}")
+    got = json.loads(out)
+    he = got["he"]
+    return {
+        "bench": "minilm-cli",
+        "command": " ".join([*client[1:], repr(text)]),
+        "net": "loopback" if net is None else net.profile.name,
+        "embed_s": got["embed_s"],
+        "command_wall_s": round(time.perf_counter() - t0, 2),
+        "cpu_s_all_processes": round(children_cpu() - cpu0, 1),
+        "rounds": he["rounds"],
+        "bytes_to_server": he["bytes_to_server"],
+        "bytes_to_client": he["bytes_to_client"],
+        "cosine_to_plain": min(he["cosine_to_plain"]),
+        "peak_rss_mb_client": got.get("peak_rss_mb"),
+    }
+
+
 def bench_smollm2(context_tokens: int = 8, prompt: str = "The capital of France is") -> dict:
     """One SmolLM2-135M decoder layer under CKKS, extrapolated to 30 layers (stated so).
 
@@ -346,10 +423,12 @@ def bench_fidelity(count: int = 20, say=None) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """python -m privinfer.bench.he_bench {matvec,packed,minilm,smollm2,fidelity,deliver} [--json]"""
+    """python -m privinfer.bench.he_bench {matvec,packed,minilm,minilm-cli,smollm2,fidelity,
+    deliver} [--json]"""
     p = argparse.ArgumentParser(prog="python -m privinfer.bench.he_bench")
     p.add_argument(
-        "which", choices=["matvec", "packed", "minilm", "smollm2", "fidelity", "deliver"]
+        "which",
+        choices=["matvec", "packed", "minilm", "minilm-cli", "smollm2", "fidelity", "deliver"],
     )
     p.add_argument("--json", action="store_true")
     p.add_argument("--tokens", type=int, default=16)
@@ -361,6 +440,8 @@ def main(argv: list[str] | None = None) -> int:
         out = bench_packed()
     elif a.which == "minilm":
         out = bench_minilm(a.tokens, a.two_process)
+    elif a.which == "minilm-cli":
+        out = bench_minilm_cli()
     elif a.which == "fidelity":
         out = bench_fidelity()
     elif a.which == "deliver":

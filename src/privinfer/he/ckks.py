@@ -59,7 +59,9 @@ class CkksContext:
         self._decryptor = None
         self.public_key = None
         self.relin_keys = None
-        self._galois: list[tuple[frozenset[int], seal.GaloisKeys]] = []  # one set per batch
+        # one (steps, keys, serialised keys) per batch
+        self._galois: list[tuple[frozenset[int], seal.GaloisKeys, bytes]] = []
+        self._key_bytes: dict[str, bytes] = {}
         self._galois_by_step: dict[int, seal.GaloisKeys] = {}
         self._encryptor = None
         self.session_id = b""
@@ -68,19 +70,23 @@ class CkksContext:
 
     @classmethod
     def create_client(cls, params: CkksParams, rotation_steps: Iterable[int] = ()) -> CkksContext:
-        """Client side: generate secret, public, relin and Galois keys (only `rotation_steps`)."""
+        """Client side: generate secret, public, relin and Galois keys (only `rotation_steps`).
+
+        Relinearisation and Galois keys are kept as SEAL's seeded serialisation (the uniform
+        half of every key is a PRNG seed, expanded by whoever loads it): half the bytes on
+        the wire."""
         ctx = cls(params)
         kg = seal.KeyGenerator(ctx.seal)
         ctx._secret_key = kg.secret_key()
         ctx._decryptor = seal.Decryptor(ctx.seal, ctx._secret_key)
-        ctx.public_key = seal.PublicKey()
+        ctx.public_key = seal.PublicKey()  # sealapi binds no seeded public key
         kg.create_public_key(ctx.public_key)
-        ctx.relin_keys = seal.RelinKeys()
-        kg.create_relin_keys(ctx.relin_keys)
+        pk_bytes = _save_bytes(ctx.public_key)
+        ctx._key_bytes = {"public_key": pk_bytes, "relin_keys": _save_bytes(kg.create_relin_keys())}
+        ctx.relin_keys = _load_bytes(seal.RelinKeys(), ctx.seal, ctx._key_bytes["relin_keys"])
         ctx._keygen = kg
         ctx.add_rotation_steps(rotation_steps)
         ctx._encryptor = seal.Encryptor(ctx.seal, ctx.public_key, ctx._secret_key)
-        pk_bytes = _save_bytes(ctx.public_key)
         ctx._seal_version = pk_bytes[3:5]
         ctx.session_id = hashlib.sha256(params.to_bytes() + pk_bytes).digest()[:16]
         return ctx
@@ -93,13 +99,14 @@ class CkksContext:
             return
         if self._secret_key is None:
             raise SecurityError("Only the key holder can create Galois keys.")
-        keys = seal.GaloisKeys()
         tool = self.seal.key_context_data().galois_tool()
-        self._keygen.create_galois_keys(sorted({tool.get_elt_from_step(s) for s in new}), keys)
-        self._add_galois(new, keys)
+        data = _save_bytes(
+            self._keygen.create_galois_keys(sorted({tool.get_elt_from_step(s) for s in new}))
+        )
+        self._add_galois(new, _load_bytes(seal.GaloisKeys(), self.seal, data), data)
 
-    def _add_galois(self, steps: frozenset[int], keys) -> None:
-        self._galois.append((steps, keys))
+    def _add_galois(self, steps: frozenset[int], keys, data: bytes) -> None:
+        self._galois.append((steps, keys, data))
         for step in steps:
             self._galois_by_step[step] = keys
 
@@ -107,13 +114,16 @@ class CkksContext:
         """Client: keys for the steps not yet covered, as (steps, bytes) for `add_galois_batch`."""
         before = self.galois_steps
         self.add_rotation_steps(steps)
-        new, keys = self._galois[-1] if self.galois_steps != before else ([], None)
-        return sorted(new), (_save_bytes(keys) if keys is not None else b"")
+        if self.galois_steps == before:
+            return [], b""
+        new, _, data = self._galois[-1]
+        return sorted(new), data
 
     def add_galois_batch(self, steps: Sequence[int], data: bytes) -> None:
         """Server: load a Galois key batch made by `galois_batch`."""
         if steps:
-            self._add_galois(frozenset(steps), _load_bytes(seal.GaloisKeys(), self.seal, data))
+            keys = _load_bytes(seal.GaloisKeys(), self.seal, data)
+            self._add_galois(frozenset(steps), keys, b"")  # a server never re-exports keys
 
     @property
     def galois_steps(self) -> frozenset[int]:
@@ -125,12 +135,10 @@ class CkksContext:
         """Everything a server needs, as bytes: parameters, public, relin and Galois keys."""
         return {
             "params": self.params.to_bytes(),
-            "public_key": _save_bytes(self.public_key),
-            "relin_keys": _save_bytes(self.relin_keys),
-            "galois_keys": b"".join(
-                struct.pack("<Q", len(b)) + b for b in (_save_bytes(k) for _, k in self._galois)
-            ),
-            "galois_steps": json.dumps([sorted(s) for s, _ in self._galois]).encode(),
+            "public_key": self._key_bytes.get("public_key") or _save_bytes(self.public_key),
+            "relin_keys": self._key_bytes.get("relin_keys") or _save_bytes(self.relin_keys),
+            "galois_keys": b"".join(struct.pack("<Q", len(b)) + b for _, _, b in self._galois),
+            "galois_steps": json.dumps([sorted(s) for s, _, _ in self._galois]).encode(),
         }
 
     @classmethod
@@ -142,8 +150,8 @@ class CkksContext:
         blob, pos = bundle["galois_keys"], 0
         for steps in json.loads(bundle["galois_steps"].decode()):
             (n,) = struct.unpack_from("<Q", blob, pos)
-            keys = _load_bytes(seal.GaloisKeys(), ctx.seal, blob[pos + 8 : pos + 8 + n])
-            ctx._add_galois(frozenset(steps), keys)
+            data = blob[pos + 8 : pos + 8 + n]
+            ctx._add_galois(frozenset(steps), _load_bytes(seal.GaloisKeys(), ctx.seal, data), b"")
             pos += 8 + n
         ctx._encryptor = seal.Encryptor(ctx.seal, ctx.public_key)
         ctx._seal_version = bundle["public_key"][3:5]
@@ -380,47 +388,74 @@ class CkksContext:
 
         return raw_residues(ct, polys)
 
-    def add_integer_poly(self, ct: Ciphertext, coeffs: np.ndarray) -> Ciphertext:
-        """ct + (NTT(coeffs), 0) for an integer polynomial (object array), at ct's level.
-
-        SEAL refuses to NTT a ciphertext whose c1 is zero, so the polynomial travels as
-        (coeffs, 1); after the NTT its c1 is all ones, removed again by subtracting (0, 1).
-        """
-        level, n = self.level(ct), self.params.poly_modulus_degree
-        primes = self._primes[level]
-        polys = np.zeros((2, len(primes), n), np.uint64)
-        for j, q in enumerate(primes):
-            polys[0, j] = (coeffs % q).astype(np.uint64)
+    def _ntt(self, res: np.ndarray, level: int) -> np.ndarray:
+        """NTT form of a polynomial given by its residues (k, N) at `level` (SEAL refuses to
+        NTT a ciphertext whose c1 is zero, so it travels as (res, 1) and c1 is dropped)."""
+        k, n = res.shape
+        polys = np.zeros((2, k, n), np.uint64)
+        polys[0] = res
         polys[1, :, 0] = 1
-        vehicle = self._raw_ciphertext(polys, level, ntt=False, scale=ct.scale)
+        vehicle = self._raw_ciphertext(polys, level, ntt=False, scale=1.0)
         self.evaluator.transform_to_ntt_inplace(vehicle)
-        ones = np.zeros((2, len(primes), n), np.uint64)
-        ones[1] = 1  # NTT of the constant polynomial 1
+        return self._raw_residues(vehicle, polys=1)[0]
+
+    def add_rns_poly(self, ct: Ciphertext, res: np.ndarray) -> Ciphertext:
+        """ct + (NTT(x), 0) for an integer polynomial x given by its residues modulo the
+        primes of ct's level (the first rows of `res` are used when it holds more primes)."""
+        level, n = self.level(ct), self.params.poly_modulus_degree
+        k = len(self._primes[level])
+        polys = np.zeros((2, k, n), np.uint64)
+        polys[0] = self._ntt(np.ascontiguousarray(res[:k]), level)
         out = seal.Ciphertext()
-        self.evaluator.add(ct, vehicle, out)
-        self.evaluator.sub_inplace(out, self._raw_ciphertext(ones, level, ntt=True, scale=ct.scale))
+        self.evaluator.add(ct, self._raw_ciphertext(polys, level, ntt=True, scale=ct.scale), out)
         return out
 
-    def decrypt_integer_poly(self, ct: Ciphertext) -> np.ndarray:
-        """Client only: the decrypted polynomial's centred integer coefficients (object array)."""
+    def add_integer_poly(self, ct: Ciphertext, coeffs: np.ndarray) -> Ciphertext:
+        """ct + (NTT(coeffs), 0) for an integer polynomial (int64 or object array)."""
+        from privinfer.he import rns
+
+        primes = self._primes[self.level(ct)]
+        arr = np.asarray(coeffs)
+        res = rns.from_int64(arr, primes) if arr.dtype != object else rns.from_objects(arr, primes)
+        return self.add_rns_poly(ct, res)
+
+    def decrypt_rns(self, ct: Ciphertext) -> np.ndarray:
+        """Client only: residues (k, N) of the decrypted polynomial m + e at ct's level."""
         if self._decryptor is None:
             raise SecurityError("This CKKS context holds no secret key and cannot decrypt.")
+        from privinfer.he.rawpoly import plain_residues
+
         pt = seal.Plaintext()
         self._decryptor.decrypt(ct, pt)
         level, n = self.level(ct), self.params.poly_modulus_degree
-        primes = self._primes[level]
-        polys = np.zeros((2, len(primes), n), np.uint64)
-        polys[0] = np.array([pt.data(i) for i in range(len(primes) * n)], np.uint64).reshape(-1, n)
+        k = len(self._primes[level])
+        polys = np.zeros((2, k, n), np.uint64)
+        polys[0] = plain_residues(pt, k, n)
         polys[1] = 1
         vehicle = self._raw_ciphertext(polys, level, ntt=True, scale=ct.scale)
         self.evaluator.transform_from_ntt_inplace(vehicle)
-        res = self._raw_residues(vehicle, polys=1)[0]
-        big_q = 1
-        for q in primes:
-            big_q *= q
-        total = np.zeros(n, dtype=object)
-        for j, q in enumerate(primes):
-            m_j = big_q // q
-            total = total + res[j].astype(object) * (m_j * pow(m_j, -1, q))
-        total = total % big_q
-        return np.where(total > big_q // 2, total - big_q, total)
+        return self._raw_residues(vehicle, polys=1)[0]
+
+    def decrypt_integer_poly(self, ct: Ciphertext) -> np.ndarray:
+        """Client only: the decrypted polynomial's centred integer coefficients (object array)."""
+        from privinfer.he.rns import CentredLift
+
+        return CentredLift(self.decrypt_rns(ct), self._primes[self.level(ct)]).to_objects()
+
+    def encrypt_rns_seeded(self, res: np.ndarray, level: int, scale: float) -> bytes:
+        """Client only: a fresh secret-key encryption of the integer polynomial with residues
+        `res` at `level`, serialised with its uniform half as a PRNG seed (about half the
+        bytes of a public-key encryption; the receiver expands the seed when it loads it)."""
+        if self._secret_key is None:
+            raise SecurityError("Only the key holder encrypts with the secret key.")
+        from privinfer.he.rawpoly import raw_plaintext
+
+        k = len(self._primes[level])
+        pt = raw_plaintext(self, self._ntt(np.ascontiguousarray(res[:k]), level), level, scale)
+        return _save_bytes(self._encryptor.encrypt_symmetric(pt))
+
+    def encrypt_seeded(self, values, level: int | None = None) -> bytes:
+        """Client only: encrypt values with the secret key, serialised with a seed for c1."""
+        if self._secret_key is None:
+            raise SecurityError("Only the key holder encrypts with the secret key.")
+        return _save_bytes(self._encryptor.encrypt_symmetric(self.encode(values, level)))

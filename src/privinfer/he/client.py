@@ -17,6 +17,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,7 @@ import torch
 
 from privinfer.errors import InputError, SecurityError
 from privinfer.he.ckks import PARAMS_16384
+from privinfer.he.limits import DEFAULT_MAX_SESSIONS
 from privinfer.he.server import pack_bundle
 from privinfer.he.session import HeClient, client_rows
 from privinfer.he.transport import (
@@ -165,23 +167,39 @@ def _server_for(model: Any, server: str | None, sessions: int):
             yield ep2
 
 
+def _embed_one(model: Any, ids: list[int], endpoint: tuple[Any, str, int]) -> tuple[Any, dict]:
+    cluster, host, port = endpoint
+    client = HeClient.create(PARAMS_16384)
+    conn = connect(cluster, host, port)
+    try:
+        done = run_client_session(
+            conn, client, {"task": "embed", "rows": len(ids)}, client_rows(model, ids)
+        )
+    finally:
+        conn.close()
+    figures = {
+        "rounds": int(done.get("rounds", 0)),
+        "bytes_to_server": conn.bytes_sent,
+        "bytes_to_client": conn.bytes_received,
+    }
+    return client.output, figures
+
+
 def embed_remote(
-    model: Any, ids_list: list[list[int]], server: str | None
+    model: Any, ids_list: list[list[int]], server: str | None, parallel: int = DEFAULT_MAX_SESSIONS
 ) -> tuple[torch.Tensor, dict]:
-    """Embed each id list over TLS (a local server subprocess when `server` is None)."""
-    outs, stats = [], {"rounds": 0, "bytes_to_server": 0, "bytes_to_client": 0}
-    with _server_for(model, server, len(ids_list)) as (cluster, host, port):
-        for ids in ids_list:
-            client = HeClient.create(PARAMS_16384)
-            conn = connect(cluster, host, port)
-            try:
-                done = run_client_session(
-                    conn, client, {"task": "embed", "rows": len(ids)}, client_rows(model, ids)
-                )
-            finally:
-                conn.close()
-            outs.append(client.output)
-            stats["rounds"] += int(done.get("rounds", 0))
-            stats["bytes_to_server"] += conn.bytes_sent
-            stats["bytes_to_client"] += conn.bytes_received
-    return torch.cat(outs), stats
+    """Embed each id list over TLS (a local server subprocess when `server` is None), up to
+    `parallel` texts at once (one session each: the server runs each in its own process,
+    and a server's default cap is 2 sessions)."""
+    stats = {"rounds": 0, "bytes_to_server": 0, "bytes_to_client": 0}
+    workers = max(1, min(parallel, len(ids_list)))
+    with _server_for(model, server, len(ids_list)) as endpoint:
+        if workers == 1:
+            results = [_embed_one(model, ids, endpoint) for ids in ids_list]
+        else:
+            with ThreadPoolExecutor(workers) as pool:
+                results = list(pool.map(lambda ids: _embed_one(model, ids, endpoint), ids_list))
+    for _, figures in results:
+        for k in stats:
+            stats[k] += figures[k]
+    return torch.cat([out for out, _ in results]), stats

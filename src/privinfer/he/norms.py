@@ -279,14 +279,9 @@ class NonlinearMixin:
             x = self._enc(x)
             ctx, t = self.ctx, x.tokens
             cts = self._ready(x.cts, 2)
-            self._steps({1 << i for i in range(t.bit_length() - 1)})
             pooled = []
             for c, ct in enumerate(cts):
-                ct = ctx.multiply_values(ct, self._valid(x, c, 1.0 / x.rows))
-                step = 1
-                while step < t:
-                    ct = ctx.add_many([ct, ctx.rotate(ct, step)])
-                    step *= 2
+                ct = self._token_sum(ctx.multiply_values(ct, self._valid(x, c, 1.0 / x.rows)), t)
                 first = self._valid(type(x)([], 1, x.cols, t), c)
                 pooled.append(ctx.multiply_values(ct, first))
             out = type(x)(pooled, 1, x.cols, t)

@@ -80,11 +80,12 @@ class _Weight:
 def planned_steps(slots: int, tokens: int) -> set[int]:
     """The Galois keys asked for in one batch before a forward pass (public: slots and T).
 
-    +2^i for every i (sums over slots and features, chained rotations) and -2^i T for
-    2^i <= 32 (negative giant steps of products, head broadcasts in attention); any other
-    step is composed from these (`packing.naf_steps`), or asked for later if it cannot be.
-    19 keys at N = 16384, T = 16, instead of all 25 +-2^i."""
-    pos = {1 << i for i in range(slots.bit_length() - 1)}
+    +1 (token shifts, and sums over the T tokens of a block as chained +1 rotations), +2^i for
+    T <= 2^i < slots (sums over features, chained rotations by T) and -2^i T for 2^i <= 32
+    (negative giant steps of products, head broadcasts in attention); any other step is
+    composed from these (`packing.naf_steps`), or asked for later if it cannot be.
+    16 keys at N = 16384, T = 16, instead of all 25 +-2^i."""
+    pos = {1} | {1 << i for i in range(slots.bit_length() - 1) if 1 << i >= tokens}
     return pos | {(-(tokens << i)) % slots for i in range(6) if tokens << i < slots}
 
 
@@ -200,6 +201,17 @@ class HeOps(DecoderMixin, NonlinearMixin):
             ct = self.ctx.add_many([ct, self.ctx.rotate(ct, step)])
             step *= 2
         return ct
+
+    def _token_sum(self, ct: Ciphertext, tokens: int) -> Ciphertext:
+        """Slot j gets the sum of slots j .. j + tokens - 1: tokens - 1 chained rotations by
+        +1 (the key every session holds), so no keys for 2, 4, .., tokens / 2 are needed
+        (this sum runs twice per pass; those keys would cost ~11 MB each)."""
+        self._steps({1})
+        shifted, parts = ct, [ct]
+        for _ in range(tokens - 1):
+            shifted = self.ctx.rotate(shifted, 1)
+            parts.append(shifted)
+        return self.ctx.add_many(parts)
 
     def _valid(
         self, x: HeTensor, c: int, scale: float = 1.0, cols: int | None = None
@@ -387,7 +399,7 @@ class HeOps(DecoderMixin, NonlinearMixin):
             "n_out": len(cts),
             "overflow_checks": self.checks.overflow_checks,
         }
-        check = self._check_total()
+        check = self._check_total(x.tokens)
         if check is not None:
             cts.append(check)
         if self.circuit_privacy:
@@ -406,18 +418,16 @@ class HeOps(DecoderMixin, NonlinearMixin):
             return self.keyholder.reveal(meta, payload)
         return self.keyholder.choose(meta, payload)
 
-    def _check_total(self) -> Ciphertext | None:
+    def _check_total(self, tokens: int) -> Ciphertext | None:
+        """The sum of every check term over all slots (in every slot), for a pass packed with
+        `tokens` rows (its keys: 2^i >= tokens and +1)."""
         terms = self.checks.terms
         if not terms:
             return None
         ctx = self.ctx
         bottom = min(ctx.level(t) for t in terms)
         total = ctx.add_many([ctx.mod_switch_to(t, bottom) for t in terms])
-        self._steps({1 << i for i in range(ctx.params.slots.bit_length() - 1)})
-        step = 1
-        while step < ctx.params.slots:
-            total = ctx.add_many([total, ctx.rotate(total, step)])
-            step *= 2
+        total = self._token_sum(self._feature_sum(total, tokens), tokens)
         self.checks.reset()
         return total
 

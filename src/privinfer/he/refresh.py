@@ -16,7 +16,9 @@ sigma = 40 (default). Protocol, one round trip for any batch of ciphertexts:
    2^(b - k - 1) of uniform, so the whole polynomial within N 2^(b - k - 1) <= 2^(-sigma - 1)
    (union bound): it learns nothing about the data or the noise (R floods e too).
    Needs 2^b + 2^k < q_l / 2, i.e. k + 2 <= log2 q_l: hence PARAMS' wide q0, q1.
-2. Client: centred CRT lift of m + e + R, encrypts it at the top level (fresh noise).
+2. Client: centred CRT lift of m + e + R (`rns.CentredLift`, NumPy), encrypts it at the top
+   level with the secret key (fresh noise) and sends c0 plus the seed of the uniform c1
+   (SEAL's seeded serialisation: half the bytes of a full ciphertext).
 3. Server: subtracts R at the top level: a top-level encryption of m + e.
 
 Value-bound check (client side, `check_window`). The request carries the public (k, b). With
@@ -42,7 +44,9 @@ the masked values (a homomorphic sign before masking, ~10 levels per refresh, or
 comparison against R), not built here. Moderately out-of-range activations are still caught,
 at the end of the session, by the range-check scalar (docs/he.md).
 
-Transport-agnostic: the server calls a `RefreshClient` with bytes (a refresh header, then
+Arithmetic: masks are drawn and kept as residues modulo the top level's primes
+(`rns.uniform_rns`, OS CSPRNG, 32-bit limbs reduced with exact Shoup products); no coefficient
+goes through a Python integer. Transport-agnostic: the server calls a `RefreshClient` with bytes (a refresh header, then
 wire.pack_ciphertexts); `LocalRefreshClient` answers in-process; a network client sends the
 same bytes.
 """
@@ -58,7 +62,7 @@ from typing import Protocol
 import numpy as np
 
 from privinfer.errors import InputError, SecurityError
-from privinfer.he import wire
+from privinfer.he import rns, wire
 from privinfer.he.ckks import Ciphertext, CkksContext
 
 DEFAULT_SIGMA = 40
@@ -85,16 +89,22 @@ def unpack_request(payload: bytes) -> tuple[int, int, bytes]:
     return k, b, payload[_HEADER.size :]
 
 
-def check_window(coeffs: np.ndarray, mask_bits: int, value_bits: int) -> None:
+def check_window(coeffs: np.ndarray | rns.CentredLift, mask_bits: int, value_bits: int) -> None:
     """Refuse a masked polynomial with a coefficient outside (-w, w), w = 2^k - 2^b (see the
-    module docstring); the error says nothing about the values."""
+    module docstring); the error says nothing about the values. `coeffs`: Python integers
+    (object array) or a `rns.CentredLift` (checked exactly without them)."""
     w = (1 << mask_bits) - (1 << value_bits)
+    if isinstance(coeffs, rns.CentredLift):
+        if coeffs.magnitude_at_least(w):
+            raise SecurityError(OUT_OF_BOUND)
+        return
     if coeffs.size and max(abs(int(c)) for c in (coeffs.max(), coeffs.min())) >= w:
         raise SecurityError(OUT_OF_BOUND)
 
 
 def uniform_poly(bits: int, n: int) -> np.ndarray:
-    """n coefficients uniform in [-2^bits, 2^bits) from the OS CSPRNG (object array)."""
+    """n coefficients uniform in [-2^bits, 2^bits) from the OS CSPRNG (object array; the
+    refresh itself draws its masks in RNS form, `rns.uniform_rns`)."""
     return np.array([secrets.randbits(bits + 1) - (1 << bits) for _ in range(n)], dtype=object)
 
 
@@ -131,13 +141,14 @@ class LocalRefreshClient:
         k, b, data = unpack_request(payload)
         fresh = []
         for ct in wire.unpack_ciphertexts(ctx, data):
-            if k + 2 > math.floor(ctx.modulus_bits(ctx.level(ct))):
+            level = ctx.level(ct)
+            if k + 2 > math.floor(ctx.modulus_bits(level)):
                 raise InputError("A refresh mask does not fit this ciphertext's level.")
-            coeffs = ctx.decrypt_integer_poly(ct)
-            check_window(coeffs, k, b)  # before anything is re-encrypted
-            fresh.append(ctx.add_integer_poly(ctx.encrypt_zero(top, ct.scale), coeffs))
+            lift = rns.CentredLift(ctx.decrypt_rns(ct), ctx.primes(level))
+            check_window(lift, k, b)  # before anything is re-encrypted
+            fresh.append(ctx.encrypt_rns_seeded(lift.residues(ctx.primes(top)), top, ct.scale))
         self.ciphertexts_refreshed += len(fresh)
-        return wire.pack_ciphertexts(ctx, fresh)
+        return wire.pack_blobs(ctx, fresh)
 
 
 @dataclass
@@ -166,6 +177,9 @@ class Refresher:
         self.sigma = int(sigma)
         self.stats = RefreshStats()
         self.level = self._lowest_safe_level()
+        top = ctx.primes(ctx.params.top_level)
+        if any(ctx.primes(lv) != top[: len(ctx.primes(lv))] for lv in range(len(top))):
+            raise SecurityError("The refresh needs every level's primes to prefix the top's.")
 
     def value_bits(self, scale: float) -> int:
         """b: 2^b bounds every coefficient of m + e for data at this scale (public)."""
@@ -191,8 +205,12 @@ class Refresher:
         return self.ctx.level(ct) - depth < max(self.level, self.ctx.params.floor_level)
 
     def _mask(self) -> np.ndarray:
-        return uniform_poly(
-            self.mask_bits(self.ctx.scale * 2.0), self.ctx.params.poly_modulus_degree
+        """A fresh mask's residues modulo the top level's primes (each level's primes are a
+        prefix of them, so one draw serves the masking and the unmasking level)."""
+        return rns.uniform_rns(
+            self.mask_bits(self.ctx.scale * 2.0),
+            self.ctx.params.poly_modulus_degree,
+            self.ctx.primes(self.ctx.params.top_level),
         )
 
     def refresh(self, cts: list[Ciphertext]) -> list[Ciphertext]:
@@ -210,7 +228,7 @@ class Refresher:
             mask = self._mask()
             masks.append(mask)
             noise = ctx.encrypt_zero(self.level, ct.scale)
-            masked.append(ctx.add_integer_poly(ctx.add(ct, noise), mask))
+            masked.append(ctx.add_rns_poly(ctx.add(ct, noise), mask))
         drift = ctx.scale * 2.0  # the mask and the bound allow scale drift up to 2x Delta
         payload = pack_request(
             self.mask_bits(drift), self.value_bits(drift), wire.pack_ciphertexts(ctx, masked)
@@ -228,5 +246,5 @@ class Refresher:
         for ct, mask, orig in zip(fresh, masks, masked, strict=True):
             if ctx.level(ct) != top or ct.scale != orig.scale:
                 raise InputError("Refresh answer is not a top-level ciphertext at the sent scale.")
-            out.append(ctx.add_integer_poly(ct, -mask))
+            out.append(ctx.add_rns_poly(ct, rns.negate(mask, ctx.primes(top))))
         return out

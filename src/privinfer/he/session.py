@@ -99,7 +99,8 @@ class HeClient:
         return self._refresh.refresh(payload)
 
     def encrypt_rows(self, meta: dict[str, Any], rows: torch.Tensor) -> bytes:
-        """Encrypt rows [start, start + n) of a `tokens`-row token-minor packing."""
+        """Encrypt rows [start, start + n) of a `tokens`-row token-minor packing (secret-key
+        encryptions sent with a seed for their uniform half)."""
         tokens, start = int(meta["tokens"]), int(meta["start"])
         x = rows.detach().to(torch.float64).numpy()
         if start + x.shape[0] > tokens:
@@ -108,10 +109,8 @@ class HeClient:
             )
         full = np.zeros((tokens, x.shape[1]))
         full[start : start + x.shape[0]] = x
-        cts = [
-            self.ctx.encrypt(v) for v in packing.pack_tokens(full, self.ctx.params.slots, tokens)
-        ]
-        return wire.pack_ciphertexts(self.ctx, cts)
+        vecs = packing.pack_tokens(full, self.ctx.params.slots, tokens)
+        return wire.pack_blobs(self.ctx, [self.ctx.encrypt_seeded(v) for v in vecs])
 
     def upload(self, meta: dict[str, Any], rows: torch.Tensor | None) -> bytes:
         if rows is None:

@@ -18,9 +18,14 @@ MAGIC = b"PIHE\x01"
 
 def pack_ciphertexts(ctx: CkksContext, cts: Sequence[Ciphertext]) -> bytes:
     """MAGIC | session id (16) | count (u32) | (length u64 | SEAL bytes)*."""
-    parts = [MAGIC, ctx.session_id, struct.pack("<I", len(cts))]
-    for ct in cts:
-        blob = ctx.ciphertext_to_bytes(ct)
+    return pack_blobs(ctx, [ctx.ciphertext_to_bytes(ct) for ct in cts])
+
+
+def pack_blobs(ctx: CkksContext, blobs: Sequence[bytes]) -> bytes:
+    """Like `pack_ciphertexts` for ciphertexts already serialised (e.g. seeded ones, whose
+    uniform half SEAL regenerates from a seed when `unpack_ciphertexts` loads them)."""
+    parts = [MAGIC, ctx.session_id, struct.pack("<I", len(blobs))]
+    for blob in blobs:
         parts += [struct.pack("<Q", len(blob)), blob]
     return b"".join(parts)
 
