@@ -48,6 +48,7 @@ from privinfer.he.transport import (
 )
 from privinfer.models import families
 from privinfer.models.generate import GenerationStats, decode_loop
+from privinfer.net.lifetime import die_with
 
 MAX_EMBED_TOKENS = 32  # T <= 32 keeps a BERT-base-width head block in one ciphertext
 MAX_BUSY_RESPONDERS = 4  # beyond these, extra clients are disconnected without a message
@@ -234,12 +235,15 @@ def _stderr_log(msg: str) -> None:
 
 
 def _worker(target: Callable[[], None]) -> int:
-    """Fork a worker that runs `target` and exits; returns its pid in the parent."""
+    """Fork a worker that runs `target` and exits (and dies with the server, SIGKILL included);
+    returns its pid in the parent."""
+    parent = os.getpid()
     pid = os.fork()
     if pid:
         return pid
     code = 0
     try:
+        die_with(parent)
         signal.signal(signal.SIGINT, signal.SIG_DFL)
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
         torch.set_num_threads(1)  # OpenMP's pool does not survive fork; sessions run in parallel

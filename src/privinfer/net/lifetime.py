@@ -39,6 +39,11 @@ def die_with_parent() -> Callable[[], None]:
     return functools.partial(_pdeathsig, os.getpid())
 
 
+def die_with(parent: int) -> None:
+    """In a child forked from `parent` (by pid): get SIGKILL when it dies; exit if it is gone."""
+    _pdeathsig(parent)
+
+
 def _pdeathsig(parent: int) -> None:
     if not sys.platform.startswith("linux"):
         return
