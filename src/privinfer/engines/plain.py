@@ -42,6 +42,14 @@ class _KVCache:
         self.length[layer] = n + t
         return buf_k[: n + t], buf_v[: n + t]
 
+    def copy(self) -> _KVCache:
+        """An independent cache holding the same rows (appends to either never reach the other)."""
+        out = _KVCache(len(self.k))
+        for i, (k, v, n) in enumerate(zip(self.k, self.v, self.length, strict=True)):
+            if k is not None and v is not None:
+                out.append(i, k[:n], v[:n])
+        return out
+
 
 class PlainOps:
     """Float32 torch implementation of `Ops`."""
@@ -176,6 +184,17 @@ class PlainOps:
 
     def last_row(self, x: torch.Tensor) -> torch.Tensor:
         return x[-1:]
+
+    def copy_cache(self, cache: _KVCache) -> _KVCache:
+        """A private copy of `cache` (e.g. of a shared public prefix) that the caller appends to."""
+        return cache.copy()
+
+    # batched decoding (Llama.forward_batch): one row per sequence
+    def split_rows(self, x: torch.Tensor) -> list[torch.Tensor]:
+        return list(x.split(1))
+
+    def cat_rows(self, xs: Sequence[torch.Tensor]) -> torch.Tensor:
+        return torch.cat(list(xs))
 
     def next_token(self, logits: torch.Tensor, sampler: Sampler, step: int) -> int:
         return sample_token(logits[-1], sampler, self._generator(sampler, step))

@@ -94,6 +94,44 @@ class Llama:
         x = ops.rms_norm(ops.last_row(x), self.norm, c.rms_eps)
         return ops.linear(x, self.lm_head)
 
+    def forward_batch(self, steps: Sequence[tuple[int, Any, int]]) -> Any:
+        """One decode step of several sequences: (token, its own cache, its position) each.
+        The linear maps run once on the stacked rows; RoPE, the cache append and attention run
+        per sequence on its own cache, so caches of any lengths mix and no row sees another's.
+        Returns [len(steps), vocab] logits. Needs an engine with `split_rows` / `cat_rows`."""
+        c, ops = self.cfg, self.ops
+        positions = [pos for _, _, pos in steps]
+        x = ops.embed(self.embed_tokens, [tok for tok, _, _ in steps])
+        for i, L in enumerate(self.layers):
+            h = ops.rms_norm(x, L["attn_norm"], c.rms_eps)
+            q, k, v = ops.linears(h, [(L["q"], None), (L["k"], None), (L["v"], None)])
+            q = ops.rope(q, positions, n_heads=c.n_heads, head_dim=c.head_dim, theta=c.rope_theta)
+            k = ops.rope(
+                k, positions, n_heads=c.n_kv_heads, head_dim=c.head_dim, theta=c.rope_theta
+            )
+            rows = []
+            for (_, cache, pos), qj, kj, vj in zip(
+                steps, ops.split_rows(q), ops.split_rows(k), ops.split_rows(v), strict=True
+            ):
+                k_all, v_all = ops.cache_append(cache, i, kj, vj)
+                rows.append(
+                    ops.attention(
+                        qj,
+                        k_all,
+                        v_all,
+                        n_heads=c.n_heads,
+                        n_kv_heads=c.n_kv_heads,
+                        head_dim=c.head_dim,
+                        causal=True,
+                        q_offset=pos,
+                    )
+                )
+            x = ops.add(x, ops.linear(ops.cat_rows(rows), L["o"]))
+            h = ops.rms_norm(x, L["mlp_norm"], c.rms_eps)
+            gate, up = ops.linears(h, [(L["gate"], None), (L["up"], None)])
+            x = ops.add(x, ops.linear(ops.swiglu(gate, up), L["down"]))
+        return ops.linear(ops.rms_norm(x, self.norm, c.rms_eps), self.lm_head)
+
 
 def input_rows(
     cfg: LlamaConfig, weights: Mapping[str, torch.Tensor], ids: Sequence[int]
