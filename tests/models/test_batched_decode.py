@@ -30,7 +30,9 @@ def test_forward_batch_matches_solo_with_ragged_caches():
         # batched: sequence j joins at round j and leaves after its last step, so the batch
         # grows, holds all four, then shrinks
         caches = [m.new_cache() for _ in prompts]
-        toks = [[int(m.forward(ids, c, 0)[-1].argmax())] for ids, c in zip(prompts, caches)]
+        toks = [
+            [int(m.forward(ids, c, 0)[-1].argmax())] for ids, c in zip(prompts, caches, strict=True)
+        ]
         max_diff = 0.0
         for t in range(steps + len(prompts)):
             live = [j for j in range(len(prompts)) if j <= t and len(toks[j]) <= steps]
@@ -40,7 +42,7 @@ def test_forward_batch_matches_solo_with_ragged_caches():
                 [(toks[j][-1], caches[j], len(prompts[j]) + len(toks[j]) - 1) for j in live]
             )
             assert out.shape == (len(live), cfg.vocab_size)
-            for row, j in zip(out, live):
+            for row, j in zip(out, live, strict=True):
                 ref = solo_logits[j][len(toks[j]) - 1]
                 max_diff = max(max_diff, (row - ref).abs().max().item())
                 toks[j].append(int(row.argmax()))
