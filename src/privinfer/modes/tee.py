@@ -133,7 +133,7 @@ class TeeMode(Mode):
         "hardware side channels are out of scope",
     )
     threat = tee_threat()
-    bench_workloads = ("generate",)
+    bench_workloads = ("generate", "throughput")
 
     def threat_rows(
         self, *, platform: str = "software", insecure_same_user: bool = False, **_: Any
