@@ -151,6 +151,12 @@ class PlainOps:
         q_offset: int,
     ) -> torch.Tensor:
         t, s = q.shape[0], k.shape[0]
+        if t == 1:  # a decode step: two small matmuls per KV head, no mask, no GQA expansion
+            qg = q.view(n_kv_heads, n_heads // n_kv_heads, head_dim)
+            kh = k.view(s, n_kv_heads, head_dim).permute(1, 2, 0)
+            vh = v.view(s, n_kv_heads, head_dim).transpose(0, 1)
+            p = torch.softmax(torch.bmm(qg, kh) * (1.0 / math.sqrt(head_dim)), dim=-1)
+            return torch.bmm(p, vh).reshape(1, n_heads * head_dim)
         qh = q.view(t, n_heads, head_dim).transpose(0, 1)
         kh = k.view(s, n_kv_heads, head_dim).transpose(0, 1)
         vh = v.view(s, n_kv_heads, head_dim).transpose(0, 1)
