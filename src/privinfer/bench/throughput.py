@@ -262,6 +262,7 @@ def plot(r: dict[str, Any], out: Path) -> Path:
     """One PNG: aggregate tokens/s and p50/p95 time per token against the session count (log)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
+    from matplotlib.ticker import NullFormatter
 
     n = [c["sessions"] for c in r["curve"]]
     fig = Figure(figsize=(9, 3.8))
@@ -276,10 +277,11 @@ def plot(r: dict[str, Any], out: Path) -> Path:
     b.set(xscale="log", yscale="log", xlabel="concurrent sessions", ylabel="ms")
     for ax in (a, b):
         ax.set_xticks(n, [str(k) for k in n])
+        ax.xaxis.set_minor_formatter(NullFormatter())
         ax.grid(True, which="both", alpha=0.3)
         ax.legend()
     fig.suptitle(
-        f"tee continuous batching, SmolLM2-135M, {r['threads']} threads, software platform"
+        f"tee continuous batching, SmolLM2-135M, {r['threads']} torch thread(s), software platform"
     )
     fig.tight_layout()
     fig.savefig(out, dpi=110)
