@@ -39,7 +39,7 @@ def test_forward_batch_matches_solo_with_ragged_caches():
             if not live:
                 continue
             out = m.forward_batch(
-                [(toks[j][-1], caches[j], len(prompts[j]) + len(toks[j]) - 1) for j in live]
+                [([toks[j][-1]], caches[j], len(prompts[j]) + len(toks[j]) - 1) for j in live]
             )
             assert out.shape == (len(live), cfg.vocab_size)
             for row, j in zip(out, live, strict=True):
@@ -48,3 +48,19 @@ def test_forward_batch_matches_solo_with_ragged_caches():
                 toks[j].append(int(row.argmax()))
     assert toks == solo_tokens
     assert max_diff < 1e-4, max_diff  # float reassociation in the stacked matmuls only
+
+
+def test_forward_batch_mixes_prefills_with_decode_steps():
+    cfg = tiny_llama_config()
+    m = Llama(cfg, tiny_llama_weights(cfg), PlainOps())
+    a, b, c = [256, 70, 71, 72], [256, *range(80, 99)], [256, 33]
+    with torch.inference_mode():
+        solo = [m.forward(ids, m.new_cache(), 0)[-1] for ids in (a, b, c)]
+        ca = m.new_cache()
+        m.forward(a[:-1], ca, 0)  # a decodes its last token while b and c prefill
+        out = m.forward_batch(
+            [(a[-1:], ca, len(a) - 1), (b, m.new_cache(), 0), (c, m.new_cache(), 0)]
+        )
+    for row, ref in zip(out, solo, strict=True):
+        assert (row - ref).abs().max().item() < 1e-4
+        assert int(row.argmax()) == int(ref.argmax())

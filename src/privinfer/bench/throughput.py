@@ -303,3 +303,10 @@ def run_throughput(args: argparse.Namespace, say: Callable[[str], None]) -> dict
         out.mkdir(parents=True, exist_ok=True)
         r["plot"] = str(plot(r, out / f"{time.strftime('%Y-%m-%d')}-throughput-tee.png"))
     return {"tee": r}
+
+
+if __name__ == "__main__":  # redraw the PNG from a stored result: python -m ... <json> <png>
+    import json
+    import sys
+
+    plot(json.loads(Path(sys.argv[1]).read_text())["tee"], Path(sys.argv[2]))

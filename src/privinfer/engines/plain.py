@@ -195,9 +195,9 @@ class PlainOps:
         """A private copy of `cache` (e.g. of a shared public prefix) that the caller appends to."""
         return cache.copy()
 
-    # batched decoding (Llama.forward_batch): one row per sequence
-    def split_rows(self, x: torch.Tensor) -> list[torch.Tensor]:
-        return list(x.split(1))
+    # batched steps (Llama.forward_batch): consecutive rows per sequence
+    def split_rows(self, x: torch.Tensor, sizes: Sequence[int]) -> list[torch.Tensor]:
+        return list(x.split(list(sizes)))
 
     def cat_rows(self, xs: Sequence[torch.Tensor]) -> torch.Tensor:
         return torch.cat(list(xs))

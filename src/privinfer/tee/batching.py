@@ -73,23 +73,35 @@ class PublicPrefix:
 
 
 class Batcher:
-    """The scheduler: each round it runs every pending decode step as one `forward_batch`, then at
-    most one prefill (solo). Before a round it waits up to `gather_s` for the sessions that are
-    decoding to hand in their next step, so a round batches all of them when they keep up."""
+    """The scheduler: each round runs every pending decode step and the pending prefills (up to
+    `prefill_tokens` prompt tokens, at least one prompt) as one `forward_batch`. Before a round it
+    waits for the sessions that are decoding to hand in their next step, up to a quarter of the
+    last round's time (at least `gather_s`), so a round batches all of them when they keep up
+    and a slow reader delays the others by that much at most."""
 
-    def __init__(self, model: Any, *, max_batch: int = 64, gather_s: float = 0.004) -> None:
+    def __init__(
+        self,
+        model: Any,
+        *,
+        max_batch: int = 64,
+        prefill_tokens: int = 512,
+        gather_s: float = 0.004,
+    ) -> None:
         self.model, self.max_batch, self.gather_s = model, max_batch, gather_s
+        self.prefill_tokens = prefill_tokens
         self._cond = threading.Condition()
         self._decodes: list[_Job] = []
         self._prefills: list[_Job] = []
-        self._decoding = 0  # sessions between their prefill and their last token
+        self._decoding = 0  # sessions between their first decode step and their last token
+        self._last_round_s = 0.0
         self.rounds = 0
         self.largest_batch = 0
         threading.Thread(target=self._loop, name="privinfer-batcher", daemon=True).start()
 
     # the sessions' side
     def run(self, ids: list[int], cache: Any, start: int) -> tuple[Any, float]:
-        """Run a step through the scheduler; returns this session's logits row and compute s."""
+        """Run a step through the scheduler; returns this session's logits row and the compute
+        seconds of the round it ran in."""
         job = _Job(ids, cache, start)
         with self._cond:
             (self._decodes if len(ids) == 1 and start > 0 else self._prefills).append(job)
@@ -109,28 +121,30 @@ class Batcher:
             self._cond.notify_all()
 
     # the scheduler thread
-    def _take(self) -> tuple[list[_Job], _Job | None]:
+    def _take(self) -> list[_Job]:
         with self._cond:
             while not self._decodes and not self._prefills:
                 self._cond.wait()
-            deadline = time.monotonic() + self.gather_s
+            deadline = time.monotonic() + max(self.gather_s, self._last_round_s / 4)
             while len(self._decodes) < min(self._decoding, self.max_batch):
                 left = deadline - time.monotonic()
                 if left <= 0:
                     break
                 self._cond.wait(left)
-            batch, self._decodes = self._decodes[: self.max_batch], self._decodes[self.max_batch :]
-            prefill = self._prefills.pop(0) if self._prefills else None
-            return batch, prefill
+            jobs, self._decodes = self._decodes[: self.max_batch], self._decodes[self.max_batch :]
+            budget = self.prefill_tokens
+            while self._prefills and len(jobs) < self.max_batch:
+                n = len(self._prefills[0].ids)
+                if n > budget and budget < self.prefill_tokens:
+                    break  # this prompt waits for the next round
+                jobs.append(self._prefills.pop(0))
+                budget -= n
+            return jobs
 
     def _loop(self) -> None:
         with torch.inference_mode():  # thread-local: the scheduler thread enters it itself
             while True:
-                batch, prefill = self._take()
-                if batch:
-                    self._step(batch)
-                if prefill is not None:
-                    self._step([prefill])
+                self._step(self._take())
 
     def _step(self, jobs: list[_Job]) -> None:
         t0 = time.perf_counter()
@@ -139,14 +153,14 @@ class Batcher:
                 j = jobs[0]
                 rows = [self.model.forward(j.ids, j.cache, j.start)[-1]]
             else:
-                out = self.model.forward_batch([(j.ids[0], j.cache, j.start) for j in jobs])
-                rows = list(out)
+                rows = list(self.model.forward_batch([(j.ids, j.cache, j.start) for j in jobs]))
             dt = time.perf_counter() - t0
             for j, row in zip(jobs, rows, strict=True):
                 j.logits, j.compute_s = row, dt
         except BaseException as exc:  # handed to each waiting session; never logged here
             for j in jobs:
                 j.error = exc
+        self._last_round_s = time.perf_counter() - t0
         self.rounds += 1
         self.largest_batch = max(self.largest_batch, len(jobs))
         for j in jobs:

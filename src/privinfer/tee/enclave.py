@@ -385,7 +385,7 @@ def _start(args: argparse.Namespace) -> Enclave:
         caches = [enclave.model.new_cache() for _ in range(2)]
         for c in caches:
             enclave.model.forward([1, 2], c, 0)
-        enclave.model.forward_batch([(3, caches[0], 2), (4, caches[1], 2)])
+        enclave.model.forward_batch([([3], caches[0], 2), ([4, 5], caches[1], 2)])
     sid = enclave.attest_session(bytes(NONCE_LEN))[:SESSION_ID_LEN]
     enclave.close_session(sid)
     if run_as is not None:  # files sealed or counted during start-up
