@@ -1,5 +1,6 @@
-"""Continuous batching in the enclave: one scheduler thread runs the decode steps of every session
-that is ready as one batched forward pass; sessions join and leave between steps.
+"""Continuous batching in the enclave: one scheduler thread runs the pending steps of every
+session (decode steps and new prompts' prefills) as one batched forward pass per round; sessions
+join and leave between rounds. A round fails or succeeds as a whole.
 
 Security assumption: runs inside the enclave process only. A batch shares the weights and one
 step's stacked activations, nothing else: each session keeps its own KV cache (`forward_batch`
