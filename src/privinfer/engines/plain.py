@@ -42,6 +42,14 @@ class _KVCache:
         self.length[layer] = n + t
         return buf_k[: n + t], buf_v[: n + t]
 
+    def copy(self) -> _KVCache:
+        """An independent cache holding the same rows (appends to either never reach the other)."""
+        out = _KVCache(len(self.k))
+        for i, (k, v, n) in enumerate(zip(self.k, self.v, self.length, strict=True)):
+            if k is not None and v is not None:
+                out.append(i, k[:n], v[:n])
+        return out
+
 
 class PlainOps:
     """Float32 torch implementation of `Ops`."""
@@ -143,6 +151,12 @@ class PlainOps:
         q_offset: int,
     ) -> torch.Tensor:
         t, s = q.shape[0], k.shape[0]
+        if t == 1:  # a decode step: two small matmuls per KV head, no mask, no GQA expansion
+            qg = q.view(n_kv_heads, n_heads // n_kv_heads, head_dim)
+            kh = k.view(s, n_kv_heads, head_dim).permute(1, 2, 0)
+            vh = v.view(s, n_kv_heads, head_dim).transpose(0, 1)
+            p = torch.softmax(torch.bmm(qg, kh) * (1.0 / math.sqrt(head_dim)), dim=-1)
+            return torch.bmm(p, vh).reshape(1, n_heads * head_dim)
         qh = q.view(t, n_heads, head_dim).transpose(0, 1)
         kh = k.view(s, n_kv_heads, head_dim).transpose(0, 1)
         vh = v.view(s, n_kv_heads, head_dim).transpose(0, 1)
@@ -176,6 +190,17 @@ class PlainOps:
 
     def last_row(self, x: torch.Tensor) -> torch.Tensor:
         return x[-1:]
+
+    def copy_cache(self, cache: _KVCache) -> _KVCache:
+        """A private copy of `cache` (e.g. of a shared public prefix) that the caller appends to."""
+        return cache.copy()
+
+    # batched steps (Llama.forward_batch): consecutive rows per sequence
+    def split_rows(self, x: torch.Tensor, sizes: Sequence[int]) -> list[torch.Tensor]:
+        return list(x.split(list(sizes)))
+
+    def cat_rows(self, xs: Sequence[torch.Tensor]) -> torch.Tensor:
+        return torch.cat(list(xs))
 
     def next_token(self, logits: torch.Tensor, sampler: Sampler, step: int) -> int:
         return sample_token(logits[-1], sampler, self._generator(sampler, step))

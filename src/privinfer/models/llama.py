@@ -94,6 +94,52 @@ class Llama:
         x = ops.rms_norm(ops.last_row(x), self.norm, c.rms_eps)
         return ops.linear(x, self.lm_head)
 
+    def forward_batch(self, steps: Sequence[tuple[Sequence[int], Any, int]]) -> Any:
+        """One step of several sequences at once: (its new token ids, its own cache, the position
+        of the first) each, e.g. one token of a decoding session beside a whole prompt of a new
+        one. The linear maps run once on all rows stacked; RoPE, the cache append and (causal)
+        attention run per sequence over its own cache, so caches of any length mix and no row sees
+        another sequence's. Returns [len(steps), vocab]: each sequence's last-row logits. Needs an
+        engine with `split_rows` / `cat_rows`."""
+        c, ops = self.cfg, self.ops
+        sizes = [len(ids) for ids, _, _ in steps]
+        positions = [p for ids, _, start in steps for p in range(start, start + len(ids))]
+        x = ops.embed(self.embed_tokens, [t for ids, _, _ in steps for t in ids])
+        for i, L in enumerate(self.layers):
+            h = ops.rms_norm(x, L["attn_norm"], c.rms_eps)
+            q, k, v = ops.linears(h, [(L["q"], None), (L["k"], None), (L["v"], None)])
+            q = ops.rope(q, positions, n_heads=c.n_heads, head_dim=c.head_dim, theta=c.rope_theta)
+            k = ops.rope(
+                k, positions, n_heads=c.n_kv_heads, head_dim=c.head_dim, theta=c.rope_theta
+            )
+            parts = []
+            for (_, cache, start), qj, kj, vj in zip(
+                steps,
+                ops.split_rows(q, sizes),
+                ops.split_rows(k, sizes),
+                ops.split_rows(v, sizes),
+                strict=True,
+            ):
+                k_all, v_all = ops.cache_append(cache, i, kj, vj)
+                parts.append(
+                    ops.attention(
+                        qj,
+                        k_all,
+                        v_all,
+                        n_heads=c.n_heads,
+                        n_kv_heads=c.n_kv_heads,
+                        head_dim=c.head_dim,
+                        causal=True,
+                        q_offset=start,
+                    )
+                )
+            x = ops.add(x, ops.linear(ops.cat_rows(parts), L["o"]))
+            h = ops.rms_norm(x, L["mlp_norm"], c.rms_eps)
+            gate, up = ops.linears(h, [(L["gate"], None), (L["up"], None)])
+            x = ops.add(x, ops.linear(ops.swiglu(gate, up), L["down"]))
+        last = ops.cat_rows([ops.last_row(r) for r in ops.split_rows(x, sizes)])
+        return ops.linear(ops.rms_norm(last, self.norm, c.rms_eps), self.lm_head)
+
 
 def input_rows(
     cfg: LlamaConfig, weights: Mapping[str, torch.Tensor], ids: Sequence[int]

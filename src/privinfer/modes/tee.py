@@ -24,11 +24,27 @@ if TYPE_CHECKING:
 
 GEN = frozenset({"generate"})
 
+# Timing of the enclave's shared work (tee/batching.py), for the metadata cells.
+SHARED_TIMING = (
+    "time to first token is shorter when the prompt starts with the model's default system turn "
+    "(the one cached prefix: public tokens, the same for every client, computed at start), so it "
+    "reveals whether the client kept the default system prompt and nothing of its own text; no "
+    "cache is keyed by private content, so no timing depends on another session's prompt; a "
+    "decode step's time grows with the number of sessions batched with it, which the host sees "
+    "anyway (it relays every session)"
+)
+
 
 def _host_cells(platform: str, same_user: bool) -> dict[str, Cell]:
     """What the host operator learns, from the platform's isolation (tee.isolation.PLATFORMS)."""
     kind = platform_kind(platform)
-    meta = Cell("no", META_LEAK + "; side channels (cache, power, page faults) out of scope")
+    meta = Cell(
+        "no",
+        META_LEAK
+        + "; "
+        + SHARED_TIMING
+        + "; side channels (cache, power, page faults) out of scope",
+    )
     if not kind.hardware and same_user:
         why = (
             "host and enclave run as one OS user (--insecure-same-user): the host can read the "
@@ -77,7 +93,9 @@ def tee_threat(
             ),
             "weights": Cell("yes", "weights never leave the enclave host; sealed at rest"),
             "output": Cell("yes", "AES-256-GCM channel, per-direction keys, counter nonces"),
-            "metadata": Cell("no", "record sizes and timing reveal " + META_LEAK),
+            "metadata": Cell(
+                "no", "record sizes and timing reveal " + META_LEAK + "; " + SHARED_TIMING
+            ),
         },
         "host operator": host,
         "one compute party": {a: NA for a in ASSETS},
@@ -133,7 +151,7 @@ class TeeMode(Mode):
         "hardware side channels are out of scope",
     )
     threat = tee_threat()
-    bench_workloads = ("generate",)
+    bench_workloads = ("generate", "throughput")
 
     def threat_rows(
         self, *, platform: str = "software", insecure_same_user: bool = False, **_: Any

@@ -25,11 +25,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from privinfer.engines.plain import PlainOps
 from privinfer.errors import InputError, PrivinferError
 from privinfer.tee.attestation import NONCE_LEN, attest
+from privinfer.tee.batching import Batcher, PublicPrefix, run_session
 from privinfer.tee.channel import (
     ChannelError,
     RecordType,
@@ -98,7 +100,8 @@ class Session:
 
 
 class Enclave:
-    """Sessions (bounded, with a TTL) and request handling; one model step runs at a time.
+    """Sessions (bounded, with a TTL) and request handling; one scheduler thread runs the model,
+    batching concurrent sessions' decode steps (tee/batching.py).
 
     Two bounds: `max_pending_sessions` sessions waiting for their handshake (each lives
     `pending_ttl_s`), and `max_sessions` sessions whose handshake completed (each lives
@@ -110,10 +113,12 @@ class Enclave:
         self.platform, self.identity, self.lm, self.config = platform, identity, lm, config
         self.quotes: QuoteProvider = SoftwareProvider(platform)
         self.model = lm.build(PlainOps())
+        self.batcher = Batcher(self.model, max_batch=int(config["max_sessions"]))
+        with torch.inference_mode():  # the default system turn's KV, once (public)
+            self.prefix = PublicPrefix(self.model, lm)
         self._sessions: dict[bytes, Session] = {}
         self._expired: OrderedDict[bytes, None] = OrderedDict()
         self._lock = threading.Lock()
-        self._step_lock = threading.Lock()
         self._conns = threading.BoundedSemaphore(MAX_CONNECTIONS)
 
     # sessions
@@ -260,46 +265,8 @@ class Enclave:
         conn.sendall(frame(ST_RECORD, ch.seal(RecordType.END, b"")))
 
     def _run(self, ids: list[int], sampler: Any, budget: int) -> Any:
-        import torch
-
-        from privinfer.engines.plain import sample_token
-        from privinfer.models.generate import GenerationStats, decode_loop
-
-        m = self.model
-        gen = None
-        if not sampler.greedy:
-            gen = torch.Generator()
-            gen.manual_seed(sampler.seed if sampler.seed is not None else secrets.randbits(62))
-        dec = self.lm.tokenizer.stream_decoder()
-        compute_s: list[float] = []  # per step, without the wait for the step lock
-        queue_s = 0.0
-
-        def step(step_ids: list[int], pos: int, _i: int) -> int:
-            nonlocal queue_s
-            t_q = time.perf_counter()
-            with self._step_lock:
-                t0 = time.perf_counter()
-                tok = sample_token(m.forward(step_ids, cache, pos)[-1], sampler, gen)
-                compute_s.append(time.perf_counter() - t0)
-            queue_s += t0 - t_q
-            return tok
-
-        stats = GenerationStats()
-        with torch.inference_mode():
-            cache = m.new_cache()
-            for tok in decode_loop(
-                step, ids, budget=budget, stop_ids=self.lm.tokenizer.eos_ids, stats=stats
-            ):
-                yield {"type": "token", "id": tok, "text": dec.push(tok)}
-        yield {
-            "type": "done",
-            "prompt_tokens": len(ids),
-            "new_tokens": stats.new_tokens,
-            "prefill_s": round(compute_s[0], 6),
-            "token_s": [round(t, 6) for t in compute_s[1:]],
-            "queue_s": round(queue_s, 6),
-            "stop_reason": stats.stop_reason,
-        }
+        """One request's token and done messages (tee/batching.py: decode steps batched)."""
+        return run_session(self.batcher, self.prefix, self.lm, ids, sampler, budget)
 
     # connections
     def handle(self, conn: socket.socket) -> None:
@@ -414,6 +381,11 @@ def _start(args: argparse.Namespace) -> Enclave:
     ):
         for _ in enclave._run(*parse_request(req, lm, 2)):
             pass
+    with torch.inference_mode():  # and the batched decode step (two fresh caches)
+        caches = [enclave.model.new_cache() for _ in range(2)]
+        for c in caches:
+            enclave.model.forward([1, 2], c, 0)
+        enclave.model.forward_batch([([3], caches[0], 2), ([4, 5], caches[1], 2)])
     sid = enclave.attest_session(bytes(NONCE_LEN))[:SESSION_ID_LEN]
     enclave.close_session(sid)
     if run_as is not None:  # files sealed or counted during start-up
