@@ -80,6 +80,17 @@ class EnclaveLink:
     def alive(self) -> bool:
         return self.proc is None or self.proc.poll() is None
 
+    async def _exited(self, grace_s: float) -> bool:
+        """Whether the enclave process is gone, waiting up to `grace_s`: a killed enclave with
+        many threads and a large heap closes its sockets before the kernel lets it be reaped."""
+        if self.proc is None:
+            return False
+        try:
+            await asyncio.to_thread(self.proc.wait, grace_s)
+        except subprocess.TimeoutExpired:
+            return False
+        return True
+
     def record(self, direction: bytes, data: bytes) -> None:
         """Append what the host forwarded to the trace file (tests: prove it is ciphertext)."""
         if self.trace is not None:
@@ -104,7 +115,9 @@ class EnclaveLink:
         try:
             kind, body = await asyncio.wait_for(arecv_frame(reader), timeout)
         except (ProtocolError, TimeoutError):
-            raise ApiError("enclave_unavailable", "the enclave did not answer") from None
+            if not await self._exited(1.0):
+                raise ApiError("enclave_unavailable", "the enclave did not answer") from None
+            raise ApiError("enclave_unavailable", "the enclave process is not running") from None
         self.record(b"<", bytes([kind]) + body)
         if kind == ST_ERR:
             try:
