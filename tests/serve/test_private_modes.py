@@ -1,5 +1,6 @@
 """mpc and he through the proxy, one short request each on a tiny random LLaMA: the tokens equal
-plain's, and the stream's `privinfer` objects carry the mode's rounds and bytes."""
+plain's, and the stream's `privinfer` objects carry the mode's rounds and bytes (mpc: token by
+token, as the parties report them with each output share)."""
 
 from __future__ import annotations
 
@@ -54,6 +55,11 @@ def test_mpc_through_the_proxy(tmp_path):
             assert set(extras[-1]["mpc"]) == {"0", "1", "2"}
             seen = [e["client_bytes_received"] for e in extras if "client_bytes_received" in e]
             assert seen[0] > 0 and seen == sorted(seen) and seen[-1] > seen[0]  # as they accrue
+            per_token = [e for e in extras if "tokens" in e and "mpc" not in e]  # one per token
+            rounds = [e["rounds"] for e in per_token]
+            sent = [e["bytes_sent"] for e in per_token]
+            assert len(per_token) == 3 and 0 < rounds[0] < rounds[1] < rounds[2]
+            assert 0 < sent[0] < sent[1] < sent[2]
     finally:
         stopped_cleanly(proxy)
 
