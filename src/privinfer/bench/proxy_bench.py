@@ -7,9 +7,9 @@ the chunks of successive tokens as they arrive). tee talks to one local software
 shared by both paths, so both attest the same server. Medians over runs of the per-run medians.
 
 Time to first token: request sent -> first token's chunk received, through the proxy, one run
-per mode after a warm-up request (plain, tee: the median of the runs above; mpc: three local
-parties, one run). he is measured only when asked for (`--mode he`): one SmolLM2 token takes
-minutes under CKKS.
+per mode (plain, tee: the median of the runs above; mpc: three local parties, one run after a
+warm-up request). he is not measured (`ttft_modes` would take it): one SmolLM2 token takes
+14-18 minutes under CKKS on the 2-core machine, and the README row says so.
 
 Security assumption: none beyond each mode's own; every server here is a local throw-away one.
 """
