@@ -1,11 +1,16 @@
 """Shared fixtures: the real models, loaded once per test session (transformers' reference copy
-of SmolLM2 lives in tests/models/test_llama_reference.py, its only user)."""
+of SmolLM2 lives in tests/models/test_llama_reference.py, its only user), and one TEE server
+(enclave + host processes, default config) for tests/tee and tests/serve: each start loads and
+unseals SmolLM2 in a fresh enclave, 20-40 s on a busy 2-core machine. It records what the host
+forwards and logs, for the end-to-end canary test (tests/tee/test_serve_e2e.py)."""
 
 from __future__ import annotations
 
 import ctypes
 import gc
 import os
+import subprocess
+import time
 
 import pytest
 import torch
@@ -28,6 +33,31 @@ def minilm():
     import privinfer
 
     return privinfer.load("minilm-l6")
+
+
+@pytest.fixture(scope="session")
+def shared_tee_server(tmp_path_factory: pytest.TempPathFactory):
+    d = tmp_path_factory.mktemp("tee-shared")
+    t_start = time.time()
+    log = open(d / "host.log", "wb")  # noqa: SIM115 - closed below
+    from privinfer.tee.local import LocalServer
+
+    srv = LocalServer(
+        platform_dir=d / "platform",
+        data_dir=d / "data",
+        root=d / "root.pem",
+        threads=1,
+        trace=d / "trace.bin",
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        srv.start()
+        srv.dir, srv.log_path, srv.t_start = d, d / "host.log", t_start  # type: ignore[attr-defined]
+        yield srv
+    finally:
+        srv.stop()
+        log.close()
 
 
 @pytest.fixture(autouse=True, scope="module")

@@ -123,8 +123,10 @@ def test_greedy_equals_plain_and_client_sees_only_token_shares(deployed):
     assert toks == plain.token_ids
     assert stats.prefill_s > 0 and len(stats.token_s) == 4
     sizes = [n for _, n in client.received]
-    # 3 JSON replies, then one 9-byte share per party per token, then 3 JSON stats
-    assert sizes[3:-3] == [9] * (3 * 5)
+    # 3 JSON replies, then per party per token one 9-byte share and the party's 16-byte rounds
+    # and bytes counters (session.COUNTERS: public, shape-only), then 3 JSON stats
+    assert sizes[3:-3] == [9 + 16] * (3 * 5)
+    assert all(c["rounds"] > 0 and c["bytes_sent"] > 0 for c in client.live.values())
     for pid, st in client.report["parties"].items():
         assert st["prefill"]["rounds"] > 0 and len(st["tokens"]) == 4
         got = [n for p, n in client.received if p == int(pid)]

@@ -1,9 +1,14 @@
-"""One `privinfer serve` process per mode under test, started from the command line as a user
-would (port 0, its URL read from stdout), shared by the modules that drive it; on teardown
-SIGTERM must stop it with exit 0 and leave none of the processes it started behind."""
+"""The proxies under test. mpc, he and tee run as `privinfer serve` processes started from the
+command line as a user would (port 0, its URL read from stdout); on teardown SIGTERM must stop
+each with exit 0 and leave none of the processes it started behind. The plain proxy, which the
+HTTP-level tests share, is the same app (`run_proxy`'s `open_backend` + `create_app` + uvicorn
+with its settings) in this process on a real socket, on the session's models: no second copy of
+SmolLM2 and MiniLM to load, and every log record it makes is kept for the canary checks."""
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
 import shutil
 import signal
@@ -11,12 +16,14 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import openai
 import psutil
 import pytest
 
+from privinfer.net.cluster import free_ports
 from privinfer.net.lifetime import spawn
 
 # Debian's chromium, headless, offline: no browser download, no background traffic
@@ -107,12 +114,72 @@ def stopped_cleanly(proxy: Proxy) -> None:
     assert not alive, [p.pid for p in alive]
 
 
-@pytest.fixture(scope="package")  # stopped once tests/serve is done: it holds two models
-def plain_proxy(tmp_path_factory):
-    proxy = Proxy(["--mode", "plain"], tmp_path_factory.mktemp("serve-plain"))
-    yield proxy
-    stopped_cleanly(proxy)
-    assert CANARY not in proxy.log() and CANARY not in "".join(proxy.lines)
+class _Records(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(f"{record.name} {record.levelname} {record.getMessage()}")
+
+
+class InProcessProxy:
+    """`privinfer serve`'s app in this process on a real socket (uvicorn in a thread), with the
+    settings `run_proxy` uses; `log()` is every record any logger made while it ran (privinfer's
+    loggers at DEBUG, uvicorn's at the level the CLI sets)."""
+
+    def __init__(self, url: str, records: _Records) -> None:
+        self.url, self._records, self.lines = url, records, []
+
+    v1 = Proxy.v1
+    client = Proxy.client
+
+    def log(self) -> str:
+        return "\n".join(self._records.lines)
+
+
+@contextlib.contextmanager
+def in_process_proxy(mode: str, **kw) -> Iterator[InProcessProxy]:
+    import uvicorn
+
+    from privinfer.serve.app import create_app
+    from privinfer.serve.backend import open_backend
+
+    records = _Records()
+    root = logging.getLogger()
+    loggers = [logging.getLogger(n) for n in ("privinfer", "uvicorn", "fastapi")]
+    levels = [lg.level for lg in loggers]
+    root.addHandler(records)
+    for lg in loggers[:1]:
+        lg.setLevel(logging.DEBUG)
+    (port,) = free_ports(1)
+    try:
+        with open_backend(mode, **kw) as backend:
+            config = uvicorn.Config(create_app(backend), port=port, log_level="warning",
+                                    access_log=False, timeout_graceful_shutdown=5)  # fmt: skip
+            server = uvicorn.Server(config)
+            t = threading.Thread(target=server.run, daemon=True)
+            t.start()
+            while not server.started:
+                assert t.is_alive(), "the proxy did not start"
+                time.sleep(0.05)
+            yield InProcessProxy(f"http://127.0.0.1:{port}", records)
+            server.should_exit = True
+            t.join(30)
+    finally:
+        root.removeHandler(records)
+        for lg, level in zip(loggers, levels, strict=True):
+            lg.setLevel(level)
+
+
+@pytest.fixture(scope="package")  # stopped once tests/serve is done
+def plain_proxy(smollm, minilm):
+    with in_process_proxy(
+        "plain", model=smollm.name, embed_model=minilm.name, options={},
+        loaded={smollm.name: smollm, minilm.name: minilm},
+    ) as proxy:  # fmt: skip
+        yield proxy
+    assert CANARY not in proxy.log()
 
 
 @pytest.fixture(scope="package")

@@ -1,6 +1,9 @@
-"""The proxy in mode tee: `privinfer serve --mode tee` starts one local enclave for its whole
-life, the tee plug-in attests it for every request, and the answers equal plain's; the page's
-info shows the verified claims; logprobs are refused (the enclave sends token ids only)."""
+"""The proxy in mode tee: `privinfer serve --mode tee --server URL --root PEM` in front of the
+session's shared local enclave (tests/conftest.py, also serving tests/tee); the tee plug-in
+attests it for every request, and the answers equal plain's; the page's info shows the verified
+claims; logprobs are refused (the enclave sends token ids only). The proxy starting an enclave of
+its own (no --server: the plug-in's `services`) is not exercised here, to start one enclave per
+session only."""
 
 from __future__ import annotations
 
@@ -15,11 +18,13 @@ MESSAGES = [{"role": "user", "content": "What is the capital of France?"}]
 
 
 @pytest.fixture(scope="module")
-def tee_proxy(tmp_path_factory):
+def tee_proxy(tmp_path_factory, shared_tee_server):
     d = tmp_path_factory.mktemp("serve-tee")
-    proxy = Proxy(["--mode", "tee"], d, env={"XDG_CACHE_HOME": str(d / "cache")})
+    srv = shared_tee_server
+    proxy = Proxy(["--mode", "tee", "--server", srv.url, "--root", str(srv.root)], d,
+                  env={"XDG_CACHE_HOME": str(d / "cache")})  # fmt: skip
     yield proxy
-    stopped_cleanly(proxy)  # the local enclave and its host are gone too
+    stopped_cleanly(proxy)
 
 
 @pytest.mark.timeout(600)

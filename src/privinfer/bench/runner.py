@@ -115,9 +115,22 @@ def _throughput(args: argparse.Namespace, say: Say) -> dict[str, Any]:
     return run_throughput(args, say)
 
 
+def run_proxy(args: argparse.Namespace, say: Say) -> dict[str, Any]:
+    """`privinfer bench proxy`: per-token overhead of `privinfer serve` over the direct mode
+    call (plain, tee) and time to first token through it (plain, tee, mpc; mpc skipped with
+    --quick)."""
+    from privinfer.bench.proxy_bench import bench_proxy  # lazy: starts servers, pulls openai
+
+    runs = 2 if args.quick else args.runs
+    steps = getattr(args, "steps", None) or (4 if args.quick else 16)
+    ttft = () if args.quick else ("mpc",)
+    return {"proxy": bench_proxy(runs=runs, decode_steps=steps, ttft_modes=ttft, progress=say)}
+
+
 WORKLOADS: dict[str, Callable[[argparse.Namespace, Say], dict[str, Any]]] = {
     "generate": run_generate,
     "throughput": _throughput,
+    "proxy": run_proxy,
 }
 
 

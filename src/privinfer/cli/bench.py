@@ -10,7 +10,7 @@ from privinfer.cli.main import add_common
 from privinfer.errors import InputError
 
 WORKLOADS_HELP = (
-    "generate, throughput, mpc-ops, mpc-gpt2-shape, mpc-fidelity, he-ops, he-fidelity, he-smollm2"
+    "generate, throughput, proxy, mpc-ops, mpc-gpt2-shape, mpc-fidelity, he-ops, he-fidelity, he-smollm2"
 )
 
 

@@ -5,7 +5,9 @@ With `cluster=` the client joins parties already running (`privinfer mpc party`)
 this process shares the model into three throwaway stores, starts three local party processes
 on loopback, and acts as the client (see `privinfer.mpc.launcher`). Progress goes to stderr;
 per-party rounds, bytes and peak RSS reach the caller in `stats.details["mpc"]`, and party 0's
-rounds and bytes by op class in `stats.costs`.
+rounds and bytes by op class in `stats.costs`. While it runs, `stats.details["engine_live"]` holds
+party 0's cumulative rounds and party-to-party bytes sent as of the last token (each party sends
+them with its output share).
 """
 
 from __future__ import annotations
@@ -274,6 +276,8 @@ class MpcMode(Mode):
                 stats=stats,
             ):
                 live["bytes_received"] = sum(n for _, n in client.received)  # as it accrues
+                if 0 in client.live:  # party 0's rounds and bytes so far (public counts)
+                    stats.details["engine_live"] = dict(client.live[0])
                 yield tok
             _fill(stats, client.report)
 

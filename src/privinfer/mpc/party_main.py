@@ -130,7 +130,8 @@ def _agree(view: PartyView, store: PartyStore, ok: bool) -> str | None:
 
 def run_session(link: Any, store: PartyStore, pid: int) -> dict[str, Any]:
     """Serve one client session on `link` (a TlsPeerLink of 4 endpoints); returns its stats."""
-    view, port = PartyView(link), RemotePort(link)
+    view = PartyView(link)
+    port = RemotePort(link, view)  # its outputs carry the view's rounds and bytes so far
     sid = link.session_id
     prev, nxt = (pid - 1) % N_PARTIES, (pid + 1) % N_PARTIES
     rand = PairwiseRandomness.buffered(prf_key(link, prev, sid), prf_key(link, nxt, sid))

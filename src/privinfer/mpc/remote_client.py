@@ -22,7 +22,15 @@ from privinfer.mpc.client import temperature_shares
 from privinfer.mpc.protocols.gumbel import WORK_BITS
 from privinfer.mpc.ring import bytes_to_ring, decode
 from privinfer.mpc.runtime import N_PARTIES
-from privinfer.mpc.session import ABORT, CLIENT_ID, CONTINUE, PROTOCOL, STOP, MpcSessionError
+from privinfer.mpc.session import (
+    ABORT,
+    CLIENT_ID,
+    CONTINUE,
+    COUNTERS,
+    PROTOCOL,
+    STOP,
+    MpcSessionError,
+)
 from privinfer.mpc.shares import client_make_shares
 from privinfer.net.cluster import ClusterConfig, load_cluster
 from privinfer.net.peer import PeerError
@@ -61,6 +69,8 @@ class MpcClient:
         self.received: list[tuple[int, int]] = []  # (party, bytes) of every payload received
         self.report: dict[str, Any] = {}
         self.frac_bits = 16
+        # each party's cumulative rounds and party-to-party bytes sent, as of its last output
+        self.live: dict[int, dict[str, int]] = {}
 
     # -- transport
     def _connect(self) -> Any:
@@ -88,6 +98,15 @@ class MpcClient:
                 culprit, reason = pid, "aborted"
             raise PeerError(culprit, f"{reason} (reported by party {pid})")
         return got
+
+    def _recv_output(self, link: Any, pid: int) -> bytes:
+        """An output message less its counters trailer (kept in `live`)."""
+        got = self._recv(link, pid)
+        if len(got) < 1 + COUNTERS.size:
+            raise PeerError(pid, "sent an output share of the wrong length")
+        rounds, sent = COUNTERS.unpack(got[-COUNTERS.size :])
+        self.live[pid] = {"rounds": rounds, "bytes_sent": sent}
+        return got[: -COUNTERS.size]
 
     def _recv_json(self, link: Any, pid: int) -> dict[str, Any]:
         try:
@@ -125,7 +144,7 @@ class MpcClient:
         n = 8 * int(torch.Size(shape).numel())
         total, fbits = None, set()
         for pid in PARTIES:
-            got = self._recv(link, pid)
+            got = self._recv_output(link, pid)
             if len(got) != n + 1:
                 raise PeerError(pid, "sent an output share of the wrong length")
             fbits.add(got[0])
@@ -220,7 +239,7 @@ class MpcClient:
             link.close()
 
     def _recv_embedding(self, link: Any) -> torch.Tensor:
-        got = [self._recv(link, pid) for pid in PARTIES]
+        got = [self._recv_output(link, pid) for pid in PARTIES]
         if len({len(g) for g in got}) != 1 or (len(got[0]) - 1) % 8:
             raise MpcSessionError("the parties sent embedding shares of different sizes.")
         dim = (len(got[0]) - 1) // 8

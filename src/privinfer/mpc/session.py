@@ -5,7 +5,9 @@ session keys are fresh per session and each pairwise key is known to its two end
 Client <-> party messages, in order: REQUEST (JSON) -> REPLY (JSON); per forward pass the
 client's one-hot shares, then (when sampling, after the first pass only) its temperature
 shares (16 bytes per party; the parties generate the Gumbel noise); the party's token share
-(one byte of fractional bits + its re-randomised component); after each token the client's
+(one byte of fractional bits + its re-randomised component + the party's cumulative rounds and
+party-to-party bytes sent so far, two big-endian u64: public counts that depend only on shapes,
+so the client can show them as they accrue); after each token the client's
 CONTINUE byte (1 go on, 0 stop); at the end the party's STATS (JSON, counters only). Token ids,
 prompts and the temperature never reach a party.
 """
@@ -13,6 +15,7 @@ prompts and the temperature never reach a party.
 from __future__ import annotations
 
 import json
+import struct
 from collections.abc import Sequence
 from typing import Any
 
@@ -26,8 +29,9 @@ from privinfer.mpc.runtime import N_PARTIES
 from privinfer.net.peer import LinkStats, PeerError
 
 CLIENT_ID = N_PARTIES  # the client is endpoint 3 of the cluster
-PROTOCOL = "privinfer-mpc-session/v1"
+PROTOCOL = "privinfer-mpc-session/v2"  # v2: the output message carries the counters
 CONTINUE, STOP = b"\x01", b"\x00"
+COUNTERS = struct.Struct(">QQ")  # trailer of every output message: rounds, bytes sent so far
 ABORT = b"\xffABORT"  # party -> client: a peer party failed; JSON {"peer", "reason"} follows
 
 
@@ -80,10 +84,11 @@ class PartyView:
 class RemotePort:
     """Party side of the client channel: a `ClientPort` that reads the client's shares from the
     link and sends reveal payloads to the client only (it returns None: the party learns
-    nothing)."""
+    nothing). Each output carries `view`'s cumulative counters (`COUNTERS`) when given."""
 
-    def __init__(self, link: Any) -> None:
+    def __init__(self, link: Any, view: PartyView | None = None) -> None:
         self.link = link
+        self.view = view
         self.bytes_to_client = 0
         self.bytes_from_client = 0
 
@@ -119,7 +124,8 @@ class RemotePort:
     def output(
         self, party_id: int, payload: bytes, shape: tuple[int, ...], frac_bits: int
     ) -> torch.Tensor | None:
-        self.send(bytes([frac_bits]) + payload)
+        v = self.view.stats if self.view is not None else LinkStats()
+        self.send(bytes([frac_bits]) + payload + COUNTERS.pack(v.rounds, v.bytes_sent))
         return None
 
     def abort(self, exc: PeerError) -> None:

@@ -61,9 +61,10 @@ def first_stop(text: str, stops: Sequence[str]) -> int:
 
 def figures(stats: GenerationStats) -> dict[str, Any]:
     """Per-token figures for the client: time of the last token, the engine's rounds and bytes
-    as the plug-in reports them (mpc's parties and he's refreshes: at the end), and this
-    client's own bytes each way as they accrue where the plug-in counts them (mpc, he). No text,
-    no token ids."""
+    (mpc: party 0's cumulative rounds and party-to-party bytes sent as of this token, which the
+    parties send with each output share; he's refreshes: at the end), and this client's own
+    bytes each way as they accrue where the plug-in counts them (mpc, he). All are public
+    counts or timings: no text, no token ids."""
     total = stats.costs.total()
     last = stats.token_s[-1] if stats.token_s else stats.prefill_s
     out = {
@@ -74,6 +75,11 @@ def figures(stats: GenerationStats) -> dict[str, Any]:
         "bytes_sent": total.bytes_sent,
         "bytes_received": total.bytes_received,
     }
+    live = stats.details.get("engine_live") or {}
+    if total.rounds == 0 and live:  # the mode's totals come at the end; its counters so far
+        out["rounds"] = int(live.get("rounds", 0))
+        out["bytes_sent"] = int(live.get("bytes_sent", 0))
+        del out["bytes_received"]  # not in the parties' per-token counters
     link = stats.details.get("client_link") or {}  # this client's own traffic, token by token
     for k in ("bytes_sent", "bytes_received"):
         if k in link:
