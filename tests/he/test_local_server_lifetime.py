@@ -9,10 +9,10 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
+from tests.procs import alive, wait_gone
 
 from privinfer.models.tiny import tiny_llama_config, tiny_llama_weights, write_hf_folder
 
@@ -28,22 +28,6 @@ with local_server({model!r}, 1, ready_timeout_s=120) as (cluster, host, port):
     print(json.dumps({{"server": [int(k) for k in kids], "dir": str(cluster.path.parent.parent)}}), flush=True)
     time.sleep(300)
 """
-
-
-def alive(pid: int) -> bool:
-    """Running or sleeping; a zombie (killed, not yet reaped by init) counts as dead."""
-    try:
-        state = Path(f"/proc/{pid}/status").read_text().split("\n")[1]
-    except (FileNotFoundError, ProcessLookupError):
-        return False
-    return "Z" not in state.split(":", 1)[1]
-
-
-def wait_gone(pids: list[int], timeout_s: float) -> list[int]:
-    deadline = time.monotonic() + timeout_s
-    while any(alive(p) for p in pids) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    return [p for p in pids if alive(p)]
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux-only")

@@ -11,6 +11,7 @@ the highest byte of each 64-bit word under the two secrets with a two-sample chi
 from __future__ import annotations
 
 import torch
+from tests.views import RecordingLink
 
 from privinfer.mpc.prf import PairwiseRandomness
 from privinfer.mpc.protocols import arith, compare, nonlinear
@@ -21,33 +22,6 @@ from privinfer.net.memory import MemoryNetwork, run_threads
 CHI2_CRIT_255_DOF_1E3 = 330.52  # scipy.stats.chi2.ppf(1 - 1e-3, 255)
 CHI2_CRIT_255_DOF_BONFERRONI_6 = 344.04  # scipy.stats.chi2.ppf(1 - 1e-3 / 6, 255)
 N = 4096
-
-
-class RecordingLink:
-    """Wraps a PeerLink and keeps every payload this party receives (its view)."""
-
-    def __init__(self, inner) -> None:  # type: ignore[no-untyped-def]
-        self.inner = inner
-        self.party_id = inner.party_id
-        self.n_parties = inner.n_parties
-        self.stats = inner.stats
-        self.view: list[bytes] = []
-
-    def send(self, peer: int, payload: bytes) -> None:
-        self.inner.send(peer, payload)
-
-    def recv(self, peer: int) -> bytes:
-        got = self.inner.recv(peer)
-        self.view.append(got)
-        return got
-
-    def round(self, outgoing, expect_from):  # type: ignore[no-untyped-def]
-        got = self.inner.round(outgoing, expect_from)
-        self.view.extend(got[p] for p in sorted(got))
-        return got
-
-    def close(self) -> None:
-        self.inner.close()
 
 
 def _views(secret: float, seed: int) -> list[list[bytes]]:

@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
+from tests.procs import alive
 
 from privinfer.net.lifetime import spawn
 
@@ -23,15 +24,6 @@ p = spawn([sys.executable, "-c", "import time; time.sleep(120)"])
 print(p.pid, flush=True)
 time.sleep(120)
 """
-
-
-def alive(pid: int) -> bool:
-    """Running or sleeping; a zombie (killed, not yet reaped by init) counts as dead."""
-    try:
-        state = Path(f"/proc/{pid}/status").read_text().split("\n")[1]
-    except (FileNotFoundError, ProcessLookupError):
-        return False
-    return "Z" not in state.split(":", 1)[1]
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux-only")
