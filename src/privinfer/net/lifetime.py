@@ -30,13 +30,16 @@ from typing import Any
 _PR_SET_PDEATHSIG = 1
 
 
-def die_with_parent() -> Callable[[], None]:
-    """A `preexec_fn` for `subprocess.Popen`: the child gets SIGKILL when this process dies.
+def die_with_parent(death_signal: int = signal.SIGKILL) -> Callable[[], None]:
+    """A `preexec_fn` for `subprocess.Popen`: the child gets `death_signal` (SIGKILL unless
+    said otherwise) when this process dies.
 
     Call it in the parent (it records the parent's pid before the fork); the function it returns
     runs in the child between fork and exec and exits at once if the parent is already gone.
+    SIGTERM suits a child that is itself a launcher with a clean-up path (the tee host removes
+    its socket folder and stops its enclave); such a child must not ignore SIGTERM.
     """
-    return functools.partial(_pdeathsig, os.getpid())
+    return functools.partial(_pdeathsig, os.getpid(), int(death_signal))
 
 
 def die_with(parent: int) -> None:
@@ -44,21 +47,24 @@ def die_with(parent: int) -> None:
     _pdeathsig(parent)
 
 
-def _pdeathsig(parent: int) -> None:
+def _pdeathsig(parent: int, death_signal: int = signal.SIGKILL) -> None:
     if not sys.platform.startswith("linux"):
         return
     libc = ctypes.CDLL(None, use_errno=True)
-    if libc.prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0) != 0:
+    if libc.prctl(_PR_SET_PDEATHSIG, death_signal, 0, 0, 0) != 0:
         return
     if os.getppid() != parent:  # the parent died before the prctl took effect
         os._exit(1)
 
 
-def spawn(argv: Sequence[str], **kwargs: Any) -> subprocess.Popen[Any]:
-    """`subprocess.Popen(argv, **kwargs)` whose child dies with this process (see module doc)."""
+def spawn(
+    argv: Sequence[str], *, death_signal: int = signal.SIGKILL, **kwargs: Any
+) -> subprocess.Popen[Any]:
+    """`subprocess.Popen(argv, **kwargs)` whose child gets `death_signal` when this process dies
+    (see module doc)."""
     if "preexec_fn" in kwargs:
         raise TypeError("spawn sets preexec_fn itself")
-    return subprocess.Popen(list(argv), preexec_fn=die_with_parent(), **kwargs)
+    return subprocess.Popen(list(argv), preexec_fn=die_with_parent(death_signal), **kwargs)
 
 
 def run(

@@ -20,6 +20,7 @@ from typing import IO, Any
 import httpx
 
 from privinfer.errors import PrivinferError
+from privinfer.net.lifetime import spawn
 from privinfer.tee.protocol import default_data_dir, default_platform_dir, default_root_cert
 
 
@@ -108,8 +109,11 @@ class LocalServer:
     def start(self, timeout: float = 180.0) -> LocalServer:
         ensure_platform(self.platform_dir, self.root)
         env = dict(os.environ, PYTHONUNBUFFERED="1")
-        self.proc = subprocess.Popen(
+        # SIGTERM when this process dies, however it dies: the host then stops its enclave and
+        # removes its socket folder (its enclave gets SIGKILL should the host itself be killed)
+        self.proc = spawn(
             self.command(),
+            death_signal=signal.SIGTERM,
             stdin=subprocess.DEVNULL,
             stdout=self.stdout,
             stderr=self.stderr,
