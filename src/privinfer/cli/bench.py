@@ -58,7 +58,7 @@ def register(sub: Any) -> None:
         choices=("none", "lan", "wan"),
         help="emulated network between MPC parties / HE client and server (lan/wan need root)",
     )
-    b.add_argument("--sessions", default=None, help="throughput: session counts, e.g. 1,2,4,8,16")
+    b.add_argument("--sessions", default=None, help="throughput: session counts (default: 1,2,4,8,16)")
     b.add_argument("--out", default="benchmarks/results", help="folder for JSON and plots")
     b.add_argument(
         "--no-reference",

@@ -55,8 +55,8 @@ def _client_args(p: argparse.ArgumentParser) -> None:
         "--collateral",
         default=None,
         metavar="JSON_OR_DIR",
-        help="Intel DCAP collateral file or cache directory (--hardware sgx/tdx: without it the "
-        "quote is refused)",
+        help="Intel DCAP collateral file or cache directory (default: none; --hardware sgx/tdx "
+        "refuses the quote without it)",
     )
     p.add_argument(
         "--certs",
