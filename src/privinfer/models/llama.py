@@ -70,29 +70,42 @@ class Llama:
         positions = range(start, start + len(ids))
         x = ops.embed(self.embed_tokens, ids)
         for i, L in enumerate(self.layers):
-            h = ops.rms_norm(x, L["attn_norm"], c.rms_eps)
-            q, k, v = ops.linears(h, [(L["q"], None), (L["k"], None), (L["v"], None)])
-            q = ops.rope(q, positions, n_heads=c.n_heads, head_dim=c.head_dim, theta=c.rope_theta)
-            k = ops.rope(
-                k, positions, n_heads=c.n_kv_heads, head_dim=c.head_dim, theta=c.rope_theta
-            )
-            k_all, v_all = ops.cache_append(cache, i, k, v)
-            a = ops.attention(
-                q,
-                k_all,
-                v_all,
-                n_heads=c.n_heads,
-                n_kv_heads=c.n_kv_heads,
-                head_dim=c.head_dim,
-                causal=True,
-                q_offset=start,
-            )
-            x = ops.add(x, ops.linear(a, L["o"]))
-            h = ops.rms_norm(x, L["mlp_norm"], c.rms_eps)
-            gate, up = ops.linears(h, [(L["gate"], None), (L["up"], None)])
-            x = ops.add(x, ops.linear(ops.swiglu(gate, up), L["down"]))
+            q, k, v = self._qkv(L, x, positions)
+            x = ops.add(x, ops.linear(self._attend(i, cache, start, q, k, v), L["o"]))
+            x = self._mlp(L, x)
         x = ops.rms_norm(ops.last_row(x), self.norm, c.rms_eps)
         return ops.linear(x, self.lm_head)
+
+    def _qkv(self, L: dict[str, Any], x: Any, positions: Sequence[int]) -> tuple[Any, Any, Any]:
+        """Pre-norm, the q/k/v maps and RoPE of one layer, for rows at `positions`."""
+        c, ops = self.cfg, self.ops
+        h = ops.rms_norm(x, L["attn_norm"], c.rms_eps)
+        q, k, v = ops.linears(h, [(L["q"], None), (L["k"], None), (L["v"], None)])
+        q = ops.rope(q, positions, n_heads=c.n_heads, head_dim=c.head_dim, theta=c.rope_theta)
+        k = ops.rope(k, positions, n_heads=c.n_kv_heads, head_dim=c.head_dim, theta=c.rope_theta)
+        return q, k, v
+
+    def _attend(self, i: int, cache: Any, start: int, q: Any, k: Any, v: Any) -> Any:
+        """Append k, v to layer `i` of one sequence's cache; causal attention of q over it."""
+        c, ops = self.cfg, self.ops
+        k_all, v_all = ops.cache_append(cache, i, k, v)
+        return ops.attention(
+            q,
+            k_all,
+            v_all,
+            n_heads=c.n_heads,
+            n_kv_heads=c.n_kv_heads,
+            head_dim=c.head_dim,
+            causal=True,
+            q_offset=start,
+        )
+
+    def _mlp(self, L: dict[str, Any], x: Any) -> Any:
+        """x plus the layer's SwiGLU MLP of its normed rows."""
+        ops = self.ops
+        h = ops.rms_norm(x, L["mlp_norm"], self.cfg.rms_eps)
+        gate, up = ops.linears(h, [(L["gate"], None), (L["up"], None)])
+        return ops.add(x, ops.linear(ops.swiglu(gate, up), L["down"]))
 
     def forward_batch(self, steps: Sequence[tuple[Sequence[int], Any, int]]) -> Any:
         """One step of several sequences at once: (its new token ids, its own cache, the position
@@ -106,37 +119,19 @@ class Llama:
         positions = [p for ids, _, start in steps for p in range(start, start + len(ids))]
         x = ops.embed(self.embed_tokens, [t for ids, _, _ in steps for t in ids])
         for i, L in enumerate(self.layers):
-            h = ops.rms_norm(x, L["attn_norm"], c.rms_eps)
-            q, k, v = ops.linears(h, [(L["q"], None), (L["k"], None), (L["v"], None)])
-            q = ops.rope(q, positions, n_heads=c.n_heads, head_dim=c.head_dim, theta=c.rope_theta)
-            k = ops.rope(
-                k, positions, n_heads=c.n_kv_heads, head_dim=c.head_dim, theta=c.rope_theta
-            )
-            parts = []
-            for (_, cache, start), qj, kj, vj in zip(
-                steps,
-                ops.split_rows(q, sizes),
-                ops.split_rows(k, sizes),
-                ops.split_rows(v, sizes),
-                strict=True,
-            ):
-                k_all, v_all = ops.cache_append(cache, i, kj, vj)
-                parts.append(
-                    ops.attention(
-                        qj,
-                        k_all,
-                        v_all,
-                        n_heads=c.n_heads,
-                        n_kv_heads=c.n_kv_heads,
-                        head_dim=c.head_dim,
-                        causal=True,
-                        q_offset=start,
-                    )
+            q, k, v = self._qkv(L, x, positions)
+            parts = [
+                self._attend(i, cache, start, qj, kj, vj)
+                for (_, cache, start), qj, kj, vj in zip(
+                    steps,
+                    ops.split_rows(q, sizes),
+                    ops.split_rows(k, sizes),
+                    ops.split_rows(v, sizes),
+                    strict=True,
                 )
+            ]
             x = ops.add(x, ops.linear(ops.cat_rows(parts), L["o"]))
-            h = ops.rms_norm(x, L["mlp_norm"], c.rms_eps)
-            gate, up = ops.linears(h, [(L["gate"], None), (L["up"], None)])
-            x = ops.add(x, ops.linear(ops.swiglu(gate, up), L["down"]))
+            x = self._mlp(L, x)
         last = ops.cat_rows([ops.last_row(r) for r in ops.split_rows(x, sizes)])
         return ops.linear(ops.rms_norm(last, self.norm, c.rms_eps), self.lm_head)
 
