@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from privinfer.cli.tee import add_verify_arguments, run_verify
+from privinfer.cli.tee_verify import add_verify_arguments, run_verify
 
 DATA = Path(__file__).parent.parent / "data" / "attestation"
 SGX = str(DATA / "sgx_quote_v3.dat")
