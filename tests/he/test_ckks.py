@@ -114,3 +114,17 @@ def test_raw_integer_polynomial_round_trip(client8192, rng):
     assert max(abs(int(v)) for v in coeffs).bit_length() <= c.params.scale_bits + 1
     rebuilt = c.add_integer_poly(c.encrypt_zero(c.params.top_level, ct.scale), coeffs)
     assert np.abs(c.decrypt(rebuilt) - x).max() < 1e-4
+
+
+def test_product_with_all_zero_public_values_is_a_fresh_zero(client8192):
+    """RoPE at position 0 multiplies by sin = 0 everywhere; SEAL refuses that transparent
+    product, so a one-token prompt failed under he. The result is now an encryption of zero
+    at the product's level and scale, with a fresh c1."""
+    c = client8192
+    ct = c.encrypt([1.5, -2.0, 3.0])
+    zero = c.multiply_values(ct, np.zeros(c.params.slots))
+    ref = c.multiply_values(ct, np.ones(c.params.slots))
+    assert c.level(zero) == c.level(ref) and zero.scale == ref.scale
+    assert np.max(np.abs(c.decrypt(zero)[:8])) < 1e-4
+    assert np.allclose(c.decrypt(c.add(zero, ref))[:3], [1.5, -2.0, 3.0], atol=1e-4)
+    assert np.max(np.abs(c.decrypt(c.multiply_values(ct, 0.0))[:8])) < 1e-4

@@ -273,8 +273,14 @@ class CkksContext:
     pin_scale = False  # True: public products land exactly on Delta (stops scale drift)
 
     def multiply_values(self, ct: Ciphertext, values) -> Ciphertext:
-        """Multiply by public values (scalar or per-slot); one level, scale kept (or pinned)."""
+        """Multiply by public values (scalar or per-slot); one level, scale kept (or pinned).
+        All-zero values (RoPE's sine at position 0) give a fresh public-key encryption of zero
+        at the product's level and scale: SEAL refuses the transparent product itself."""
         level = self.level(ct)
+        if not np.any(values):
+            if level <= 0:
+                raise InputError("No level left for a product; refresh first.")
+            return self.encrypt_zero(level - 1, self.scale if self.pin_scale else ct.scale)
         if not self.pin_scale:
             return self.multiply_plain(ct, self._public_plain(values, level, None))
         out = self.multiply_plain(
