@@ -171,3 +171,34 @@ def test_sampling_runs_at_any_fraction_bits(frac_bits):
 
     out = run_local(program, frac_bits=frac_bits, keys=KEYS, timeout_s=120.0)
     assert out[0] == [1] * 8  # p(1) = 1 - 3 e^-18
+
+
+class InconsistentTemperatureClient(LocalClient):
+    """Hands party 0 a different copy of component x_1 than party 1 gets (both hold x_1)."""
+
+    def sampling_temperature(self, party_id: int, frac_bits: int, sampler: Sampler) -> bytes:
+        from privinfer.mpc.ring import bits_to_bytes
+
+        with self._lock:
+            if "temp" not in self.__dict__:
+                t = torch.tensor([1 << frac_bits], dtype=torch.int64)
+                r0, r1 = torch.tensor([11]), torch.tensor([22])
+                comps = (r0, r1, t - r0 - r1)
+                payloads = [
+                    bits_to_bytes(torch.stack((comps[i], comps[(i + 1) % 3]))) for i in range(3)
+                ]
+                payloads[0] = bits_to_bytes(torch.stack((comps[0], comps[1] + 7)))
+                self.__dict__["temp"] = payloads
+            return self.__dict__["temp"][party_id]
+
+
+def test_inconsistent_temperature_copies_are_refused():
+    """Every component of the temperature sharing is tagged by both parties that hold it; a
+    client that gives them different copies (which would run the clamp and the noise on
+    inconsistent shares) is refused before any noise is drawn."""
+    from privinfer.mpc.protocols.onehot import InputCheckError
+
+    with pytest.raises(Exception) as info:
+        _draws(InconsistentTemperatureClient(16), Sampler(temperature=1.0), 1)
+    errs = [info.value, *getattr(info.value, "exceptions", ())]
+    assert any(isinstance(e, InputCheckError) or "differ between parties" in str(e) for e in errs)

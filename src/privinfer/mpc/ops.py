@@ -347,7 +347,10 @@ class MpcOps:
         p, w = self.party, gumbel.WORK_BITS
         if self._temperature is None:
             payload = self.client.sampling_temperature(p.pid, w, sampler)
-            self._temperature = _clamp_temperature(p, accept_client_share(p, payload, (1,)))
+            t = accept_client_share(p, payload, (1,))
+            with p.op("input_check"):  # the same copy of each component at both holders
+                self._input_check.check_consistent(t)
+            self._temperature = _clamp_temperature(p, t)
         g = gumbel.gumbel(p, int(row.shape[-1]))
         out_f = max(row.f, w)
         (noise,) = arith.trunc_many(p, arith.raw_mul_many(p, [(self._temperature, g)]), out_f)

@@ -225,7 +225,8 @@ def sampling_security(vocab: int, temperatures: tuple[float, ...] = (1.0, 0.1)) 
         "noise_source": "the three parties' pairwise AES-128-CTR PRF streams (keys fresh per "
         "session); no single party and not the client knows u or g",
         "client_input": f"its temperature only, clamped in MPC to [0, {T_MAX:g}] (once per "
-        "session); the client sends no noise, so it cannot bias the sample",
+        "session) after both holders of each share component check by keyed tags that the "
+        "client gave them the same copy; the client sends no noise, so it cannot bias the sample",
         "uniform": f"u on the 2^-{S_BIT + 1} grid of [0, 1] (ring bits 0..{S_BIT})",
         "gumbel_max_abs_error": MAX_ABS_ERROR,
         "working_bits": WORK_BITS,

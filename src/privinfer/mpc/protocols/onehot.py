@@ -75,6 +75,32 @@ class OneHotCheck:
             self._coin = BufferedKeyStream(seed.numpy().tobytes())
         return self._coin
 
+    def _tags(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        """This party's tags of its two components, keyed by the pair holding each: x_i with
+        party i-1, x_{i+1} with party i+1."""
+        p = self.party
+        return np.concatenate(
+            (
+                _tag(a, p.rand.prev.draw_words(TAG_WORDS).copy()),
+                _tag(b, p.rand.next.draw_words(TAG_WORDS).copy()),
+            )
+        )
+
+    def check_consistent(self, x: RShare) -> None:
+        """Raise InputCheckError unless every component of the client's sharing `x` (any
+        shape: the sampling temperature) is the same at both parties holding it (step 1 alone:
+        1 round, 64 bytes to each peer)."""
+        p = self.party
+        a = np.ascontiguousarray(x.a.numpy()).reshape(-1)
+        b = np.ascontiguousarray(x.b.numpy()).reshape(-1)
+        msg = torch.from_numpy(self._tags(a, b))
+        got = p.exchange(
+            {p.prev_id: msg, p.next_id: msg}, {p.prev_id: msg.shape, p.next_id: msg.shape}
+        )
+        by_party = {p.pid: msg.numpy(), p.prev_id: got[p.prev_id].numpy()}
+        by_party[p.next_id] = got[p.next_id].numpy()
+        _compare_tags(by_party, 0)
+
     def check(self, x: RShare) -> None:
         """Raise InputCheckError unless `x` ([n, V], integer encoding) shares one-hot rows."""
         p = self.party
@@ -84,13 +110,7 @@ class OneHotCheck:
         coin = self._coin_stream()
         a = np.ascontiguousarray(x.a.numpy())
         b = np.ascontiguousarray(x.b.numpy())
-        # keys of the pairs holding each component: x_i with party i-1, x_{i+1} with party i+1
-        tags = np.concatenate(
-            (
-                _tag(a, p.rand.prev.draw_words(TAG_WORDS).copy()),
-                _tag(b, p.rand.next.draw_words(TAG_WORDS).copy()),
-            )
-        )
+        tags = self._tags(a, b)
         with np.errstate(over="ignore"):
             sums = a.sum(axis=1, dtype=np.int64)
             e = (a * (a + 2 * b - 1)).reshape(-1)  # additive share of x o x - x, mod 2^64
@@ -103,19 +123,25 @@ class OneHotCheck:
         )
         mine, prev, nxt = msg.numpy(), got[p.prev_id].numpy(), got[p.next_id].numpy()
         k = n + self.checks
-        by_party = {p.pid: mine, p.prev_id: prev, p.next_id: nxt}
-        for j in range(3):  # component j: first tag of party j, second tag of party j-1
-            first, second = by_party[j][k : k + TAG_WORDS], by_party[(j - 1) % 3][k + TAG_WORDS :]
-            if not np.array_equal(first, second):
-                raise InputCheckError(
-                    "the client's input shares differ between parties; the parties refuse it."
-                )
+        _compare_tags({p.pid: mine, p.prev_id: prev, p.next_id: nxt}, k)
         with np.errstate(over="ignore"):
             total = mine[:k] + prev[:k] + nxt[:k]
         if not np.all(total[:n] == 1) or not np.all(total[n:] == 0):
             raise InputCheckError(
                 "the client's input is not one-hot (rows must be bits summing to 1); "
                 "the parties refuse it."
+            )
+
+
+def _compare_tags(by_party: dict[int, np.ndarray], k: int) -> None:
+    """Component j: the first tag of party j must equal the second tag of party j-1 (the tags
+    start at word k of each party's message)."""
+    for j in range(3):
+        first = by_party[j][k : k + TAG_WORDS]
+        second = by_party[(j - 1) % 3][k + TAG_WORDS : k + 2 * TAG_WORDS]
+        if not np.array_equal(first, second):
+            raise InputCheckError(
+                "the client's input shares differ between parties; the parties refuse it."
             )
 
 
