@@ -1,0 +1,290 @@
+"""Linear layers by HE: the owner's plaintext weight times the client's encrypted share, returned
+as fresh additive shares mod 2^64 (Cheetah-style coefficient encoding in BFV, no rotations).
+
+Threat model: semi-honest 2PC. Party 0 (server, model owner) holds the weight W in plaintext;
+party 1 (client) holds the BFV secret key of its session. What each party learns:
+- the server: the client's ciphertexts only (RLWE, 128-bit), i.e. nothing of x;
+- the client: at each output coefficient x W + r mod t with r uniform mod t, the other
+  coefficients never reach it (only c1 and the useful c0 coefficients travel), and the
+  ciphertext itself is re-randomised with a fresh public-key encryption of zero and its
+  noise flooded by 2^b with b = 40 + log2(N * noise bound), so its distribution is within
+  statistical distance 2^-41 per ciphertext of one computed without W (circuit privacy);
+- both: the public shapes and the layout (which follows from them).
+W never leaves the server in any form except inside products with the client's ciphertexts.
+
+Protocol (t = 2^52, so t divides 2^64): the client encrypts x1 mod t; the server adds x0 mod t,
+giving Enc(x mod t) for the signed value x, multiplies in W, masks with r, floods, switches
+down and replies; the client decrypts s1 = x W + r mod t, the server keeps s0 = -r. Since
+|x W| < 2^50, one OT lifts the shares to Z_2^64 as trunc.py lifts its wrap: after adding
+2^50, s0 + s1 = v + e t with e = msb(s0) OR msb(s1) (`ot.shared_choice`, 1 round).
+Result: exact shares of x @ encode(W) (2f fraction bits) whenever |x @ W| < 2^50, i.e. |y| <
+2^18 at f = 16; beyond that the value is wrong by a multiple of 2^52 (no error is raised: the
+range is a public parameter, as elsewhere in twopc). 3 rounds: client's ciphertexts, the
+reply, the lift. The session's key exchange (the client's public key, one flight) is offline.
+"""
+
+from __future__ import annotations
+
+import math
+import struct
+import weakref
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from privinfer.errors import InputError
+from privinfer.net.peer import PeerError
+from privinfer.twopc import bfv, ot
+from privinfer.twopc.ring import encode
+
+if TYPE_CHECKING:
+    from privinfer.twopc.runtime import TwoParty
+
+STAT_BITS = 40
+LIFT_BITS = bfv.T_BITS - 2  # |x W| < 2^50
+_MASK_T = np.uint64(bfv.T - 1)
+_HALF_T = np.uint64(bfv.T >> 1)
+_OFFSET = np.uint64(1 << LIFT_BITS)
+# Cost model of `plan` (seconds on this project's 2-core machine; 1 MB counted as 20 ms)
+_S_PLAIN, _S_MUL, _S_IN, _S_OUT, _S_PER_BYTE = 1.3e-3, 0.5e-3, 12e-3, 20e-3, 2e-8
+_IN_CT_BYTES = 188_500
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Cheetah's coefficient packing: each ciphertext holds r rows x ni inputs at coefficient
+    rho ni mi + kappa; each weight plaintext ni x mi at mu ni + ni - 1 - kappa; the product's
+    coefficient rho ni mi + mu ni + ni - 1 is row rho's dot product with column mu
+    (r ni mi <= N, so the negacyclic wrap lands below every useful coefficient)."""
+
+    rows: int
+    n: int
+    m: int
+    r: int
+    ni: int
+    mi: int
+
+    @property
+    def blocks(self) -> tuple[int, int, int]:
+        """(row blocks, input blocks, output blocks)."""
+        return (-(-self.rows // self.r), -(-self.n // self.ni), -(-self.m // self.mi))
+
+    def positions(self) -> np.ndarray:
+        """The useful coefficients of a reply, row-major over (rho, mu)."""
+        rho = np.arange(self.r)[:, None] * (self.ni * self.mi)
+        return (rho + np.arange(self.mi)[None, :] * self.ni + self.ni - 1).reshape(-1)
+
+    def costs(self) -> tuple[int, int, int, int]:
+        """(input ciphertexts, output ciphertexts, plaintexts, products)."""
+        b, j, o = self.blocks
+        return b * j, b * o, j * o, b * j * o
+
+
+def _cost(lay: Layout) -> float:
+    cin, cout, pts, muls = lay.costs()
+    nbytes = cin * _IN_CT_BYTES + cout * bfv.reply_size(lay.r * lay.mi)
+    return pts * _S_PLAIN + muls * _S_MUL + cin * _S_IN + cout * _S_OUT + nbytes * _S_PER_BYTE
+
+
+@lru_cache(maxsize=256)
+def plan(rows: int, n: int, m: int) -> Layout:
+    """The cheapest layout under the cost model (public: a function of the shapes only)."""
+    best: Layout | None = None
+    for r in sorted({-(-rows // k) for k in range(1, rows + 1)}):
+        if r > bfv.N:
+            continue
+        for ni in sorted({-(-n // k) for k in range(1, n + 1)}):
+            if r * ni > bfv.N:
+                continue
+            lay = Layout(rows, n, m, r, ni, min(m, bfv.N // (r * ni)))
+            if best is None or _cost(lay) < _cost(best):
+                best = lay
+    assert best is not None
+    return best
+
+
+class _Session:
+    """One party's HE state for one TwoParty session (keys made once, at first use)."""
+
+    def __init__(self, party: TwoParty) -> None:
+        self.ctx = bfv.BfvContext()
+        self.client: bfv.BfvClient | None = None
+        self.server: bfv.BfvServer | None = None
+        with party.offline_phase():
+            if party.pid == 1:
+                self.client = bfv.BfvClient(self.ctx)
+                party.exchange(self.client.public_key_bytes())
+            else:
+                self.server = bfv.BfvServer(self.ctx, party.exchange(b""), party.peer)
+
+
+class HeLinear:
+    """`LinearBackend` by BFV (see the module docstring): shares of x @ encode(W, f) at 2f
+    fraction bits, exact while |x @ W| < 2^50."""
+
+    name = "he"
+
+    def __init__(self) -> None:
+        self._sessions: weakref.WeakKeyDictionary[TwoParty, _Session] = weakref.WeakKeyDictionary()
+
+    def _session(self, party: TwoParty) -> _Session:
+        s = self._sessions.get(party)
+        if s is None:
+            s = self._sessions[party] = _Session(party)
+        return s
+
+    def matmul(
+        self, party: TwoParty, x: np.ndarray, weight: np.ndarray | None, out_features: int
+    ) -> np.ndarray:
+        """This party's uint64 shares of x @ encode(weight, f), shape [rows, out_features]."""
+        x = np.asarray(x)
+        if x.dtype != np.uint64 or x.ndim != 2 or x.shape[0] < 1 or x.shape[1] < 1:
+            raise InputError("x must be a non-empty [rows, in_features] uint64 share array.")
+        if out_features < 1:
+            raise InputError("out_features must be positive.")
+        if (weight is None) != (party.pid == 1):
+            raise InputError("party 0 passes the weight and party 1 passes None.")
+        rows, n = x.shape
+        if weight is not None and np.shape(weight) != (n, out_features):
+            raise InputError("the weight must have shape [in_features, out_features].")
+        with party.op("linear"):
+            sess = self._session(party)
+            lay = plan(rows, n, out_features)
+            if party.pid == 1:
+                s = _client(party, sess, lay, x)
+            else:
+                assert weight is not None
+                s = _server(party, sess, lay, x, encode(weight, party.f).view(np.int64))
+            return _lift(party, s)
+
+
+def _client_polys(lay: Layout, x: np.ndarray) -> np.ndarray:
+    """x mod t in the input packing: (row blocks, input blocks, N) coefficients."""
+    nb, nj, _ = lay.blocks
+    pad = np.zeros((nb * lay.r, nj * lay.ni), np.uint64)
+    pad[: lay.rows, : lay.n] = x & _MASK_T
+    blocks = pad.reshape(nb, lay.r, nj, lay.ni).transpose(0, 2, 1, 3).reshape(nb, nj, -1)
+    idx = (np.arange(lay.r)[:, None] * (lay.ni * lay.mi) + np.arange(lay.ni)[None, :]).reshape(-1)
+    polys = np.zeros((nb, nj, bfv.N), np.uint64)
+    polys[:, :, idx] = blocks
+    return polys
+
+
+def _from_replies(lay: Layout, vals: np.ndarray) -> np.ndarray:
+    """(row blocks, output blocks, r * mi) values -> [rows, m]."""
+    nb, _, no = lay.blocks
+    full = vals.reshape(nb, no, lay.r, lay.mi).transpose(0, 2, 1, 3).reshape(nb * lay.r, -1)
+    return np.ascontiguousarray(full[: lay.rows, : lay.m])
+
+
+def _client(party: TwoParty, sess: _Session, lay: Layout, x: np.ndarray) -> np.ndarray:
+    assert sess.client is not None
+    polys = _client_polys(lay, x)
+    blobs = [sess.client.encrypt(p) for p in polys.reshape(-1, bfv.N)]
+    header = struct.pack(f"<{len(blobs)}I", *(len(b) for b in blobs))
+    party.exchange(header + b"".join(blobs))
+    nb, _, no = lay.blocks
+    pos = lay.positions()
+    size = bfv.reply_size(pos.size)
+    got = party.exchange(b"")
+    if len(got) != nb * no * size:
+        raise PeerError(party.peer, "reply has the wrong length")
+    vals = np.stack(
+        [
+            sess.client.decrypt_reply(got[i * size : (i + 1) * size], pos, party.peer)
+            for i in range(nb * no)
+        ]
+    )
+    return _from_replies(lay, vals)
+
+
+def _split_blobs(party: TwoParty, got: bytes, count: int) -> list[bytes]:
+    head = 4 * count
+    if len(got) < head:
+        raise PeerError(party.peer, "ciphertext batch is too short")
+    lengths = struct.unpack(f"<{count}I", got[:head])
+    if head + sum(lengths) != len(got):
+        raise PeerError(party.peer, "ciphertext batch has the wrong length")
+    offs = np.cumsum((head,) + lengths)
+    return [got[offs[i] : offs[i + 1]] for i in range(count)]
+
+
+def flood_bits(lay: Layout, w_max: int) -> int:
+    """b such that noise uniform in [-2^b, 2^b) is within 2^-41 (per ciphertext, all N
+    coefficients) of itself shifted by any W-dependent noise (and the re-randomising encryption
+    of zero's): b = 40 + ceil(log2(N * bound))."""
+    _, nj, _ = lay.blocks
+    v0 = bfv.NOISE_MAX + 3  # fresh noise, + rounding of the encryption and of adding x0
+    eval_bound = nj * (bfv.N * w_max * (v0 + 1) + 2) + 4
+    zero_bound = 2 * bfv.NOISE_MAX * bfv.N + bfv.NOISE_MAX + 1
+    return STAT_BITS + math.ceil(math.log2(bfv.N * (eval_bound + zero_bound)))
+
+
+def _server(
+    party: TwoParty, sess: _Session, lay: Layout, x: np.ndarray, w: np.ndarray
+) -> np.ndarray:
+    assert sess.server is not None
+    ctx, ev = sess.ctx, sess.ctx.evaluator
+    nb, nj, no = lay.blocks
+    b = flood_bits(lay, max(int(np.abs(w).max()), 1))
+    if b > bfv.MAX_FLOOD_BITS:
+        raise InputError("the weights are too large for the HE linear layer's parameters.")
+    own = _client_polys(lay, x)
+    got = party.exchange(b"")
+    cts = []
+    for k, blob in enumerate(_split_blobs(party, got, nb * nj)):
+        ct = sess.server.load_input(blob)
+        ev.add_plain_inplace(ct, ctx.plaintext(own.reshape(-1, bfv.N)[k]))
+        ev.transform_to_ntt_inplace(ct)
+        cts.append(ct)
+    wpad = np.zeros((nj * lay.ni, no * lay.mi), np.int64)
+    wpad[: lay.n, : lay.m] = w
+    acc: list = [None] * (nb * no)
+    for j in range(nj):
+        for o in range(no):
+            block = wpad[j * lay.ni : (j + 1) * lay.ni, o * lay.mi : (o + 1) * lay.mi]
+            coeffs = np.zeros(bfv.N, np.int64)
+            coeffs[: lay.ni * lay.mi] = block[::-1].T.reshape(-1)
+            pt = ctx.plaintext_ntt(coeffs.view(np.uint64) & _MASK_T)
+            for bi in range(nb):
+                prod = ctx.multiply_plain(cts[bi * nj + j], pt)
+                k = bi * no + o
+                if acc[k] is None:
+                    acc[k] = prod
+                else:
+                    ev.add_inplace(acc[k], prod)
+    pos = lay.positions()
+    masks = party.private_random_u64(nb * no * bfv.N).reshape(nb * no, bfv.N) & _MASK_T
+    replies = []
+    for k in range(nb * no):
+        ev.transform_from_ntt_inplace(acc[k])
+        noise = party.private_random_u64(2 * bfv.N).reshape(bfv.N, 2)
+        replies.append(sess.server.seal_reply(acc[k], masks[k], pos, b, noise))
+    party.exchange(b"".join(replies))
+    return _from_replies(lay, (np.uint64(0) - masks[:, pos]) & _MASK_T)
+
+
+def _lift(party: TwoParty, s: np.ndarray) -> np.ndarray:
+    """Shares mod t of v (|v| < 2^50) -> shares mod 2^64 of v (1 round, one OT per element)."""
+    shape = s.shape
+    s = s.reshape(-1)
+    n = s.size
+    if party.pid == 0:
+        s = (s + _OFFSET) & _MASK_T
+        top = (s >= _HALF_T).astype(np.uint64)
+        w, _ = ot.shared_choice(
+            party,
+            n,
+            0,
+            top * np.uint64(bfv.T),
+            np.full(n, bfv.T, np.uint64),
+            np.zeros(0, np.uint8),
+        )
+        out = s - w - _OFFSET
+    else:
+        empty = np.zeros(0, np.uint64)
+        _, w = ot.shared_choice(party, n, 0, empty, empty, (s >= _HALF_T).astype(np.uint8))
+        out = s - w
+    return out.reshape(shape)
