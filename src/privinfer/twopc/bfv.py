@@ -266,6 +266,12 @@ class BfvServer:
             raise PeerError(self.peer, "ciphertext at the wrong level or size")
         return ct
 
+    def zero(self) -> seal.Ciphertext:
+        """A fresh public-key encryption of zero at the top level (coefficient form)."""
+        out = seal.Ciphertext()
+        self._encryptor.encrypt_zero(out)
+        return out
+
     def seal_reply(
         self,
         acc: seal.Ciphertext,

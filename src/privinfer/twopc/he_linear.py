@@ -247,6 +247,8 @@ def _server(
             block = wpad[j * lay.ni : (j + 1) * lay.ni, o * lay.mi : (o + 1) * lay.mi]
             coeffs = np.zeros(bfv.N, np.int64)
             coeffs[: lay.ni * lay.mi] = block[::-1].T.reshape(-1)
+            if not coeffs.any():
+                continue  # SEAL refuses a product by zero (transparent result); skip it
             pt = ctx.plaintext_ntt(coeffs.view(np.uint64) & _MASK_T)
             for bi in range(nb):
                 prod = ctx.multiply_plain(cts[bi * nj + j], pt)
@@ -256,14 +258,22 @@ def _server(
                 else:
                     ev.add_inplace(acc[k], prod)
     pos = lay.positions()
-    masks = party.private_random_u64(nb * no * bfv.N).reshape(nb * no, bfv.N) & _MASK_T
+    masks = _draw_masks(party, nb * no)
     replies = []
     for k in range(nb * no):
-        ev.transform_from_ntt_inplace(acc[k])
+        if acc[k] is None:  # an all-zero weight block: start from an encryption of zero
+            acc[k] = sess.server.zero()
+        else:
+            ev.transform_from_ntt_inplace(acc[k])
         noise = party.private_random_u64(2 * bfv.N).reshape(bfv.N, 2)
         replies.append(sess.server.seal_reply(acc[k], masks[k], pos, b, noise))
     party.exchange(b"".join(replies))
     return _from_replies(lay, (np.uint64(0) - masks[:, pos]) & _MASK_T)
+
+
+def _draw_masks(party: TwoParty, count: int) -> np.ndarray:
+    """`count` uniform masks mod t, N coefficients each (every coefficient is masked)."""
+    return party.private_random_u64(count * bfv.N).reshape(count, bfv.N) & _MASK_T
 
 
 def _lift(party: TwoParty, s: np.ndarray) -> np.ndarray:
