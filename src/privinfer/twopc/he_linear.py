@@ -7,8 +7,8 @@ party 1 (client) holds the BFV secret key of its session. What each party learns
 - the client: at each output coefficient x W + r mod t with r uniform mod t, the other
   coefficients never reach it (only c1 and the useful c0 coefficients travel), and the
   ciphertext itself is re-randomised with a fresh public-key encryption of zero and its
-  noise flooded by 2^b with b = 40 + log2(N * noise bound), so its distribution is within
-  statistical distance 2^-41 per ciphertext of one computed without W (circuit privacy);
+  noise flooded by 2^112, so its distribution is within statistical distance 2^-52 per
+  ciphertext of one computed without W (circuit privacy; `stat_bits`);
 - both: the public shapes and the layout (which follows from them).
 W never leaves the server in any form except inside products with the client's ciphertexts.
 
@@ -42,7 +42,8 @@ from privinfer.twopc.ring import encode
 if TYPE_CHECKING:
     from privinfer.twopc.runtime import TwoParty
 
-STAT_BITS = 40
+STAT_BITS_PER_REPLY = 52  # 2^-52 per reply ciphertext: <= 2^-40 over 4,096 replies
+WEIGHT_BITS = 24  # public bound on the encoded weights: |w| < 2^24 (= 256 at f = 16)
 LIFT_BITS = bfv.T_BITS - 2  # |x W| < 2^50
 _MASK_T = np.uint64(bfv.T - 1)
 _HALF_T = np.uint64(bfv.T >> 1)
@@ -99,9 +100,12 @@ def plan(rows: int, n: int, m: int) -> Layout:
             if r * ni > bfv.N:
                 continue
             lay = Layout(rows, n, m, r, ni, min(m, bfv.N // (r * ni)))
+            if stat_bits(lay) < STAT_BITS_PER_REPLY:
+                continue
             if best is None or _cost(lay) < _cost(best):
                 best = lay
-    assert best is not None
+    if best is None:
+        raise InputError("the layer is too wide for the HE linear layer's parameters.")
     return best
 
 
@@ -211,15 +215,17 @@ def _split_blobs(party: TwoParty, got: bytes, count: int) -> list[bytes]:
     return [got[offs[i] : offs[i + 1]] for i in range(count)]
 
 
-def flood_bits(lay: Layout, w_max: int) -> int:
-    """b such that noise uniform in [-2^b, 2^b) is within 2^-41 (per ciphertext, all N
-    coefficients) of itself shifted by any W-dependent noise (and the re-randomising encryption
-    of zero's): b = 40 + ceil(log2(N * bound))."""
+def stat_bits(lay: Layout) -> float:
+    """Statistical security of one reply: flooding c0 with noise uniform in [-2^b, 2^b)
+    (b = `bfv.MAX_FLOOD_BITS`, the most decryption allows) puts the reply within
+    N * B / 2^(b+1) of one computed without W (all N coefficients), where B bounds the
+    W-dependent noise (for the PUBLIC weight bound, so the noise says nothing about the actual
+    weights) plus the re-randomising encryption of zero's. Returns -log2 of that distance."""
     _, nj, _ = lay.blocks
     v0 = bfv.NOISE_MAX + 3  # fresh noise, + rounding of the encryption and of adding x0
-    eval_bound = nj * (bfv.N * w_max * (v0 + 1) + 2) + 4
+    eval_bound = nj * (bfv.N * (1 << WEIGHT_BITS) * (v0 + 1) + 2) + 4
     zero_bound = 2 * bfv.NOISE_MAX * bfv.N + bfv.NOISE_MAX + 1
-    return STAT_BITS + math.ceil(math.log2(bfv.N * (eval_bound + zero_bound)))
+    return bfv.MAX_FLOOD_BITS + 1 - math.log2(bfv.N * (eval_bound + zero_bound))
 
 
 def _server(
@@ -228,9 +234,9 @@ def _server(
     assert sess.server is not None
     ctx, ev = sess.ctx, sess.ctx.evaluator
     nb, nj, no = lay.blocks
-    b = flood_bits(lay, max(int(np.abs(w).max()), 1))
-    if b > bfv.MAX_FLOOD_BITS:
-        raise InputError("the weights are too large for the HE linear layer's parameters.")
+    if int(np.abs(w).max()) >= 1 << WEIGHT_BITS:
+        raise InputError("the weights are too large for the HE linear layer (|w| 2^f < 2^24).")
+    b = bfv.MAX_FLOOD_BITS
     own = _client_polys(lay, x)
     got = party.exchange(b"")
     cts = []
