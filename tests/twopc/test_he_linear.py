@@ -65,6 +65,27 @@ def test_shares_sum_to_the_exact_product_mod_2_64(rows, n, m, scale):
     assert np.array_equal(a + b, _reference(x, w))  # exact (|x W| < 2^50 here)
 
 
+def test_prepared_weights_are_served_from_the_cache():
+    rng = np.random.default_rng(11)
+    x = encode(rng.normal(0, 1, (2, 30)), 16)
+    w = rng.normal(0, 0.5, (30, 20))
+    lin = HeLinear()
+    x0, x1 = _shares(x, rng)
+
+    def prog(p: TwoParty) -> list[np.ndarray]:
+        if p.pid == 0:
+            lin.prepare(p, w, 2)
+        outs = []
+        for weight in (w, w.copy() * 2):  # the cached object, then a new one (not served)
+            outs.append(lin.matmul(p, x0 if p.pid == 0 else x1, weight if p.pid == 0 else None, 20))
+        return outs
+
+    (a, a2), (b, b2) = run_local(prog)
+    assert np.array_equal(a + b, _reference(x, w))
+    assert np.array_equal(a2 + b2, _reference(x, w * 2))
+    assert len(lin._cache) == 2
+
+
 def test_layouts_cover_the_model_shapes():
     for rows, n, m in [(8, 768, 2304), (1, 576, 49152), (64, 576, 1536), (1, 1536, 576)]:
         lay = plan(rows, n, m)

@@ -28,6 +28,7 @@ from __future__ import annotations
 import math
 import struct
 import weakref
+from collections import OrderedDict
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import TYPE_CHECKING
@@ -51,6 +52,7 @@ _OFFSET = np.uint64(1 << LIFT_BITS)
 # Cost model of `plan` (seconds on this project's 2-core machine; 1 MB counted as 20 ms)
 _S_PLAIN, _S_MUL, _S_IN, _S_OUT, _S_PER_BYTE = 1.3e-3, 0.5e-3, 12e-3, 20e-3, 2e-8
 _IN_CT_BYTES = 188_500
+_PT_BYTES = 3 * 8 * bfv.N  # an NTT plaintext at the top level
 
 
 @dataclass(frozen=True)
@@ -130,8 +132,42 @@ class HeLinear:
 
     name = "he"
 
-    def __init__(self) -> None:
+    def __init__(self, cache_bytes: int = 2 << 30) -> None:
+        """`cache_bytes`: the most memory the server's weight-plaintext cache may hold (NTT
+        plaintexts, 192 KiB each; least recently used first out; 0 disables it). Cached
+        weights must not change in place."""
         self._sessions: weakref.WeakKeyDictionary[TwoParty, _Session] = weakref.WeakKeyDictionary()
+        self._cache: OrderedDict[tuple, tuple[np.ndarray, list]] = OrderedDict()
+        self._cache_limit = cache_bytes
+        self._cache_used = 0
+
+    def prepare(self, party: TwoParty, weight: np.ndarray, rows: int) -> None:
+        """Server only, offline: encode `weight` for inputs of `rows` rows ahead of time (no
+        communication; what the first matmul of that shape would otherwise do online)."""
+        if party.pid != 0:
+            raise InputError("only the weight's owner (party 0) prepares it.")
+        with party.op("linear"), party.offline_phase():
+            n, m = np.shape(weight)
+            self._plaintexts(self._session(party), plan(rows, n, m), weight, party.f)
+
+    def _plaintexts(self, sess: _Session, lay: Layout, weight: np.ndarray, f: int) -> list:
+        key = (id(weight), f, lay)
+        hit = self._cache.get(key)
+        if hit is not None and hit[0] is weight:
+            self._cache.move_to_end(key)
+            return hit[1]
+        w = encode(weight, f).view(np.int64)
+        if int(np.abs(w).max()) >= 1 << WEIGHT_BITS:
+            raise InputError("the weights are too large for the HE linear layer (|w| 2^f < 2^24).")
+        pts = _weight_plaintexts(sess.ctx, lay, w)
+        size = _PT_BYTES * sum(p is not None for p in pts)
+        if size <= self._cache_limit:
+            while self._cache_used + size > self._cache_limit:
+                _, (_, old) = self._cache.popitem(last=False)
+                self._cache_used -= _PT_BYTES * sum(p is not None for p in old)
+            self._cache[key] = (weight, pts)
+            self._cache_used += size
+        return pts
 
     def _session(self, party: TwoParty) -> _Session:
         s = self._sessions.get(party)
@@ -160,7 +196,7 @@ class HeLinear:
                 s = _client(party, sess, lay, x)
             else:
                 assert weight is not None
-                s = _server(party, sess, lay, x, encode(weight, party.f).view(np.int64))
+                s = _server(party, sess, lay, x, self._plaintexts(sess, lay, weight, party.f))
             return _lift(party, s)
 
 
@@ -228,14 +264,28 @@ def stat_bits(lay: Layout) -> float:
     return bfv.MAX_FLOOD_BITS + 1 - math.log2(bfv.N * (eval_bound + zero_bound))
 
 
-def _server(
-    party: TwoParty, sess: _Session, lay: Layout, x: np.ndarray, w: np.ndarray
-) -> np.ndarray:
+def _weight_plaintexts(ctx: bfv.BfvContext, lay: Layout, w: np.ndarray) -> list:
+    """The NTT plaintexts of W's blocks, index j * (output blocks) + o (None: all-zero block,
+    which SEAL would refuse to multiply by: a transparent result)."""
+    _, nj, no = lay.blocks
+    wpad = np.zeros((nj * lay.ni, no * lay.mi), np.int64)
+    wpad[: lay.n, : lay.m] = w
+    pts: list = []
+    for j in range(nj):
+        for o in range(no):
+            block = wpad[j * lay.ni : (j + 1) * lay.ni, o * lay.mi : (o + 1) * lay.mi]
+            coeffs = np.zeros(bfv.N, np.int64)
+            coeffs[: lay.ni * lay.mi] = block[::-1].T.reshape(-1)
+            pts.append(
+                ctx.plaintext_ntt(coeffs.view(np.uint64) & _MASK_T) if coeffs.any() else None
+            )
+    return pts
+
+
+def _server(party: TwoParty, sess: _Session, lay: Layout, x: np.ndarray, pts: list) -> np.ndarray:
     assert sess.server is not None
     ctx, ev = sess.ctx, sess.ctx.evaluator
     nb, nj, no = lay.blocks
-    if int(np.abs(w).max()) >= 1 << WEIGHT_BITS:
-        raise InputError("the weights are too large for the HE linear layer (|w| 2^f < 2^24).")
     b = bfv.MAX_FLOOD_BITS
     own = _client_polys(lay, x)
     got = party.exchange(b"")
@@ -245,17 +295,12 @@ def _server(
         ev.add_plain_inplace(ct, ctx.plaintext(own.reshape(-1, bfv.N)[k]))
         ev.transform_to_ntt_inplace(ct)
         cts.append(ct)
-    wpad = np.zeros((nj * lay.ni, no * lay.mi), np.int64)
-    wpad[: lay.n, : lay.m] = w
     acc: list = [None] * (nb * no)
     for j in range(nj):
         for o in range(no):
-            block = wpad[j * lay.ni : (j + 1) * lay.ni, o * lay.mi : (o + 1) * lay.mi]
-            coeffs = np.zeros(bfv.N, np.int64)
-            coeffs[: lay.ni * lay.mi] = block[::-1].T.reshape(-1)
-            if not coeffs.any():
-                continue  # SEAL refuses a product by zero (transparent result); skip it
-            pt = ctx.plaintext_ntt(coeffs.view(np.uint64) & _MASK_T)
+            pt = pts[j * no + o]
+            if pt is None:
+                continue
             for bi in range(nb):
                 prod = ctx.multiply_plain(cts[bi * nj + j], pt)
                 k = bi * no + o
