@@ -7,8 +7,8 @@ party 1 (client) holds the BFV secret key of its session. What each party learns
 - the client: at each output coefficient x W + r mod t with r uniform mod t, the other
   coefficients never reach it (only c1 and the useful c0 coefficients travel), and the
   ciphertext itself is re-randomised with a fresh public-key encryption of zero and its
-  noise flooded by 2^112, so its distribution is within statistical distance 2^-52 per
-  ciphertext of one computed without W (circuit privacy; `stat_bits`);
+  noise flooded by 2^112, so what reaches the client is within statistical distance 2^-56
+  per reply of one computed without W (circuit privacy; `stat_bits`);
 - both: the public shapes and the layout (which follows from them).
 W never leaves the server in any form except inside products with the client's ciphertexts.
 
@@ -43,7 +43,7 @@ from privinfer.twopc.ring import encode
 if TYPE_CHECKING:
     from privinfer.twopc.runtime import TwoParty
 
-STAT_BITS_PER_REPLY = 52  # 2^-52 per reply ciphertext: <= 2^-40 over 4,096 replies
+STAT_BITS_PER_REPLY = 56  # 2^-56 per reply: <= 2^-40 over 65,536 replies
 WEIGHT_BITS = 24  # public bound on the encoded weights: |w| < 2^24 (= 256 at f = 16)
 LIFT_BITS = bfv.T_BITS - 2  # |x W| < 2^50
 _MASK_T = np.uint64(bfv.T - 1)
@@ -252,16 +252,18 @@ def _split_blobs(party: TwoParty, got: bytes, count: int) -> list[bytes]:
 
 
 def stat_bits(lay: Layout) -> float:
-    """Statistical security of one reply: flooding c0 with noise uniform in [-2^b, 2^b)
-    (b = `bfv.MAX_FLOOD_BITS`, the most decryption allows) puts the reply within
-    N * B / 2^(b+1) of one computed without W (all N coefficients), where B bounds the
-    W-dependent noise (for the PUBLIC weight bound, so the noise says nothing about the actual
-    weights) plus the re-randomising encryption of zero's. Returns -log2 of that distance."""
+    """Statistical security of one reply: c0 is flooded with noise uniform in [-2^b, 2^b)
+    (b = `bfv.MAX_FLOOD_BITS`, the most decryption allows) and only its r * mi useful
+    coefficients travel (rounding at the switch is per coefficient), so the client's view is
+    within r mi B / 2^(b+1) of one computed without W, where B bounds the W-dependent noise
+    (for the PUBLIC weight bound: the noise says nothing about the actual weights) plus the
+    re-randomising encryption of zero's (whose noise must hide its randomness u). Returns
+    -log2 of that distance."""
     _, nj, _ = lay.blocks
     v0 = bfv.NOISE_MAX + 3  # fresh noise, + rounding of the encryption and of adding x0
     eval_bound = nj * (bfv.N * (1 << WEIGHT_BITS) * (v0 + 1) + 2) + 4
     zero_bound = 2 * bfv.NOISE_MAX * bfv.N + bfv.NOISE_MAX + 1
-    return bfv.MAX_FLOOD_BITS + 1 - math.log2(bfv.N * (eval_bound + zero_bound))
+    return bfv.MAX_FLOOD_BITS + 1 - math.log2(lay.r * lay.mi * (eval_bound + zero_bound))
 
 
 def _weight_plaintexts(ctx: bfv.BfvContext, lay: Layout, w: np.ndarray) -> list:
