@@ -62,15 +62,15 @@ def run_shape(p: TwoParty, lin: HeLinear, rows: int, n: int, m: int) -> dict:
     x, x0, w = _inputs(rows, n, m)
     mine = x0 if p.pid == 0 else x - x0
     s = p.link.stats
-    r0, b0 = s.rounds, s.bytes_sent
     wire = getattr(p.link, "wire_stats", None)
-    w0 = sum(v["bytes_sent"] for v in wire().values()) if wire else 0
     clock = time.process_time if wire else time.thread_time
     c0 = clock()
     if p.pid == 0:  # offline: the weight's plaintexts, ahead of the input
         lin.prepare(p, w, rows)
     prep = clock() - c0
     p.exchange(b"")  # both start the online phase together
+    r0, b0 = s.rounds, s.bytes_sent
+    w0 = sum(v["bytes_sent"] for v in wire().values()) if wire else 0
     c0, t0 = clock(), time.perf_counter()
     out = lin.matmul(p, mine, w if p.pid == 0 else None, m)
     res = {
@@ -150,6 +150,7 @@ def table(results: list[dict], shapes: list, transport: str) -> list[dict]:
             "transport": transport,
             "layout": [lay.r, lay.ni, lay.mi],
             "cts_in_out": list(lay.costs()[:2]),
+            "server_offline_cpu_s": a["offline_cpu_s"],
             "server_cpu_s": a["cpu_s"],
             "client_cpu_s": b["cpu_s"],
             "wall_s": a["wall_s"],
@@ -180,6 +181,14 @@ def main(argv: list[str] | None = None) -> None:
     transport = "tls" if args.tls else "local"
     res = measure_tls(args.set) if args.tls else measure_local(shapes)
     rows = table(res, shapes, transport)
+    if args.json:
+        try:
+            with open(args.json) as f:
+                old = json.load(f)
+        except FileNotFoundError:
+            old = []
+        with open(args.json, "w") as f:
+            json.dump(old + rows, f, indent=1)
     print(
         f"setup ({transport}): server {res[0]['setup']['cpu_s']:.2f} CPU-s, "
         f"client {res[1]['setup']['cpu_s']:.2f} CPU-s, {res[0]['setup']['wall_s']:.2f} s wall"
@@ -197,14 +206,6 @@ def main(argv: list[str] | None = None) -> None:
             f"| {r['client_cpu_s']:.2f} | {r['wall_s']:.2f} | {r['server_sent'] / 1e6:.2f} "
             f"| {r['client_sent'] / 1e6:.2f} | {r['rounds']} | {r['exact']} |"
         )
-    if args.json:
-        try:
-            with open(args.json) as f:
-                old = json.load(f)
-        except FileNotFoundError:
-            old = []
-        with open(args.json, "w") as f:
-            json.dump(old + rows, f, indent=1)
 
 
 if __name__ == "__main__":
