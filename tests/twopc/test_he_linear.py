@@ -274,3 +274,11 @@ def test_too_large_weights_are_refused_not_wrong():
     x = encode(np.ones((1, 8)), 16)
     with pytest.raises(InputError, match="too large"):
         _run(x, np.full((8, 4), 256.0))
+
+
+def test_flooding_residues_match_python_integers():
+    noise = np.frombuffer(secrets.token_bytes(16 * bfv.N), np.uint64).reshape(-1, 2)
+    span = 1 << (bfv.MAX_FLOOD_BITS + 1)
+    e = (noise[:, 1].astype(object) * 2**64 + noise[:, 0].astype(object)) % span - span // 2
+    want = np.stack([(e % p).astype(np.uint64) for p in bfv.DATA_PRIMES])
+    assert np.array_equal(bfv._flood_residues(noise, bfv.MAX_FLOOD_BITS), want)

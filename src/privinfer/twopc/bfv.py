@@ -249,6 +249,32 @@ def _unpack_reply(payload: bytes, n_pos: int, peer: int) -> tuple[np.ndarray, np
     return c1, c0
 
 
+_SHIFTS4 = np.arange(0, 64, 4, dtype=np.uint64)[:, None]
+
+
+def _flood_residues(noise: np.ndarray, bits: int) -> np.ndarray:
+    """Residues (3, N) of E = U - 2^bits, where U is the low bits + 1 bits of each row's two
+    words (lo, hi): E uniform in [-2^bits, 2^bits) (64 <= bits < 127). U goes in 4-bit digits
+    d_k: acc = (acc + d_k (2^(4k) mod p)) mod p stays under 2^63 in uint64."""
+    if not 64 <= bits < 127:
+        raise ValueError("flood bits out of range")
+    hi = noise[:, 1] & np.uint64((1 << (bits + 1 - 64)) - 1)
+    d = np.concatenate(
+        [
+            (np.ascontiguousarray(noise[:, 0])[None, :] >> _SHIFTS4) & np.uint64(15),
+            (hi[None, :] >> _SHIFTS4[: (bits + 1 - 64 + 3) // 4]) & np.uint64(15),
+        ]
+    )
+    out = np.empty((len(DATA_PRIMES), noise.shape[0]), np.uint64)
+    for i, p in enumerate(DATA_PRIMES):
+        acc = np.zeros(noise.shape[0], np.uint64)
+        for k in range(d.shape[0]):
+            acc += d[k] * np.uint64(pow(2, 4 * k, p))
+            acc %= np.uint64(p)
+        out[i] = (acc + np.uint64(p - pow(2, bits, p))) % np.uint64(p)
+    return out
+
+
 class BfvServer:
     """Party 0's side: loads the client's ciphertexts, multiplies plaintexts in, and seals the
     reply (mask, re-randomise, flood, switch down, drop unused coefficients)."""
@@ -290,12 +316,8 @@ class BfvServer:
         zero = seal.Ciphertext()
         self._encryptor.encrypt_zero(zero)
         ev.add_inplace(acc, zero)
-        span = 1 << (flood_bits + 1)
-        e = (noise[:, 1].astype(object) * (1 << 64) + noise[:, 0].astype(object)) % span
-        e -= span >> 1
         flood = np.zeros((2, 3, N), np.uint64)
-        for i, p in enumerate(DATA_PRIMES):
-            flood[0, i] = (e % p).astype(np.uint64)
+        flood[0] = _flood_residues(noise, flood_bits)
         ev.add_inplace(acc, self.ctx.raw_ciphertext(flood, self.ctx.top, -1))
         ev.mod_switch_to_next_inplace(acc)
         out = self.ctx.residues(acc)
