@@ -298,27 +298,28 @@ class BfvServer:
         self._encryptor.encrypt_zero(out)
         return out
 
-    def seal_reply(
-        self,
-        acc: seal.Ciphertext,
-        mask: np.ndarray,
-        positions: np.ndarray,
-        flood_bits: int,
-        noise: np.ndarray,
-    ) -> bytes:
-        """Add the mask (N coefficients in [0, t)) and a fresh public-key encryption of zero,
-        add `noise` (N integers uniform in [-2^b, 2^b), b = flood_bits, as 2 uint64 words each)
-        to c0, switch to q'' and pack c1 plus the c0 coefficients at `positions`."""
-        if not 0 < flood_bits <= MAX_FLOOD_BITS:
+    def sanitizer(self, mask: np.ndarray, flood_bits: int, noise: np.ndarray) -> seal.Ciphertext:
+        """Input-independent (can run offline): a fresh public-key encryption of the mask (N
+        coefficients in [0, t)) with `noise` (N rows of 2 uint64 words: integers uniform in
+        [-2^b, 2^b), b = flood_bits) added to c0. Adding it to a result masks, re-randomises
+        and floods it in one step."""
+        if not 64 <= flood_bits <= MAX_FLOOD_BITS:
             raise ValueError("flood bits out of range")
+        out = seal.Ciphertext()
+        self._encryptor.encrypt_zero(out)
         ev = self.ctx.evaluator
-        ev.add_plain_inplace(acc, self.ctx.plaintext(mask))
-        zero = seal.Ciphertext()
-        self._encryptor.encrypt_zero(zero)
-        ev.add_inplace(acc, zero)
+        ev.add_plain_inplace(out, self.ctx.plaintext(mask))
         flood = np.zeros((2, 3, N), np.uint64)
         flood[0] = _flood_residues(noise, flood_bits)
-        ev.add_inplace(acc, self.ctx.raw_ciphertext(flood, self.ctx.top, -1))
+        ev.add_inplace(out, self.ctx.raw_ciphertext(flood, self.ctx.top, -1))
+        return out
+
+    def seal_reply(
+        self, acc: seal.Ciphertext, sanitizer: seal.Ciphertext, positions: np.ndarray
+    ) -> bytes:
+        """acc + sanitizer, switched to q'': c1 and the c0 coefficients at `positions`."""
+        ev = self.ctx.evaluator
+        ev.add_inplace(acc, sanitizer)
         ev.mod_switch_to_next_inplace(acc)
         out = self.ctx.residues(acc)
         parts = []

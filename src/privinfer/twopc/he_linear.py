@@ -118,12 +118,28 @@ class _Session:
         self.ctx = bfv.BfvContext()
         self.client: bfv.BfvClient | None = None
         self.server: bfv.BfvServer | None = None
+        self.pool: list = []  # the server's sanitizers made ahead: (ciphertext, mask)
         with party.offline_phase():
             if party.pid == 1:
                 self.client = bfv.BfvClient(self.ctx)
                 party.exchange(self.client.public_key_bytes())
             else:
                 self.server = bfv.BfvServer(self.ctx, party.exchange(b""), party.peer)
+
+    def fill(self, party: TwoParty, count: int) -> None:
+        """Add `count` sanitizers (mask, re-randomise, flood; input-independent) to the pool."""
+        assert self.server is not None
+        masks = _draw_masks(party, count)
+        for k in range(count):
+            noise = party.private_random_u64(2 * bfv.N).reshape(bfv.N, 2)
+            self.pool.append((self.server.sanitizer(masks[k], bfv.MAX_FLOOD_BITS, noise), masks[k]))
+
+    def take_sanitizers(self, party: TwoParty, count: int) -> list:
+        """`count` sanitizers from the pool (made now if it runs short)."""
+        if len(self.pool) < count:
+            self.fill(party, count - len(self.pool))
+        out, self.pool[:] = self.pool[:count], self.pool[count:]
+        return out
 
 
 class HeLinear:
@@ -142,13 +158,16 @@ class HeLinear:
         self._cache_used = 0
 
     def prepare(self, party: TwoParty, weight: np.ndarray, rows: int) -> None:
-        """Server only, offline: encode `weight` for inputs of `rows` rows ahead of time (no
-        communication; what the first matmul of that shape would otherwise do online)."""
+        """Server only, offline, no communication: encode `weight` for inputs of `rows` rows
+        (cached) and make the sanitizers (masked, flooded encryptions of zero) one such call
+        uses, ahead of the input: what that call would otherwise do online."""
         if party.pid != 0:
             raise InputError("only the weight's owner (party 0) prepares it.")
         with party.op("linear"), party.offline_phase():
             n, m = np.shape(weight)
-            self._plaintexts(self._session(party), plan(rows, n, m), weight, party.f)
+            sess, lay = self._session(party), plan(rows, n, m)
+            self._plaintexts(sess, lay, weight, party.f)
+            sess.fill(party, lay.costs()[1])
 
     def _plaintexts(self, sess: _Session, lay: Layout, weight: np.ndarray, f: int) -> list:
         key = (id(weight), f, lay)
@@ -288,7 +307,6 @@ def _server(party: TwoParty, sess: _Session, lay: Layout, x: np.ndarray, pts: li
     assert sess.server is not None
     ctx, ev = sess.ctx, sess.ctx.evaluator
     nb, nj, no = lay.blocks
-    b = bfv.MAX_FLOOD_BITS
     own = _client_polys(lay, x)
     got = party.exchange(b"")
     cts = []
@@ -311,16 +329,16 @@ def _server(party: TwoParty, sess: _Session, lay: Layout, x: np.ndarray, pts: li
                 else:
                     ev.add_inplace(acc[k], prod)
     pos = lay.positions()
-    masks = _draw_masks(party, nb * no)
+    sanitizers = sess.take_sanitizers(party, nb * no)
     replies = []
     for k in range(nb * no):
         if acc[k] is None:  # an all-zero weight block: start from an encryption of zero
             acc[k] = sess.server.zero()
         else:
             ev.transform_from_ntt_inplace(acc[k])
-        noise = party.private_random_u64(2 * bfv.N).reshape(bfv.N, 2)
-        replies.append(sess.server.seal_reply(acc[k], masks[k], pos, b, noise))
+        replies.append(sess.server.seal_reply(acc[k], sanitizers[k][0], pos))
     party.exchange(b"".join(replies))
+    masks = np.stack([m for _, m in sanitizers])
     return _from_replies(lay, (np.uint64(0) - masks[:, pos]) & _MASK_T)
 
 
