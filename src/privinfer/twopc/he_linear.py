@@ -20,7 +20,10 @@ down and replies; the client decrypts s1 = x W + r mod t, the server keeps s0 = 
 Result: exact shares of x @ encode(W) (2f fraction bits) whenever |x @ W| < 2^50, i.e. |y| <
 2^18 at f = 16; beyond that the value is wrong by a multiple of 2^52 (no error is raised: the
 range is a public parameter, as elsewhere in twopc). 3 rounds: client's ciphertexts, the
-reply, the lift. The session's key exchange (the client's public key, one flight) is offline.
+reply, the lift. Offline: the session's key exchange (the client's public key, one flight),
+and `HeLinear.prepare` (server only, no communication): the weight plaintexts and the reply
+sanitizers. Weights must satisfy |w| 2^f < 2^24, the PUBLIC bound the flooding is sized for
+(InputError otherwise). Parameters and their derivation: `twopc/bfv.py`, docs/mpc-he.md.
 """
 
 from __future__ import annotations
