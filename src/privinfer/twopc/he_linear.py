@@ -54,7 +54,8 @@ _HALF_T = np.uint64(bfv.T >> 1)
 _OFFSET = np.uint64(1 << LIFT_BITS)
 # Cost model of `plan` (seconds on this project's 2-core machine; 1 MB counted as 0.2 s, about
 # a 40 Mbit/s link: bytes weigh more than CPU, as the issue's targets do)
-_S_PLAIN, _S_MUL, _S_IN, _S_OUT, _S_PER_BYTE = 1.3e-3, 0.5e-3, 12e-3, 20e-3, 2e-7
+_S_PLAIN, _S_MUL, _S_IN, _S_OUT = 1.3e-3, 0.5e-3, 12e-3, 20e-3
+BYTE_COST_S = 2e-7  # default weight of one byte, in seconds
 _IN_CT_BYTES = 188_500
 _PT_BYTES = 3 * 8 * bfv.N  # an NTT plaintext at the top level
 
@@ -89,15 +90,16 @@ class Layout:
         return b * j, b * o, j * o, b * j * o
 
 
-def _cost(lay: Layout) -> float:
+def _cost(lay: Layout, byte_s: float) -> float:
     cin, cout, pts, muls = lay.costs()
     nbytes = cin * _IN_CT_BYTES + cout * bfv.reply_size(lay.r * lay.mi)
-    return pts * _S_PLAIN + muls * _S_MUL + cin * _S_IN + cout * _S_OUT + nbytes * _S_PER_BYTE
+    return pts * _S_PLAIN + muls * _S_MUL + cin * _S_IN + cout * _S_OUT + nbytes * byte_s
 
 
 @lru_cache(maxsize=256)
-def plan(rows: int, n: int, m: int) -> Layout:
-    """The cheapest layout under the cost model (public: a function of the shapes only)."""
+def plan(rows: int, n: int, m: int, byte_s: float = BYTE_COST_S) -> Layout:
+    """The cheapest layout under the cost model, a byte weighing `byte_s` seconds (public: a
+    function of the shapes and of that parameter only)."""
     best: Layout | None = None
     for r in sorted({-(-rows // k) for k in range(1, rows + 1)}):
         if r > bfv.N:
@@ -108,7 +110,7 @@ def plan(rows: int, n: int, m: int) -> Layout:
             lay = Layout(rows, n, m, r, ni, min(m, bfv.N // (r * ni)))
             if stat_bits(lay) < STAT_BITS_PER_REPLY:
                 continue
-            if best is None or _cost(lay) < _cost(best):
+            if best is None or _cost(lay, byte_s) < _cost(best, byte_s):
                 best = lay
     if best is None:
         raise InputError("the layer is too wide for the HE linear layer's parameters.")
@@ -152,10 +154,13 @@ class HeLinear:
 
     name = "he"
 
-    def __init__(self, cache_bytes: int = 2 << 30) -> None:
+    def __init__(self, cache_bytes: int = 2 << 30, byte_cost_s: float = BYTE_COST_S) -> None:
         """`cache_bytes`: the most memory the server's weight-plaintext cache may hold (NTT
         plaintexts, 192 KiB each; least recently used first out; 0 disables it). Cached
-        weights must not change in place."""
+        weights must not change in place. `byte_cost_s`: what one byte on the wire weighs
+        against one CPU second when choosing layouts (both parties must use the same value:
+        2e-7, about a 40 Mbit/s link, by default; smaller for loopback or a fast LAN)."""
+        self.byte_cost_s = byte_cost_s
         self._sessions: weakref.WeakKeyDictionary[TwoParty, _Session] = weakref.WeakKeyDictionary()
         self._cache: OrderedDict[tuple, tuple[np.ndarray, list]] = OrderedDict()
         self._cache_limit = cache_bytes
@@ -169,7 +174,7 @@ class HeLinear:
             raise InputError("only the weight's owner (party 0) prepares it.")
         with party.op("linear"), party.offline_phase():
             n, m = np.shape(weight)
-            sess, lay = self._session(party), plan(rows, n, m)
+            sess, lay = self._session(party), plan(rows, n, m, self.byte_cost_s)
             self._plaintexts(sess, lay, weight, party.f)
             sess.fill(party, lay.costs()[1])
 
@@ -214,7 +219,7 @@ class HeLinear:
             raise InputError("the weight must have shape [in_features, out_features].")
         with party.op("linear"):
             sess = self._session(party)
-            lay = plan(rows, n, out_features)
+            lay = plan(rows, n, out_features, self.byte_cost_s)
             if party.pid == 1:
                 s = _client(party, sess, lay, x)
             else:
