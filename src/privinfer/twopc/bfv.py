@@ -29,6 +29,7 @@ import zstandard
 
 from privinfer.errors import SecurityError
 from privinfer.net.peer import PeerError
+from privinfer.twopc import bfv_reply
 
 N = 8192
 T_BITS = 52
@@ -43,7 +44,11 @@ Q_REPLY = REPLY_PRIMES[0] * REPLY_PRIMES[1]
 # Flooding 2^b at q lands as 2^b q''/q after the switch; decryption at q'' needs the total
 # noise under q''/(2t): 2^(b+1) q''/q + (N + 3)/2 < q''/(2t) - 1 holds for b <= MAX_FLOOD_BITS.
 MAX_FLOOD_BITS = (Q // (8 * T)).bit_length() - 2
-_RES_BYTES = tuple((p.bit_length() + 7) // 8 for p in REPLY_PRIMES)  # 7, 8
+# Decryption at q'' after the flood (2^b q''/q), the switch's rounding ((N + 3)/2) and the
+# reply's dropped low bits (bfv_reply: 2^(d-1) (N + 1)) must stay under q''/(2t):
+assert (Q_REPLY << MAX_FLOOD_BITS) // Q + (N + 3) // 2 + (N + 1) * (
+    1 << (bfv_reply.DROP_BITS - 1)
+) < Q_REPLY // (4 * T), "BFV reply parameters leave no decryption margin"
 
 
 def check_security(n: int, total_bits: int) -> None:
@@ -220,33 +225,17 @@ class BfvClient:
 
 
 def reply_size(n_positions: int) -> int:
-    return sum(_RES_BYTES) * (N + n_positions)
-
-
-def _pack(res: np.ndarray, width: int) -> bytes:
-    return np.ascontiguousarray(res, np.uint64).view(np.uint8).reshape(-1, 8)[:, :width].tobytes()
-
-
-def _unpack(data: bytes, width: int, modulus: int, peer: int) -> np.ndarray:
-    raw = np.frombuffer(data, np.uint8).reshape(-1, width)
-    out = np.zeros((raw.shape[0], 8), np.uint8)
-    out[:, :width] = raw
-    words = out.view(np.uint64).reshape(-1)
-    if words.size and int(words.max()) >= modulus:
-        raise PeerError(peer, "reply residue out of range")
-    return words
+    return bfv_reply.WIDTH * (N + n_positions)
 
 
 def _unpack_reply(payload: bytes, n_pos: int, peer: int) -> tuple[np.ndarray, np.ndarray]:
-    c1 = np.empty((2, N), np.uint64)
-    c0 = np.empty((2, n_pos), np.uint64)
-    off = 0
-    for i, (width, p) in enumerate(zip(_RES_BYTES, REPLY_PRIMES, strict=True)):
-        c1[i] = _unpack(payload[off : off + width * N], width, p, peer)
-        off += width * N
-        c0[i] = _unpack(payload[off : off + width * n_pos], width, p, peer)
-        off += width * n_pos
-    return c1, c0
+    """(c1 residues (2, N), c0 residues (2, n_pos)) of a compact reply."""
+    w = bfv_reply.WIDTH
+    c1 = bfv_reply.expand(payload[: w * N], *REPLY_PRIMES)
+    c0 = bfv_reply.expand(payload[w * N :], *REPLY_PRIMES)
+    if c1 is None or c0 is None:
+        raise PeerError(peer, "reply residue out of range")
+    return np.stack(c1), np.stack(c0)
 
 
 _SHIFTS4 = np.arange(0, 64, 4, dtype=np.uint64)[:, None]
@@ -317,13 +306,12 @@ class BfvServer:
     def seal_reply(
         self, acc: seal.Ciphertext, sanitizer: seal.Ciphertext, positions: np.ndarray
     ) -> bytes:
-        """acc + sanitizer, switched to q'': c1 and the c0 coefficients at `positions`."""
+        """acc + sanitizer, switched to q'': c1 and the c0 coefficients at `positions`, each
+        as its top bits (`bfv_reply`)."""
         ev = self.ctx.evaluator
         ev.add_inplace(acc, sanitizer)
         ev.mod_switch_to_next_inplace(acc)
         out = self.ctx.residues(acc)
-        parts = []
-        for i, width in enumerate(_RES_BYTES):
-            parts.append(_pack(out[1, i], width))
-            parts.append(_pack(out[0, i, positions], width))
-        return b"".join(parts)
+        p1, p2 = REPLY_PRIMES
+        c1 = bfv_reply.compress(out[1, 0], out[1, 1], p1, p2)
+        return c1 + bfv_reply.compress(out[0, 0, positions], out[0, 1, positions], p1, p2)
