@@ -300,3 +300,14 @@ def test_compact_reply_keeps_each_coefficient_within_half_a_dropped_unit():
         w = (a + p1 * ((b - a) * pow(p1, -1, p2) % p2) - v) % q
         assert min(w, q - w) <= 1 << (bfv_reply.DROP_BITS - 1)
     assert bfv_reply.expand(b"\xff" * bfv_reply.WIDTH, p1, p2) is None
+
+
+def test_bfv_parameters_pass_the_128_bit_table_and_one_bit_more_fails():
+    from privinfer.errors import SecurityError
+
+    total = sum(p.bit_length() for p in bfv.DATA_PRIMES) + bfv.SPECIAL_BITS
+    assert total == bfv.MAX_COEFF_BITS_128[bfv.N] == 218
+    bfv.check_security(bfv.N, total)
+    with pytest.raises(SecurityError):
+        bfv.check_security(bfv.N, total + 1)
+    assert all(p % bfv.T == 1 for p in bfv.DATA_PRIMES)  # q = 1 mod t
