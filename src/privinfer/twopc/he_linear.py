@@ -58,6 +58,7 @@ _S_PLAIN, _S_MUL, _S_IN, _S_OUT = 1.3e-3, 0.5e-3, 12e-3, 20e-3
 BYTE_COST_S = 2e-7  # default weight of one byte, in seconds
 _IN_CT_BYTES = 188_500
 _PT_BYTES = 3 * 8 * bfv.N  # an NTT plaintext at the top level
+POOL_LIMIT = 2048  # sanitizers `prepare` keeps at most per session (384 KiB each: 768 MiB)
 
 
 @dataclass(frozen=True)
@@ -135,6 +136,8 @@ class _Session:
     def fill(self, party: TwoParty, count: int) -> None:
         """Add `count` sanitizers (mask, re-randomise, flood; input-independent) to the pool."""
         assert self.server is not None
+        if count <= 0:
+            return
         masks = _draw_masks(party, count)
         for k in range(count):
             noise = party.private_random_u64(2 * bfv.N).reshape(bfv.N, 2)
@@ -176,7 +179,7 @@ class HeLinear:
             n, m = np.shape(weight)
             sess, lay = self._session(party), plan(rows, n, m, self.byte_cost_s)
             self._plaintexts(sess, lay, weight, party.f)
-            sess.fill(party, lay.costs()[1])
+            sess.fill(party, min(lay.costs()[1], POOL_LIMIT - len(sess.pool)))
 
     def _plaintexts(self, sess: _Session, lay: Layout, weight: np.ndarray, f: int) -> list:
         key = (id(weight), f, lay)
