@@ -13,6 +13,9 @@ Rules:
 (d) `modes` imports engines and base, not `api`, `cli`, `bench` or the top package; `api` imports
     modes, engines and base, not `cli`, `bench` or the top package.
 
+(e) crypto libraries are imported in one place each: `tenseal` only by the scheme adapters in
+    `TENSEAL_ADAPTERS` (one module per scheme: CKKS in `he.ckks`, BFV in `twopc.bfv`).
+
 Every `import` counts, at module level or inside a function, relative ones resolved;
 `import privinfer` and `from privinfer import name` (a name that is not a submodule) count as
 importing the top package.
@@ -39,6 +42,7 @@ RULE_D_MODES = "d: modes imports engines and base, not api, cli, bench or the to
 RULE_D_API = "d: api imports modes, engines and base, not cli, bench or the top package"
 
 SRC = Path(__file__).resolve().parents[1] / "src"
+TENSEAL_ADAPTERS = {"privinfer.he.ckks", "privinfer.twopc.bfv"}
 
 
 def component(module: str) -> str:
@@ -198,3 +202,22 @@ def test_checker_names_each_upward_or_sideways_edge(tmp_path: Path) -> None:
             f"privinfer.api -> privinfer.bench ({RULE_D_API})",
         ]
     )
+
+
+def tenseal_importers(src_root: Path) -> set[str]:
+    """Modules under src_root/privinfer that import tenseal (at any depth of the module)."""
+    found = set()
+    for module, (path, is_pkg) in modules_under(src_root).items():
+        tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+        for target, _line in imported_modules(tree, module, is_pkg, set()):
+            if target == "tenseal" or target.startswith("tenseal."):
+                found.add(module)
+    return found
+
+
+def test_tenseal_is_imported_by_the_scheme_adapters_only(tmp_path: Path) -> None:
+    assert tenseal_importers(SRC) == TENSEAL_ADAPTERS
+    _write(tmp_path, "privinfer/__init__.py")
+    _write(tmp_path, "privinfer/twopc/__init__.py")
+    _write(tmp_path, "privinfer/twopc/x.py", "def f():\n    import tenseal.sealapi as s\n")
+    assert tenseal_importers(tmp_path) == {"privinfer.twopc.x"}
