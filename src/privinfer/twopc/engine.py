@@ -1,0 +1,283 @@
+"""`MpcHeOps`: the model `Ops` interface on 2-out-of-2 shares between the model owner (party 0,
+weights in plaintext, never sent) and the client (party 1, owns the token ids and receives the
+outputs). Semi-honest 2PC, no third party, no dealer; computational security of the OTs (and of
+the HE scheme where the linear backend is `HeLinear`).
+
+Each party runs the same model definition with its own `MpcHeOps(party, backend)`; tensors are
+numpy uint64 share matrices [rows, features] at `party.f` fraction bits. The client's
+definition is built on shape-only (meta) tensors: `prepare` reads values at party 0 only.
+- linear maps: the `LinearBackend` (owner's weight times the shared input), truncation, then
+  party 0 adds its bias to its share.
+- embedding of private ids: the client encodes its one-hot rows [tokens, vocab] as its own
+  share (party 0's is zero) and the owner's table goes through the linear backend, so the
+  server learns nothing of the ids and the table stays with it (cost: one [tokens, vocab] x
+  [vocab, dim] product). `embed_public` (positions, segment ids): party 0's share is the row.
+- norms (owner's gains), softmax, SiLU, GELU (tanh form, <= 4.7e-4 from erf-GELU), attention
+  (Beaver products for q k^T and p v, public RoPE tables and causal masks), argmax: twopc's
+  protocols, each with the range and error stated in its module.
+- KV cache: per layer the party's share of K and V (client one share, server the other).
+- `next_token` (greedy only) and `reveal` open values to the client only; party 0 gets nothing.
+What each party learns: shapes (prompt length, number of generated tokens, model shape) and
+timing; every message it receives is masked by OT pads, Beaver masks or uniform shares.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from privinfer.errors import InputError
+from privinfer.models.costs import CostReport
+from privinfer.models.ops import Sampler, WeightKind
+from privinfer.twopc import activations, softmax
+from privinfer.twopc.arith import mul, mul_raw
+from privinfer.twopc.linear import LinearBackend, OtLinear
+from privinfer.twopc.norms import layer_norm, rms_norm
+from privinfer.twopc.ring import decode, encode, reveal_to
+from privinfer.twopc.runtime import TwoParty
+from privinfer.twopc.trunc import trunc
+
+OWNER, CLIENT = 0, 1
+ROPE_BITS = 20
+MASK_VALUE = -1.0e4  # a causally masked score (softmax accepts any value below the row max)
+
+
+@dataclass
+class OwnerWeight:
+    """A weight handle: its public shape and, at party 0 only, the float64 values (linear
+    weights transposed to [in, out])."""
+
+    kind: str
+    shape: tuple[int, ...]
+    value: np.ndarray | None
+
+
+class MpcHeOps:
+    """`Ops` on additive 2-out-of-2 shares for one of the two parties."""
+
+    name = "mpc+he"
+
+    def __init__(self, party: TwoParty, backend: LinearBackend | None = None) -> None:
+        self.party = party
+        self.backend: LinearBackend = backend if backend is not None else OtLinear()
+        self._concat: dict[tuple[int, ...], OwnerWeight] = {}
+        self._rope: dict[tuple, tuple[np.ndarray, np.ndarray]] = {}
+
+    @property
+    def owner(self) -> bool:
+        return self.party.pid == OWNER
+
+    def _public(self, value: np.ndarray) -> np.ndarray:
+        """A share of a public or owner-held ring value: party 0 holds it, party 1 zero."""
+        v = np.asarray(value, np.uint64)
+        return v.copy() if self.owner else np.zeros_like(v)
+
+    # weights and inputs
+    def prepare(self, name: str, weight: torch.Tensor, *, kind: WeightKind) -> OwnerWeight:
+        shape = tuple(int(s) for s in weight.shape)
+        if kind == "linear":
+            shape = shape[::-1]
+        if not self.owner:
+            return OwnerWeight(kind, shape, None)  # the client never reads a weight's values
+        w = weight.detach().to(torch.float64).numpy()
+        return OwnerWeight(kind, shape, w.T if kind == "linear" else w)
+
+    def embed(self, table: OwnerWeight, ids: Sequence[int]) -> np.ndarray:
+        vocab = table.shape[0]
+        if self.owner:
+            x = np.zeros((len(ids), vocab), np.uint64)
+        else:
+            idx = np.asarray(list(ids), np.int64)
+            if idx.size and (idx.min() < 0 or idx.max() >= vocab):
+                raise InputError(f"token ids must lie in [0, {vocab})")
+            x = np.zeros((len(ids), vocab), np.uint64)
+            x[np.arange(len(ids)), idx] = np.uint64(1 << self.party.f)
+        with self.party.op("embed"):
+            return self._matmul(x, table)
+
+    def embed_public(self, table: OwnerWeight, indices: Sequence[int]) -> np.ndarray:
+        if self.owner:
+            assert table.value is not None
+            return encode(table.value[list(indices)], self.party.f)
+        return np.zeros((len(list(indices)), table.shape[1]), np.uint64)
+
+    # linear algebra
+    def _matmul(self, x: np.ndarray, w: OwnerWeight) -> np.ndarray:
+        raw = self.backend.matmul(self.party, x, w.value, w.shape[1])
+        return trunc(self.party, raw, self.party.f)
+
+    def _add_bias(self, y: np.ndarray, b: OwnerWeight | None) -> np.ndarray:
+        if b is None or not self.owner:
+            return y
+        assert b.value is not None
+        return y + encode(b.value, self.party.f)
+
+    def linear(
+        self, x: np.ndarray, w: OwnerWeight, b: OwnerWeight | None = None
+    ) -> np.ndarray:
+        with self.party.op("linear"):
+            return self._add_bias(self._matmul(x, w), b)
+
+    def linears(
+        self, x: np.ndarray, ws: Sequence[tuple[OwnerWeight, OwnerWeight | None]]
+    ) -> list[np.ndarray]:
+        """One product against the column-concatenated weights (cached per weight tuple)."""
+        key = tuple(id(w) for w, _ in ws)
+        if key not in self._concat:
+            n_in = ws[0][0].shape[0]
+            n_out = sum(w.shape[1] for w, _ in ws)
+            value = None
+            if self.owner:
+                value = np.concatenate([w.value for w, _ in ws], axis=1)  # type: ignore[misc]
+            self._concat[key] = OwnerWeight("linear", (n_in, n_out), value)
+        with self.party.op("linear"):
+            y = self._matmul(x, self._concat[key])
+            outs, start = [], 0
+            for w, b in ws:
+                outs.append(self._add_bias(y[:, start : start + w.shape[1]], b))
+                start += w.shape[1]
+            return outs
+
+    def add(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        return a + b
+
+    # norms and activations
+    def _gain(self, w: OwnerWeight | None) -> np.ndarray | None:
+        return None if w is None or w.value is None else encode(w.value, self.party.f)
+
+    def rms_norm(self, x: np.ndarray, w: OwnerWeight, eps: float) -> np.ndarray:
+        return rms_norm(self.party, x, self._gain(w), OWNER, eps)
+
+    def layer_norm(self, x: np.ndarray, w: OwnerWeight, b: OwnerWeight, eps: float) -> np.ndarray:
+        return layer_norm(self.party, x, self._gain(w), self._gain(b), OWNER, eps)
+
+    def swiglu(self, gate: np.ndarray, up: np.ndarray) -> np.ndarray:
+        with self.party.op("swiglu"):
+            return mul(self.party, activations.silu(self.party, gate), up)
+
+    def gelu(self, x: np.ndarray) -> np.ndarray:
+        return activations.gelu(self.party, x)
+
+    # attention
+    def _rope_tables(
+        self, positions: tuple[int, ...], head_dim: int, theta: float
+    ) -> tuple[np.ndarray, np.ndarray]:
+        key = (positions, head_dim, theta)
+        if key not in self._rope:
+            inv = 1.0 / theta ** (np.arange(0, head_dim, 2, dtype=np.float64) / head_dim)
+            ang = np.outer(np.asarray(positions, np.float64), inv)
+            ang = np.concatenate([ang, ang], axis=-1)[:, None, :]
+            self._rope = {key: (encode(np.cos(ang), ROPE_BITS), encode(np.sin(ang), ROPE_BITS))}
+        return self._rope[key]
+
+    def rope(
+        self, x: np.ndarray, positions: Sequence[int], *, n_heads: int, head_dim: int, theta: float
+    ) -> np.ndarray:
+        """Rotate-half RoPE with public cos/sin at 20 bits (local products, one truncation)."""
+        cos, sin = self._rope_tables(tuple(positions), head_dim, theta)
+        t, half = x.shape[0], head_dim // 2
+        h = x.reshape(t, n_heads, head_dim)
+        rot = np.concatenate([np.zeros_like(h[..., half:]) - h[..., half:], h[..., :half]], -1)
+        with self.party.op("rope"):
+            y = trunc(self.party, h * cos + rot * sin, ROPE_BITS)
+        return y.reshape(t, n_heads * head_dim)
+
+    def attention(
+        self,
+        q: np.ndarray,
+        k: np.ndarray,
+        v: np.ndarray,
+        *,
+        n_heads: int,
+        n_kv_heads: int,
+        head_dim: int,
+        causal: bool,
+        q_offset: int,
+    ) -> np.ndarray:
+        """softmax(q k^T / sqrt(d) + mask) v per head with elementwise Beaver products (one
+        online round each) and a truncation; GQA by repeating the KV heads."""
+        p, f = self.party, self.party.f
+        t, s = q.shape[0], k.shape[0]
+        rep = n_heads // n_kv_heads
+        with p.op("attention"):
+            qh = q.reshape(t, n_heads, head_dim).transpose(1, 0, 2)
+            kh = np.repeat(k.reshape(s, n_kv_heads, head_dim).transpose(1, 0, 2), rep, axis=0)
+            vh = np.repeat(v.reshape(s, n_kv_heads, head_dim).transpose(1, 0, 2), rep, axis=0)
+            log_d = math.log2(head_dim)
+            if log_d == int(log_d) and int(log_d) % 2 == 0:  # 1/sqrt(d) = 2^-(log_d / 2)
+                extra = int(log_d) // 2
+            else:
+                qh = trunc(p, qh * encode(1.0 / math.sqrt(head_dim), f), f)
+                extra = 0
+            a, b = np.broadcast_arrays(qh[:, :, None, :], kh[:, None, :, :])
+            raw = mul_raw(p, np.ascontiguousarray(a), np.ascontiguousarray(b))
+            scores = trunc(p, raw.sum(axis=-1, dtype=np.uint64), f + extra)  # (H, t, s)
+            if causal:
+                masked = np.arange(s)[None, :] > (np.arange(t)[:, None] + q_offset)
+                fill = self._public(np.full(scores.shape, encode(MASK_VALUE, f)))
+                scores = np.where(masked[None], fill, scores)
+            probs = softmax.softmax(p, scores.reshape(n_heads * t, s)).reshape(n_heads, t, s)
+            a, b = np.broadcast_arrays(probs[:, :, :, None], vh[:, None, :, :])
+            raw = mul_raw(p, np.ascontiguousarray(a), np.ascontiguousarray(b))
+            out = trunc(p, raw.sum(axis=2, dtype=np.uint64), f)  # (H, t, d)
+            return np.ascontiguousarray(out.transpose(1, 0, 2)).reshape(t, n_heads * head_dim)
+
+    # cache and outputs
+    def new_cache(self, n_layers: int) -> list[list[np.ndarray | None]]:
+        return [[None, None] for _ in range(n_layers)]
+
+    def cache_append(
+        self, cache: list[list[np.ndarray | None]], layer: int, k: np.ndarray, v: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        old_k, old_v = cache[layer]
+        if old_k is not None and old_v is not None:
+            k, v = np.concatenate([old_k, k]), np.concatenate([old_v, v])
+        cache[layer] = [k, v]
+        return k, v
+
+    def last_row(self, x: np.ndarray) -> np.ndarray:
+        return x[-1:]
+
+    def split_rows(self, x: np.ndarray, sizes: Sequence[int]) -> list[np.ndarray]:
+        return np.split(x, np.cumsum(list(sizes))[:-1])
+
+    def cat_rows(self, xs: Sequence[np.ndarray]) -> np.ndarray:
+        return np.concatenate(list(xs))
+
+    def next_token(self, logits: np.ndarray, sampler: Sampler, step: int) -> int:
+        """Greedy argmax in 2PC; the index is opened to the client only (party 0 gets -1)."""
+        if not sampler.greedy:
+            raise InputError("mode mpc+he supports greedy decoding only (--temperature 0)")
+        with self.party.op("argmax"):
+            idx = softmax.argmax(self.party, logits[-1:])
+            got = reveal_to(self.party, idx, CLIENT)
+        return -1 if got is None else int(got[0])
+
+    def mean_pool(self, x: np.ndarray, *, normalize: bool) -> np.ndarray:
+        p, f = self.party, self.party.f
+        with p.op("mean_pool"):
+            total = x.sum(axis=0, keepdims=True, dtype=np.uint64)
+            m = trunc(p, total * encode(1.0 / x.shape[0], f), f)
+            if not normalize:
+                return m
+            dim = m.shape[-1]
+            gain = encode(np.full(dim, 1.0 / math.sqrt(dim)), f) if self.owner else None
+            return rms_norm(p, m, gain, OWNER, 1e-12)
+
+    def reveal(self, x: np.ndarray) -> torch.Tensor:
+        """Open `x` to the client (party 0 gets an empty tensor)."""
+        got = reveal_to(self.party, x, CLIENT)
+        return torch.empty(0) if got is None else torch.from_numpy(decode(got, self.party.f))
+
+    def costs(self) -> CostReport:
+        return self.party.meter.snapshot()
+
+
+def placeholder_weights(shapes: dict[str, Sequence[int]]) -> dict[str, Any]:
+    """Shape-only (meta) tensors for the client's copy of the model definition."""
+    return {k: torch.empty(tuple(v), device="meta") for k, v in shapes.items()}
