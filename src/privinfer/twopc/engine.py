@@ -117,9 +117,7 @@ class MpcHeOps:
         assert b.value is not None
         return y + encode(b.value, self.party.f)
 
-    def linear(
-        self, x: np.ndarray, w: OwnerWeight, b: OwnerWeight | None = None
-    ) -> np.ndarray:
+    def linear(self, x: np.ndarray, w: OwnerWeight, b: OwnerWeight | None = None) -> np.ndarray:
         with self.party.op("linear"):
             return self._add_bias(self._matmul(x, w), b)
 
