@@ -120,7 +120,7 @@ def _offline_share_bits(party: TwoParty, rows: int, w: np.ndarray | None, shape:
             g0 = _expand(m0, n_out, t0).reshape(k, 64, n_out)
             g1 = _expand(m1, n_out, t0).reshape(k, 64, n_out)
             rows_w = w[np.arange(lo, hi) % n_in]  # W[i, :] for element (r, i)
-            party.exchange(_pack(g1 - g0 - rows_w[:, None, :]))
+            party.send_only(_pack(g1 - g0 - rows_w[:, None, :]))
             acc[lo:hi] = np.zeros((k, n_out), np.uint64) - _shifted_sum(g0)
         else:
             assert r is not None
@@ -150,7 +150,7 @@ def _offline_weight_bits(party: TwoParty, rows: int, w: np.ndarray | None, shape
             assert w is not None
             c, mc = party.ot.take_recv(64 * k)
             bits = ((w.reshape(-1)[lo:hi, None] >> _SHIFTS) & np.uint64(1)).astype(np.uint8)
-            party.exchange(np.packbits(bits.reshape(-1) ^ c, bitorder="little"))
+            party.send_only(np.packbits(bits.reshape(-1) ^ c, bitorder="little"))
             corr = _unpack(party.exchange(b""), k, rows, party)
             gc = _expand(mc, rows, t0).reshape(k, 64, rows)
             b = bits.astype(np.uint64)[:, :, None]
@@ -167,7 +167,7 @@ def _offline_weight_bits(party: TwoParty, rows: int, w: np.ndarray | None, shape
             g0 = _expand(k0, rows, t0).reshape(k, 64, rows)
             g1 = _expand(k1, rows, t0).reshape(k, 64, rows)
             cols = r.T[np.arange(lo, hi) // n_out]  # R[:, i] for element (i, o)
-            party.exchange(_pack(g1 - g0 - cols[:, None, :]))
+            party.send_only(_pack(g1 - g0 - cols[:, None, :]))
             acc[lo:hi] = np.zeros((k, rows), np.uint64) - _shifted_sum(g0)
     share = acc.reshape(n_in, n_out, rows).sum(axis=0, dtype=np.uint64).T
     return r, np.ascontiguousarray(share)
@@ -192,7 +192,7 @@ def owner_matmul(
         r, s = offline(party, rows, w, (n_in, out_features))
     if party.pid == 1:
         assert r is not None
-        party.exchange(x - r)
+        party.send_only(x - r)
         return s
     assert w is not None
     d = party.exchange(b"")

@@ -79,7 +79,7 @@ def serve_session(party: TwoParty, model: Any, backend: LinearBackend | None = N
     """The server's half of one session (party 0); returns its request and costs (public)."""
     req = _json(party, {**manifest(model), "linear": _backend_name(backend)})
     why = _check_request(model, req)
-    party.exchange(b"ok" if why is None else why.encode())
+    party.send_only(b"ok" if why is None else why.encode())
     if why is not None:
         raise InputError(f"refused a client request: {why}")
     ops = MpcHeOps(party, backend)
@@ -98,7 +98,7 @@ def serve_session(party: TwoParty, model: Any, backend: LinearBackend | None = N
         for n in req["lengths"]:
             ops.reveal(net.encode([0] * n))
     costs = ops.costs().to_dict()
-    party.exchange(json.dumps(costs).encode())
+    party.send_only(json.dumps(costs).encode())
     return {"request": req, "costs": costs}
 
 
@@ -152,7 +152,7 @@ def client_generate(
         tok = ops.next_token(net.forward(ids, cache, pos), Sampler(), step)
         pos, ids = pos + len(ids), [tok]
         stop = tok in stop_ids or step + 1 == max_new_tokens
-        party.exchange(STOP if stop else CONTINUE)
+        party.send_only(STOP if stop else CONTINUE)
         if tok not in stop_ids:
             yield tok
         if stop:

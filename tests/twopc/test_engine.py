@@ -1,0 +1,144 @@
+"""MpcHeOps and OtLinear in process (two parties as threads over memory links): the linear
+backend is exact, a tiny LLaMA picks the plain engine's greedy tokens with logits close to a
+float64 reference, only the client learns them, and no weight bytes cross the wire."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from tests.views import RecordingLink
+
+from privinfer.engines.plain import PlainOps
+from privinfer.models.generate import GenerationStats, generate_ids
+from privinfer.models.llama import Llama
+from privinfer.models.ops import Sampler
+from privinfer.models.tiny import tiny_llama_config, tiny_llama_weights
+from privinfer.net.memory import MemoryNetwork
+from privinfer.twopc import ring
+from privinfer.twopc.engine import MpcHeOps, placeholder_weights
+from privinfer.twopc.linear import OtLinear, cost_bytes
+from privinfer.twopc.runtime import run_local
+
+PROMPT = [256, 87, 104, 97]
+CANARY = -0.0123456789  # encodes to the ring word 0xfffffffffffffcd8 at f = 16
+
+
+def _matmul_pair(method: str, rows: int, n_in: int, n_out: int, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    x = ring.encode(rng.normal(size=(rows, n_in)) * 4, 16)
+    w = rng.normal(size=(n_in, n_out))
+
+    def prog(p):  # type: ignore[no-untyped-def]
+        s = ring.share_input(p, 1, x.reshape(-1) if p.pid == 1 else None, x.size).reshape(x.shape)
+        z = OtLinear(method).matmul(p, s, w if p.pid == 0 else None, n_out)
+        return ring.reveal(p, z), p.meter.to_dict()
+
+    (z, costs), _ = run_local(prog)
+    return z, x @ ring.encode(w, 16), costs
+
+
+@pytest.mark.parametrize("method", ["share_bits", "weight_bits"])
+def test_ot_linear_is_exact_mod_2_64(method):
+    got, want, costs = _matmul_pair(method, rows=3, n_in=10, n_out=5)
+    assert np.array_equal(got, want)
+    assert costs["linear"]["rounds"] == 1  # online: one flight of the client's masked share
+    assert costs["linear"]["bytes_sent"] == 0 and costs["linear"]["bytes_received"] == 8 * 3 * 10
+    assert costs["linear/offline"]["rounds"] >= 2
+
+
+def test_ot_linear_picks_the_cheaper_method():
+    assert cost_bytes(1, 64, 256, "share_bits") < cost_bytes(1, 64, 256, "weight_bits")
+    assert cost_bytes(300, 8, 4, "weight_bits") < cost_bytes(300, 8, 4, "share_bits")
+
+
+def _tiny():
+    cfg = tiny_llama_config(hidden=32, layers=2, heads=2, kv_heads=1, ffn=64)
+    return cfg, tiny_llama_weights(cfg, seed=3)
+
+
+def _run_tiny(weights, links=None, n_tokens=3, backend=None):
+    cfg, _ = _tiny()
+    shapes = {k: list(v.shape) for k, v in weights.items()}
+
+    def prog(p):  # type: ignore[no-untyped-def]
+        ops = MpcHeOps(p, backend() if backend else None)
+        m = Llama(cfg, weights if p.pid == 0 else placeholder_weights(shapes), ops)
+        cache, ids, pos, toks = m.new_cache(), list(PROMPT), 0, []
+        logits = None
+        for i in range(n_tokens):
+            out = m.forward(ids if p.pid == 1 else [0] * len(ids), cache, pos)
+            if i == 0:
+                logits = ops.reveal(out)
+            tok = ops.next_token(out, Sampler(), i)
+            pos, ids = pos + len(ids), [tok]
+            toks.append(tok)
+        return toks, logits
+
+    return run_local(prog, links=links, timeout_s=120)
+
+
+def test_tiny_llama_greedy_tokens_equal_plain_and_only_the_client_learns_them():
+    cfg, w = _tiny()
+    plain = list(
+        generate_ids(
+            Llama(cfg, w, PlainOps()),
+            PROMPT,
+            sampler=Sampler(),
+            max_new_tokens=3,
+            stop_ids=(),
+            stats=GenerationStats(),
+        )
+    )
+    ref = Llama(cfg, {k: v.double() for k, v in w.items()}, _Float64Ops())
+    ref_logits = ref.forward(PROMPT, ref.new_cache(), 0)
+    (server_toks, server_logits), (client_toks, client_logits) = _run_tiny(w)
+    assert client_toks == plain
+    assert server_toks == [-1, -1, -1] and server_logits.numel() == 0
+    assert (client_logits - ref_logits).abs().max().item() < 5e-3
+
+
+class _Float64Ops(PlainOps):
+    def prepare(self, name, weight, *, kind):  # type: ignore[no-untyped-def]
+        return weight.detach().to(torch.float64)
+
+    def _rope_tables(self, head_dim, theta, upto):  # type: ignore[no-untyped-def]
+        c, s = super()._rope_tables(head_dim, theta, upto)
+        return c.double(), s.double()
+
+
+class _LeakyLinear(OtLinear):
+    """A broken backend that sends the owner's encoded weight in the clear (for the companion)."""
+
+    def matmul(self, party, x, weight, out_features):  # type: ignore[no-untyped-def]
+        if party.pid == 0:
+            party.exchange(ring.encode(weight, party.f).tobytes())
+        else:
+            party.exchange(b"")
+        return super().matmul(party, x, weight, out_features)
+
+
+def _client_view(backend=None) -> bytes:
+    cfg, w = _tiny()
+    w = dict(w)
+    w["model.layers.0.self_attn.q_proj.weight"] = torch.full_like(
+        w["model.layers.0.self_attn.q_proj.weight"], CANARY
+    )
+    w["model.embed_tokens.weight"][:, 0] = CANARY
+    net = MemoryNetwork(2, timeout_s=60)
+    links = list(net.links)
+    links[1] = RecordingLink(links[1])
+    _run_tiny(w, links=links, n_tokens=1, backend=backend)
+    return b"".join(links[1].view)
+
+
+def test_no_weight_bytes_reach_the_client_and_the_check_catches_a_leak():
+    patterns = [
+        ring.encode(CANARY, 16).tobytes(),
+        np.float64(CANARY).tobytes(),
+        np.float32(CANARY).tobytes(),
+    ]
+    view = _client_view()
+    assert len(view) > 10**6
+    assert not any(p in view for p in patterns)
+    assert patterns[0] in _client_view(_LeakyLinear)
