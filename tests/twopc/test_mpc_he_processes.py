@@ -1,0 +1,111 @@
+"""mpc+he over real processes and mutually authenticated TLS: `privinfer mpc+he serve` (party 0)
+and a client (party 1) give the plain engine's tokens; a killed peer or a malformed frame gives
+a clear error within 2 s and both processes exit."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from tests.procs import wait_gone
+
+import privinfer
+from privinfer.models.tiny import tiny_llama_config, tiny_llama_weights, write_hf_folder
+from privinfer.net.cluster import free_ports, init_cluster
+from privinfer.net.peer import PeerError
+from privinfer.twopc.service import CLIENT, connect, local_server
+from privinfer.twopc.session import client_generate
+
+ROOT = Path(__file__).resolve().parents[2]
+ENV = dict(os.environ, PYTHONPATH=f"{ROOT / 'src'}{os.pathsep}{ROOT}")
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    cfg = tiny_llama_config(hidden=32, layers=1, heads=2, kv_heads=1, ffn=64)
+    folder = write_hf_folder(tmp_path_factory.mktemp("mpche"), cfg, tiny_llama_weights(cfg, 7))
+    return str(folder), privinfer.load(str(folder))
+
+
+def _server(tmp: Path, model: str) -> tuple[subprocess.Popen, Path]:
+    """`privinfer mpc+he serve` for one session, stderr piped; waits until it is ready."""
+    cluster = tmp / "cluster"
+    init_cluster(cluster, [f"127.0.0.1:{p}" for p in free_ports(2)])
+    ready = tmp / "ready"
+    cmd = [sys.executable, "-m", "privinfer.cli", "mpc+he", "serve", "--model", model]
+    cmd += ["--cluster", str(cluster), "--sessions", "1", "--ready-file", str(ready)]
+    proc = subprocess.Popen(cmd, env=ENV, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while not ready.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert ready.exists(), "server did not start"
+    return proc, cluster
+
+
+def test_tokens_over_tls_equal_plain(tiny):
+    folder, lm = tiny
+    plain = lm.generate("hi", chat=False, max_new_tokens=3)
+    with local_server(folder, sessions=1) as cluster:
+        got = lm.generate("hi", chat=False, max_new_tokens=3, mode="mpc+he", cluster=str(cluster))
+    assert got.token_ids == plain.token_ids
+    d = got.stats.details["mpc+he"]
+    assert d["server"]["linear"]["rounds"] > 0 and d["client"]["argmax"]["rounds"] > 0
+
+
+def test_killed_server_gives_the_client_a_clear_error_fast(tiny, tmp_path):
+    folder, lm = tiny
+    proc, cluster = _server(tmp_path, folder)
+    party = connect(cluster, CLIENT, timeout_s=30.0)
+    gen = client_generate(party, lm, [256, 87, 104], 50, (), {})
+    next(gen)
+    proc.send_signal(signal.SIGKILL)
+    start = time.monotonic()
+    with pytest.raises(PeerError, match="party 0"):
+        for _ in gen:
+            pass
+    assert time.monotonic() - start < 2.0
+    party.link.close()
+    assert not wait_gone([proc.pid], 5.0)
+
+
+def test_killed_client_ends_the_server_fast(tiny, tmp_path):
+    folder, _ = tiny
+    proc, cluster = _server(tmp_path, folder)
+    client = subprocess.Popen(
+        [
+            sys.executable,
+            str(Path(__file__).with_name("mpche_client_proc.py")),
+            str(cluster),
+            folder,
+        ],
+        env=ENV,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert client.stdout is not None and client.stdout.readline().strip() == "up"
+    time.sleep(0.5)
+    client.kill()
+    start = time.monotonic()
+    _, err = proc.communicate(timeout=10)
+    assert time.monotonic() - start < 2.0 and proc.returncode == 1
+    assert "failed: party 1" in err and err.count("\n") == 1 and "Traceback" not in err
+    client.wait()
+
+
+def test_malformed_frame_ends_the_session_with_a_clear_error(tiny, tmp_path):
+    folder, lm = tiny
+    proc, cluster = _server(tmp_path, folder)
+    party = connect(cluster, CLIENT, timeout_s=30.0)
+    party.exchange(b'{"task": "generate", "model": ' + repr(folder).replace("'", '"').encode())
+    start = time.monotonic()
+    _, err = proc.communicate(timeout=10)
+    assert time.monotonic() - start < 2.0 and proc.returncode == 1
+    assert "party 1: session message is not JSON" in err and "Traceback" not in err
+    with pytest.raises(PeerError, match="party 0"):
+        party.exchange(b"")
+    party.link.close()
