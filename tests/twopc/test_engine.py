@@ -142,3 +142,22 @@ def test_no_weight_bytes_reach_the_client_and_the_check_catches_a_leak():
     assert len(view) > 10**6
     assert not any(p in view for p in patterns)
     assert patterns[0] in _client_view(_LeakyLinear)
+
+
+def test_tiny_bert_embedding_matches_plain():
+    from privinfer.models.bert import Bert
+    from tests.he.test_ops import _tiny_bert
+
+    cfg, w = _tiny_bert(seed=2)
+    ids = [1, 7, 23, 5, 2]
+    shapes = {k: list(v.shape) for k, v in w.items()}
+
+    def prog(p):  # type: ignore[no-untyped-def]
+        ops = MpcHeOps(p)
+        m = Bert(cfg, w if p.pid == 0 else placeholder_weights(shapes), ops)
+        return ops.reveal(m.encode(ids if p.pid == 1 else [0] * len(ids)))
+
+    server, client = run_local(prog, timeout_s=120)
+    plain = Bert(cfg, w, PlainOps()).encode(ids)
+    assert server.numel() == 0
+    assert torch.nn.functional.cosine_similarity(client.float(), plain).item() > 0.999
