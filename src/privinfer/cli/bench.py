@@ -9,7 +9,7 @@ from privinfer.cli import options
 from privinfer.cli.main import add_common
 from privinfer.errors import InputError
 
-WORKLOADS_HELP = "generate, throughput, proxy, mpc-ops, mpc-gpt2-shape, mpc-fidelity, he-ops, he-fidelity, he-smollm2"
+WORKLOADS_HELP = "generate, throughput, proxy, mpc-ops, mpc-gpt2-shape, mpc-fidelity, he-ops, he-fidelity, he-smollm2, mpc-he-layer, mpc-he-smollm2, mpc-he-minilm"
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
