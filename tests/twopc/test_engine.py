@@ -145,8 +145,9 @@ def test_no_weight_bytes_reach_the_client_and_the_check_catches_a_leak():
 
 
 def test_tiny_bert_embedding_matches_plain():
-    from privinfer.models.bert import Bert
     from tests.he.test_ops import _tiny_bert
+
+    from privinfer.models.bert import Bert
 
     cfg, w = _tiny_bert(seed=2)
     ids = [1, 7, 23, 5, 2]

@@ -109,3 +109,16 @@ def test_malformed_frame_ends_the_session_with_a_clear_error(tiny, tmp_path):
     with pytest.raises(PeerError, match="party 0"):
         party.exchange(b"")
     party.link.close()
+
+
+def test_bad_arguments_are_one_line_errors_before_anything_starts(tiny, capsys, tmp_path):
+    from privinfer.cli.main import main
+
+    folder, lm = tiny
+    assert main(["mpc+he", "serve", "--model", folder, "--cluster", str(tmp_path)]) == 2
+    assert (
+        main(["generate", "hi", "--model", folder, "--mode", "mpc+he", "--temperature", "1"]) == 2
+    )
+    err = capsys.readouterr().err.splitlines()
+    assert "no cluster.toml" in err[0] and "greedy decoding only" in err[-1]
+    assert all(e.startswith(("privinfer: error: ", "loading", "loaded")) for e in err), err
