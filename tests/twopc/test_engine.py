@@ -162,3 +162,22 @@ def test_tiny_bert_embedding_matches_plain():
     plain = Bert(cfg, w, PlainOps()).encode(ids)
     assert server.numel() == 0
     assert torch.nn.functional.cosine_similarity(client.float(), plain).item() > 0.999
+
+
+def test_tiny_gpt2_greedy_token_equals_plain():
+    from privinfer.models import gpt2
+
+    cfg = gpt2.GPT2Config(vocab_size=64, hidden_size=32, n_layers=1, n_heads=2, max_positions=16)
+    w = gpt2.random_gpt2_weights(cfg)
+    shapes = {k: list(v.shape) for k, v in w.items()}
+    ids = [3, 17, 42, 5]
+    plain = gpt2.GPT2(cfg, w, PlainOps())
+    want = plain.ops.next_token(plain.forward(ids, plain.new_cache(), 0), Sampler(), 0)
+
+    def prog(p):  # type: ignore[no-untyped-def]
+        ops = MpcHeOps(p)
+        m = gpt2.GPT2(cfg, w if p.pid == 0 else placeholder_weights(shapes), ops)
+        out = m.forward(ids if p.pid == 1 else [0] * len(ids), m.new_cache(), 0)
+        return ops.next_token(out, Sampler(), 0)
+
+    assert run_local(prog, timeout_s=120) == [-1, want]
