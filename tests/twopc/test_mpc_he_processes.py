@@ -73,6 +73,25 @@ def test_killed_server_gives_the_client_a_clear_error_fast(tiny, tmp_path):
     assert not wait_gone([proc.pid], 5.0)
 
 
+def test_frozen_server_gives_the_client_a_clear_error_after_its_timeout(tiny, tmp_path):
+    folder, lm = tiny
+    proc, cluster = _server(tmp_path, folder)
+    party = connect(cluster, CLIENT, timeout_s=1.5)  # heartbeats keep a busy peer alive
+    gen = client_generate(party, lm, [256, 87, 104], 50, (), {})
+    next(gen)
+    proc.send_signal(signal.SIGSTOP)
+    start = time.monotonic()
+    try:
+        with pytest.raises(PeerError, match="party 0: timed out"):
+            for _ in gen:
+                pass
+        assert time.monotonic() - start < 2.0
+    finally:
+        proc.kill()
+        proc.wait()
+        party.link.close()
+
+
 def test_killed_client_ends_the_server_fast(tiny, tmp_path):
     folder, _ = tiny
     proc, cluster = _server(tmp_path, folder)

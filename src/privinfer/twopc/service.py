@@ -41,11 +41,19 @@ def connect(
     connect_timeout_s: float = 20.0,
     frac_bits: int = DEFAULT_FRAC_BITS,
 ) -> TwoParty:
-    """This process's party of a two-party cluster, connected and set up (base OTs, PRG key)."""
+    """This process's party of a two-party cluster, connected and set up (base OTs, PRG key).
+    Each side sends heartbeats every min(1, timeout_s / 4) s while it computes, so `timeout_s`
+    bounds how long a frozen or vanished peer goes unnoticed, not how long a step may take."""
     cluster = load_cluster(cluster_path)
     if cluster.n_parties != N_PARTIES:
         raise InputError("an mpc+he cluster must have exactly two parties (server and client)")
-    link = connect_parties(cluster, party_id, timeout_s, connect_timeout_s=connect_timeout_s)
+    link = connect_parties(
+        cluster,
+        party_id,
+        timeout_s,
+        connect_timeout_s=connect_timeout_s,
+        heartbeat_s=min(1.0, timeout_s / 4),
+    )
     party = TwoParty(link, frac_bits)
     try:
         party.setup()
