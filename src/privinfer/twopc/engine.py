@@ -13,7 +13,8 @@ definition is built on shape-only (meta) tensors: `prepare` reads values at part
   server learns nothing of the ids and the table stays with it (cost: one [tokens, vocab] x
   [vocab, dim] product). `embed_public` (positions, segment ids): party 0's share is the row.
 - norms (owner's gains), softmax, SiLU, GELU (tanh form, <= 4.7e-4 from erf-GELU), attention
-  (Beaver products for q k^T and p v, public RoPE tables and causal masks), argmax: twopc's
+  (q k^T and p v: local products of each party's own shares plus the two cross terms as OT
+  products, `linear.owner_matmul`; public RoPE tables and causal masks), argmax: twopc's
   protocols, each with the range and error stated in its module.
 - KV cache: per layer the party's share of K and V (client one share, server the other).
 - `next_token` (greedy only) and `reveal` open values to the client only; party 0 gets nothing.
@@ -35,8 +36,8 @@ from privinfer.errors import InputError
 from privinfer.models.costs import CostReport
 from privinfer.models.ops import Sampler, WeightKind
 from privinfer.twopc import activations, softmax
-from privinfer.twopc.arith import mul, mul_raw
-from privinfer.twopc.linear import LinearBackend, OtLinear
+from privinfer.twopc.arith import mul
+from privinfer.twopc.linear import LinearBackend, OtLinear, owner_matmul
 from privinfer.twopc.norms import layer_norm, rms_norm
 from privinfer.twopc.ring import decode, encode, reveal_to
 from privinfer.twopc.runtime import TwoParty
@@ -185,6 +186,21 @@ class MpcHeOps:
             y = trunc(self.party, h * cos + rot * sin, ROPE_BITS)
         return y.reshape(t, n_heads * head_dim)
 
+    def _product(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        """Shares of a @ b (batched, untruncated) for shared a [B, m, k] and b [B, k, n]: each
+        party multiplies its own shares locally; the cross terms a1 b0 and (b1^T a0^T)^T are
+        OT products of the client's share with the server's (`linear.owner_matmul`, the
+        server's share in the weight's place): ~4x fewer bytes than elementwise Beaver."""
+        p = self.party
+        local = np.matmul(a, b)
+        mine_a = a if not self.owner else np.zeros_like(a)
+        mine_bt = b.transpose(0, 2, 1) if not self.owner else np.zeros_like(b.transpose(0, 2, 1))
+        own_b = b if self.owner else None
+        own_at = a.transpose(0, 2, 1) if self.owner else None
+        c1 = owner_matmul(p, mine_a, own_b, b.shape[2])  # a1 @ b0
+        c2 = owner_matmul(p, np.ascontiguousarray(mine_bt), own_at, a.shape[1])  # b1^T @ a0^T
+        return local + c1 + c2.transpose(0, 2, 1)
+
     def attention(
         self,
         q: np.ndarray,
@@ -197,33 +213,34 @@ class MpcHeOps:
         causal: bool,
         q_offset: int,
     ) -> np.ndarray:
-        """softmax(q k^T / sqrt(d) + mask) v per head with elementwise Beaver products (one
-        online round each) and a truncation; GQA by repeating the KV heads."""
+        """softmax(q k^T / sqrt(d) + mask) v per head; the query heads of one KV head are
+        stacked as rows (GQA), so each product runs once per KV head."""
         p, f = self.party, self.party.f
         t, s = q.shape[0], k.shape[0]
-        rep = n_heads // n_kv_heads
+        rep, d = n_heads // n_kv_heads, head_dim
         with p.op("attention"):
-            qh = q.reshape(t, n_heads, head_dim).transpose(1, 0, 2)
-            kh = np.repeat(k.reshape(s, n_kv_heads, head_dim).transpose(1, 0, 2), rep, axis=0)
-            vh = np.repeat(v.reshape(s, n_kv_heads, head_dim).transpose(1, 0, 2), rep, axis=0)
-            log_d = math.log2(head_dim)
+            # query head h = g rep + j attends with KV head g (torch's enable_gqa order)
+            qg = q.reshape(t, n_kv_heads, rep, d).transpose(1, 2, 0, 3).reshape(n_kv_heads, -1, d)
+            kh = np.ascontiguousarray(k.reshape(s, n_kv_heads, d).transpose(1, 0, 2))
+            vh = np.ascontiguousarray(v.reshape(s, n_kv_heads, d).transpose(1, 0, 2))
+            log_d = math.log2(d)
             if log_d == int(log_d) and int(log_d) % 2 == 0:  # 1/sqrt(d) = 2^-(log_d / 2)
                 extra = int(log_d) // 2
             else:
-                qh = trunc(p, qh * encode(1.0 / math.sqrt(head_dim), f), f)
+                qg = trunc(p, qg * encode(1.0 / math.sqrt(d), f), f)
                 extra = 0
-            a, b = np.broadcast_arrays(qh[:, :, None, :], kh[:, None, :, :])
-            raw = mul_raw(p, np.ascontiguousarray(a), np.ascontiguousarray(b))
-            scores = trunc(p, raw.sum(axis=-1, dtype=np.uint64), f + extra)  # (H, t, s)
+            raw = self._product(
+                np.ascontiguousarray(qg), np.ascontiguousarray(kh.transpose(0, 2, 1))
+            )
+            scores = trunc(p, raw, f + extra).reshape(n_heads, t, s)
             if causal:
                 masked = np.arange(s)[None, :] > (np.arange(t)[:, None] + q_offset)
                 fill = self._public(np.full(scores.shape, encode(MASK_VALUE, f)))
                 scores = np.where(masked[None], fill, scores)
-            probs = softmax.softmax(p, scores.reshape(n_heads * t, s)).reshape(n_heads, t, s)
-            a, b = np.broadcast_arrays(probs[:, :, :, None], vh[:, None, :, :])
-            raw = mul_raw(p, np.ascontiguousarray(a), np.ascontiguousarray(b))
-            out = trunc(p, raw.sum(axis=2, dtype=np.uint64), f)  # (H, t, d)
-            return np.ascontiguousarray(out.transpose(1, 0, 2)).reshape(t, n_heads * head_dim)
+            probs = softmax.softmax(p, scores.reshape(n_heads * t, s))
+            out = trunc(p, self._product(probs.reshape(n_kv_heads, rep * t, s), vh), f)
+            out = out.reshape(n_kv_heads, rep, t, d).transpose(2, 0, 1, 3)
+            return np.ascontiguousarray(out).reshape(t, n_heads * d)
 
     # cache and outputs
     def new_cache(self, n_layers: int) -> list[list[np.ndarray | None]]:

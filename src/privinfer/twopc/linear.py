@@ -102,10 +102,10 @@ def _chunk(elements: int, width: int) -> int:
     return max(1, min(elements, CHUNK_WORDS // (64 * max(width, 1))))
 
 
-def _offline_share_bits(party: TwoParty, rows: int, w: np.ndarray | None, shape: tuple[int, int]):
-    """(R or None, share of R @ W) with R's bits as party 1's random OT choices."""
-    n_in, n_out = shape
-    n = rows * n_in
+def _offline_share_bits(party: TwoParty, dims: tuple[int, int, int, int], w: np.ndarray | None):
+    """(R or None, share of R @ W), batch-wise, with R's bits as party 1's random OT choices."""
+    batch, rows, n_in, n_out = dims
+    n = batch * rows * n_in  # element (b, r, i), flat in row-major order
     party.ot.reserve(64 * n, 0)
     acc = np.zeros((n, n_out), np.uint64)
     r = np.zeros(n, np.uint64) if party.pid == 1 else None
@@ -119,7 +119,8 @@ def _offline_share_bits(party: TwoParty, rows: int, w: np.ndarray | None, shape:
             m0, m1 = party.ot.take_send(64 * k)
             g0 = _expand(m0, n_out, t0).reshape(k, 64, n_out)
             g1 = _expand(m1, n_out, t0).reshape(k, 64, n_out)
-            rows_w = w[np.arange(lo, hi) % n_in]  # W[i, :] for element (r, i)
+            e = np.arange(lo, hi)
+            rows_w = w.reshape(-1, n_out)[e // (rows * n_in) * n_in + e % n_in]  # W[b, i, :]
             party.send_only(_pack(g1 - g0 - rows_w[:, None, :]))
             acc[lo:hi] = np.zeros((k, n_out), np.uint64) - _shifted_sum(g0)
         else:
@@ -130,16 +131,18 @@ def _offline_share_bits(party: TwoParty, rows: int, w: np.ndarray | None, shape:
             r[lo:hi] = (bits << _SHIFTS).sum(axis=1, dtype=np.uint64)
             gc = _expand(mc, n_out, t0).reshape(k, 64, n_out)
             acc[lo:hi] = _shifted_sum(gc - bits[:, :, None] * corr)
-    share = acc.reshape(rows, n_in, n_out).sum(axis=1, dtype=np.uint64)
-    return (None if r is None else r.reshape(rows, n_in)), share
+    share = acc.reshape(batch, rows, n_in, n_out).sum(axis=2, dtype=np.uint64)
+    return (None if r is None else r.reshape(batch, rows, n_in)), share
 
 
-def _offline_weight_bits(party: TwoParty, rows: int, w: np.ndarray | None, shape: tuple[int, int]):
-    """(R or None, share of R @ W) with W's bits choosing in OTs that party 1 sends."""
-    n_in, n_out = shape
-    n = n_in * n_out  # element (i, o), flat in row-major order
+def _offline_weight_bits(party: TwoParty, dims: tuple[int, int, int, int], w: np.ndarray | None):
+    """(R or None, share of R @ W), batch-wise, with W's bits choosing in OTs party 1 sends."""
+    batch, rows, n_in, n_out = dims
+    n = batch * n_in * n_out  # element (b, i, o), flat in row-major order
     party.ot.reserve(0, 64 * n)
-    r = party.private_random_u64(rows * n_in).reshape(rows, n_in) if party.pid == 1 else None
+    r = None
+    if party.pid == 1:
+        r = party.private_random_u64(batch * rows * n_in).reshape(batch, rows, n_in)
     acc = np.zeros((n, rows), np.uint64)
     step = _chunk(n, rows)
     for lo in range(0, n, step):
@@ -166,40 +169,48 @@ def _offline_weight_bits(party: TwoParty, rows: int, w: np.ndarray | None, shape
             k0, k1 = np.where(flip, m1, m0), np.where(flip, m0, m1)
             g0 = _expand(k0, rows, t0).reshape(k, 64, rows)
             g1 = _expand(k1, rows, t0).reshape(k, 64, rows)
-            cols = r.T[np.arange(lo, hi) // n_out]  # R[:, i] for element (i, o)
+            cols = r.transpose(0, 2, 1).reshape(-1, rows)[np.arange(lo, hi) // n_out]  # R[b, :, i]
             party.send_only(_pack(g1 - g0 - cols[:, None, :]))
             acc[lo:hi] = np.zeros((k, rows), np.uint64) - _shifted_sum(g0)
-    share = acc.reshape(n_in, n_out, rows).sum(axis=0, dtype=np.uint64).T
-    return r, np.ascontiguousarray(share)
+    share = acc.reshape(batch, n_in, n_out, rows).sum(axis=1, dtype=np.uint64)
+    return r, np.ascontiguousarray(share.transpose(0, 2, 1))
 
 
 def owner_matmul(
     party: TwoParty, x: np.ndarray, w: np.ndarray | None, out_features: int, method: str = "auto"
 ) -> np.ndarray:
-    """Shares of x @ w mod 2^64 for shared x [rows, in] and party 0's ring matrix w [in, out]
-    (party 1 passes None). `method`: "share_bits", "weight_bits" or "auto" (fewer bytes)."""
+    """Shares of x @ w mod 2^64 for shared x [rows, in] (or a batch [B, rows, in]) and party 0's
+    ring matrix w [in, out] (or [B, in, out]); party 1 passes None. `method`: "share_bits",
+    "weight_bits" or "auto" (fewer bytes). Party 0's w may be any private ring matrix, e.g.
+    its own share of an activation (MpcHeOps' attention uses it for the cross terms)."""
     x = np.asarray(x, np.uint64)
-    rows, n_in = x.shape
+    single = x.ndim == 2
+    xb = x[None] if single else x
+    batch, rows, n_in = xb.shape
     if method == "auto":
         cheaper = cost_bytes(rows, n_in, out_features, "share_bits") <= cost_bytes(
             rows, n_in, out_features, "weight_bits"
         )
         method = "share_bits" if cheaper else "weight_bits"
-    if party.pid == 0 and (w is None or w.shape != (n_in, out_features)):
-        raise ValueError("the owner must pass a weight of shape [in_features, out_features]")
+    wb = None
+    if party.pid == 0:
+        if w is None or w.shape[-2:] != (n_in, out_features) or w.ndim != x.ndim:
+            raise ValueError("the owner must pass a weight of shape [in_features, out_features]")
+        wb = np.asarray(w, np.uint64)[None] if single else np.asarray(w, np.uint64)
     offline = _offline_share_bits if method == "share_bits" else _offline_weight_bits
     with party.offline_phase():
-        r, s = offline(party, rows, w, (n_in, out_features))
+        r, s = offline(party, (batch, rows, n_in, out_features), wb)
     if party.pid == 1:
         assert r is not None
-        party.send_only(x - r)
-        return s
-    assert w is not None
+        party.send_only(xb - r)
+        return s[0] if single else s
+    assert wb is not None
     d = party.exchange(b"")
-    if len(d) != 8 * rows * n_in:
+    if len(d) != 8 * batch * rows * n_in:
         raise PeerError(party.peer, "linear input payload has the wrong length")
-    masked = x + np.frombuffer(d, np.uint64).reshape(rows, n_in)
-    return masked @ w + s
+    masked = xb + np.frombuffer(d, np.uint64).reshape(batch, rows, n_in)
+    out = np.matmul(masked, wb) + s
+    return out[0] if single else out
 
 
 class OtLinear:
