@@ -104,7 +104,12 @@ def bench_layer(layer: int = 20, say: Say = print) -> dict[str, Any]:
         out = m._mlp(m.layers[0], h)
         cpu, wall = time.thread_time() - c0, time.perf_counter() - w0
         got = ops.reveal(out)
-        return {"cpu_s": cpu, "wall_s": wall, "out": got, "costs": ops.costs().to_dict()}
+        costs = ops.costs().to_dict()
+        s0 = p.link.stats.bytes_sent
+        e0 = time.perf_counter()
+        ops.embed(m.embed_tokens, ref["ids"][-1:] if p.pid == 1 else [0])  # one token's lookup
+        embed = {"wall_s": time.perf_counter() - e0, "bytes_sent": p.link.stats.bytes_sent - s0}
+        return {"cpu_s": cpu, "wall_s": wall, "out": got, "costs": costs, "embed": embed}
 
     server, client = run_local(prog, timeout_s=3600)
     err = float((client["out"] - ref["out"]).abs().max())
@@ -118,10 +123,10 @@ def bench_layer(layer: int = 20, say: Say = print) -> dict[str, Any]:
     lin_bytes = sum(c.get("bytes_sent", 0) for c in lin)
     lin_wall = max(c.get("wall_s", 0.0) for c in lin)
     hd = cfg.hidden_size
-    extra = cost_bytes(1, cfg.vocab_size, hd, "share_bits") + cost_bytes(
-        1, hd, cfg.vocab_size, "share_bits"
-    )
+    head = cost_bytes(1, hd, cfg.vocab_size, "share_bits")
     s_per_byte = lin_wall / lin_bytes if lin_bytes else 0.0
+    embed_bytes = server["embed"]["bytes_sent"] + client["embed"]["bytes_sent"]
+    embed_s = max(server["embed"]["wall_s"], client["embed"]["wall_s"])
     r = {
         "layer": layer,
         "context": t,
@@ -133,11 +138,15 @@ def bench_layer(layer: int = 20, say: Say = print) -> dict[str, Any]:
         "max_abs_error": err,
         "max_abs_output": scale,
         "costs": costs,
+        "embedding_lookup": {"bytes": embed_bytes, "wall_s": round(embed_s, 2)},
         "per_token_extrapolated": {
-            "how": "30 x this layer (measured) + embedding and LM head by OtLinear's byte "
-            "formula at the measured linear seconds per byte; final norm and argmax left out",
-            "bytes": int(30 * sum(sent.values()) + extra),
-            "wall_s": round(30 * max(server["wall_s"], client["wall_s"]) + extra * s_per_byte),
+            "how": "30 x this layer and one embedding lookup (measured) + the LM head by "
+            "OtLinear's byte formula at the measured linear seconds per byte; final norm and "
+            "argmax left out",
+            "bytes": int(30 * sum(sent.values()) + embed_bytes + head),
+            "wall_s": round(
+                30 * max(server["wall_s"], client["wall_s"]) + embed_s + head * s_per_byte
+            ),
         },
     }
     say(f"mpc-he-layer: {r['wall_s']} s, {sum(sent.values()) / 1e6:.0f} MB, error {err:.2e}")

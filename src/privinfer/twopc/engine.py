@@ -38,6 +38,7 @@ from privinfer.models.ops import Sampler, WeightKind
 from privinfer.twopc import activations, softmax
 from privinfer.twopc.arith import mul
 from privinfer.twopc.linear import LinearBackend, OtLinear, owner_matmul
+from privinfer.twopc.lookup import ot_lookup
 from privinfer.twopc.norms import layer_norm, rms_norm
 from privinfer.twopc.ring import decode, encode, reveal_to
 from privinfer.twopc.runtime import TwoParty
@@ -63,9 +64,17 @@ class MpcHeOps:
 
     name = "mpc+he"
 
-    def __init__(self, party: TwoParty, backend: LinearBackend | None = None) -> None:
+    def __init__(
+        self, party: TwoParty, backend: LinearBackend | None = None, embedding: str = "auto"
+    ) -> None:
         self.party = party
         self.backend: LinearBackend = backend if backend is not None else OtLinear()
+        if embedding == "auto":  # OT products cost 44x more than the lookup on MiniLM
+            embedding = "lookup" if self.backend.name == OtLinear.name else "linear"
+        if embedding not in ("lookup", "linear"):
+            raise ValueError("embedding must be auto, lookup or linear")
+        self.embedding = embedding
+        self._tables: dict[int, np.ndarray] = {}
         self._concat: dict[tuple[int, ...], OwnerWeight] = {}
         self._rope: dict[tuple, tuple[np.ndarray, np.ndarray]] = {}
 
@@ -89,13 +98,25 @@ class MpcHeOps:
         return OwnerWeight(kind, shape, w.T if kind == "linear" else w)
 
     def embed(self, table: OwnerWeight, ids: Sequence[int]) -> np.ndarray:
-        vocab = table.shape[0]
-        if self.owner:
-            x = np.zeros((len(ids), vocab), np.uint64)
-        else:
+        vocab, dim = table.shape
+        if not self.owner:
             idx = np.asarray(list(ids), np.int64)
             if idx.size and (idx.min() < 0 or idx.max() >= vocab):
                 raise InputError(f"token ids must lie in [0, {vocab})")
+        if self.embedding == "lookup":
+            ring_table = None
+            if self.owner:
+                assert table.value is not None
+                if id(table) not in self._tables:
+                    self._tables[id(table)] = encode(table.value, self.party.f)
+                ring_table = self._tables[id(table)]
+            with self.party.op("embed"):
+                return ot_lookup(
+                    self.party, ring_table, None if self.owner else idx, len(ids), vocab, dim
+                )
+        if self.owner:
+            x = np.zeros((len(ids), vocab), np.uint64)
+        else:
             x = np.zeros((len(ids), vocab), np.uint64)
             x[np.arange(len(ids)), idx] = np.uint64(1 << self.party.f)
         with self.party.op("embed"):
