@@ -8,10 +8,12 @@ numpy uint64 share matrices [rows, features] at `party.f` fraction bits. The cli
 definition is built on shape-only (meta) tensors: `prepare` reads values at party 0 only.
 - linear maps: the `LinearBackend` (owner's weight times the shared input), truncation, then
   party 0 adds its bias to its share.
-- embedding of private ids: the client encodes its one-hot rows [tokens, vocab] as its own
-  share (party 0's is zero) and the owner's table goes through the linear backend, so the
-  server learns nothing of the ids and the table stays with it (cost: one [tokens, vocab] x
-  [vocab, dim] product). `embed_public` (positions, segment ids): party 0's share is the row.
+- embedding of private ids: `embedding="lookup"` (default with OtLinear) is a 1-out-of-vocab
+  OT per token (`lookup.ot_lookup`: the server sends every row masked, the client can unmask
+  only its own; vocab x dim x 8 bytes per token); `embedding="linear"` (default with other
+  backends) makes the client's one-hot rows [tokens, vocab] its own share (party 0's is zero)
+  and sends the owner's table through the linear backend (one [tokens, vocab] x [vocab, dim]
+  product). Either way the server learns nothing of the ids and the table stays with it.
 - norms (owner's gains), softmax, SiLU, GELU (tanh form, <= 4.7e-4 from erf-GELU), attention
   (q k^T and p v: local products of each party's own shares plus the two cross terms as OT
   products, `linear.owner_matmul`; public RoPE tables and causal masks), argmax: twopc's
