@@ -53,6 +53,7 @@ def connect(
         timeout_s,
         connect_timeout_s=connect_timeout_s,
         heartbeat_s=min(1.0, timeout_s / 4),
+        close_linger_s=0.5,  # a failed session must not wait long for a silent peer's CLOSE
     )
     party = TwoParty(link, frac_bits)
     try:
