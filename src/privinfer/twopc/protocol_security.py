@@ -31,6 +31,11 @@ def parameters(frac_bits: int | None = None, linear: str = "ot") -> dict[str, An
             f"that of the OTs: {ot_bits}-bit; one-time pad on the client's online message",
             exact,
         ),
+        "embedding lookup (1-out-of-vocab OT, lookup.py)": (
+            f"that of the OTs and the TCCR hash: {ot_bits}-bit",
+            exact,
+        ),
+        "attention cross terms (OT products of the two parties' shares)": (f"{ot_bits}-bit", exact),
         "millionaires / MSB / mux / B2A / AND and Beaver triples": (f"{ot_bits}-bit", exact),
         "truncation (wrap bit computed)": (f"{ot_bits}-bit", exact + "; result <= 1 ulp low"),
         "exp, reciprocal, rsqrt, SiLU, GELU, softmax, norms, argmax": (f"{ot_bits}-bit", exact),
