@@ -50,7 +50,9 @@ SEMI = "semi-honest: both parties follow the protocol"
 
 
 def _fill(stats: GenerationStats | EmbeddingStats, report: dict[str, Any]) -> None:
-    stats.details["mpc+he"] = {"linear": "ot", **report}
+    from privinfer.twopc.linear import DEFAULT_BACKEND
+
+    stats.details["mpc+he"] = {"linear": DEFAULT_BACKEND, **report}
     for op, c in (report.get("client") or {}).items():
         stats.costs.by_op[op].add(
             OpCost(

@@ -39,7 +39,7 @@ from privinfer.models.costs import CostReport
 from privinfer.models.ops import Sampler, WeightKind
 from privinfer.twopc import activations, softmax
 from privinfer.twopc.arith import mul
-from privinfer.twopc.linear import LinearBackend, OtLinear, owner_matmul
+from privinfer.twopc.linear import LinearBackend, OtLinear, make_backend, owner_matmul
 from privinfer.twopc.lookup import ot_lookup
 from privinfer.twopc.norms import layer_norm, rms_norm
 from privinfer.twopc.ring import decode, encode, reveal_to
@@ -70,7 +70,7 @@ class MpcHeOps:
         self, party: TwoParty, backend: LinearBackend | None = None, embedding: str = "auto"
     ) -> None:
         self.party = party
-        self.backend: LinearBackend = backend if backend is not None else OtLinear()
+        self.backend: LinearBackend = backend if backend is not None else make_backend()
         if embedding == "auto":  # OT products cost 44x more than the lookup on MiniLM
             embedding = "lookup" if self.backend.name == OtLinear.name else "linear"
         if embedding not in ("lookup", "linear"):

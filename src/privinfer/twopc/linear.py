@@ -231,3 +231,20 @@ class OtLinear:
         with party.op("linear"):
             w = None if weight is None else encode(np.asarray(weight, np.float64), party.f)
             return owner_matmul(party, x, w, out_features, self.method)
+
+
+# The backend both parties use (the server's manifest names it and the client checks it). At
+# merge, HeLinear registers here ("he": "privinfer.twopc.he_linear:HeLinear") and becomes the
+# default; everything else (engine, session, mode, CLI) takes it from `make_backend`.
+BACKENDS: dict[str, str] = {"ot": "privinfer.twopc.linear:OtLinear"}
+DEFAULT_BACKEND = "ot"
+
+
+def make_backend(name: str = DEFAULT_BACKEND) -> LinearBackend:
+    """A fresh linear backend by its registered name."""
+    import importlib
+
+    if name not in BACKENDS:
+        raise ValueError(f"unknown linear backend {name!r}: use one of {', '.join(BACKENDS)}")
+    module, _, cls = BACKENDS[name].partition(":")
+    return getattr(importlib.import_module(module), cls)()

@@ -6,13 +6,14 @@ from __future__ import annotations
 from typing import Any
 
 from privinfer.twopc.iknp import KAPPA
+from privinfer.twopc.linear import DEFAULT_BACKEND
 from privinfer.twopc.ring import DEFAULT_FRAC_BITS, RING_BITS
 
 AES_BITS = 128
 X25519_BITS = 128  # Curve25519: ~2^128 group operations for discrete log / CDH
 
 
-def parameters(frac_bits: int | None = None, linear: str = "ot") -> dict[str, Any]:
+def parameters(frac_bits: int | None = None, linear: str = DEFAULT_BACKEND) -> dict[str, Any]:
     """Ring, precision and, per protocol, the computational and statistical security."""
     f = DEFAULT_FRAC_BITS if frac_bits is None else int(frac_bits)
     ot_bits = min(KAPPA, AES_BITS, X25519_BITS)

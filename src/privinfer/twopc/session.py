@@ -22,7 +22,7 @@ from privinfer.errors import InputError
 from privinfer.models.ops import Sampler
 from privinfer.net.peer import PeerError
 from privinfer.twopc.engine import MpcHeOps, placeholder_weights
-from privinfer.twopc.linear import LinearBackend, OtLinear
+from privinfer.twopc.linear import LinearBackend, make_backend
 from privinfer.twopc.runtime import TwoParty
 
 MAX_JSON_BYTES = 1 << 20
@@ -50,7 +50,7 @@ def manifest(model: Any) -> dict[str, Any]:
 
 
 def _backend_name(backend: LinearBackend | None) -> str:
-    return backend.name if backend is not None else OtLinear.name
+    return backend.name if backend is not None else make_backend().name
 
 
 def _check_request(model: Any, req: dict[str, Any]) -> str | None:
