@@ -195,3 +195,14 @@ def test_ot_lookup_gives_shares_of_the_chosen_rows():
 
     (rows, _), _ = run_local(prog)
     assert np.array_equal(rows, table[ids])
+
+
+def test_security_report_is_derived_from_the_parameters():
+    from privinfer import modes
+    from privinfer.twopc.iknp import KAPPA
+
+    mode = modes.get("mpc+he")
+    rep = mode.security(None, frac_bits=20)
+    assert rep["frac_bits"] == 20 and mode.security(None)["frac_bits"] == 16
+    assert rep["computational_security_bits"] == min(KAPPA, 128)
+    assert all({"computational", "statistical"} <= set(r) for r in rep["protocols"].values())
