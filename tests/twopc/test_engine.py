@@ -206,3 +206,25 @@ def test_security_report_is_derived_from_the_parameters():
     assert rep["frac_bits"] == 20 and mode.security(None)["frac_bits"] == 16
     assert rep["computational_security_bits"] == min(KAPPA, 128)
     assert all({"computational", "statistical"} <= set(r) for r in rep["protocols"].values())
+
+
+def test_sampling_uses_the_servers_noise_scaled_by_the_clients_secret_temperature():
+    cfg, w = _tiny()
+    ref = Llama(cfg, {k: v.double() for k, v in w.items()}, _Float64Ops())
+    ref_logits = ref.forward(PROMPT, ref.new_cache(), 0)[-1]
+    top2 = ref_logits.topk(2).values
+    assert top2[0] - top2[1] > 0.02  # so that T g (|g| < 37) cannot flip the argmax below
+    shapes = {k: list(v.shape) for k, v in w.items()}
+
+    def prog(p):  # type: ignore[no-untyped-def]
+        ops = MpcHeOps(p)
+        m = Llama(cfg, w if p.pid == 0 else placeholder_weights(shapes), ops)
+        out = m.forward(PROMPT if p.pid == 1 else [0] * len(PROMPT), m.new_cache(), 0)
+        cold = MpcHeOps(p).next_token(out, Sampler(temperature=1e-4), 0)
+        hot_ops = MpcHeOps(p)  # its temperature share is made once, at the first draw
+        return cold, [hot_ops.next_token(out, Sampler(temperature=50.0), i) for i in range(3)]
+
+    (s_cold, s_hot), (cold, hot) = run_local(prog, timeout_s=120)
+    assert s_cold == -1 and s_hot == [-1, -1, -1]
+    assert cold == int(ref_logits.argmax())
+    assert all(0 <= t < cfg.vocab_size for t in hot) and len(set(hot)) > 1  # P(fail) ~ 1e-5

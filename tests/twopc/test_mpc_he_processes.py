@@ -61,9 +61,14 @@ def _error_line(proc: subprocess.Popen, start: float) -> tuple[str, float]:
 def test_tokens_over_tls_equal_plain(tiny):
     folder, lm = tiny
     plain = lm.generate("hi", chat=False, max_new_tokens=3)
-    with local_server(folder, sessions=1) as cluster:
+    with local_server(folder, sessions=2) as cluster:
         got = lm.generate("hi", chat=False, max_new_tokens=3, mode="mpc+he", cluster=str(cluster))
+        opts = dict(mode="mpc+he", cluster=str(cluster), temperature=2.0)
+        sampled = lm.generate("hi", chat=False, max_new_tokens=2, **opts)
     assert got.token_ids == plain.token_ids
+    assert (
+        len(sampled.token_ids) <= 2 and sampled.stats.details["mpc+he"]["client"]["sampling_noise"]
+    )
     d = got.stats.details["mpc+he"]
     assert d["server"]["linear"]["rounds"] > 0 and d["client"]["argmax"]["rounds"] > 0
 
@@ -142,9 +147,8 @@ def test_bad_arguments_are_one_line_errors_before_anything_starts(tiny, capsys, 
 
     folder, lm = tiny
     assert main(["mpc+he", "serve", "--model", folder, "--cluster", str(tmp_path)]) == 2
-    assert (
-        main(["generate", "hi", "--model", folder, "--mode", "mpc+he", "--temperature", "1"]) == 2
-    )
+    sampling = ["--temperature", "1", "--top-p", "0.5"]
+    assert main(["generate", "hi", "--model", folder, "--mode", "mpc+he", *sampling]) == 2
     err = capsys.readouterr().err.splitlines()
-    assert "no cluster.toml" in err[0] and "greedy decoding only" in err[-1]
+    assert "no cluster.toml" in err[0] and "--top-p below 1 is not supported" in err[-1]
     assert all(e.startswith(("privinfer: error: ", "loading", "loaded")) for e in err), err

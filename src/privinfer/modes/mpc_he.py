@@ -88,6 +88,7 @@ class MpcHeMode(Mode):
     leakage = (
         "prompt length (number of input rows) and text lengths",
         "number of generated tokens (the client sends one continue/stop byte per token)",
+        "whether sampling is on (not the temperature, which the client shares)",
         "model name and shape (the server's manifest: weight names and shapes)",
         "per-token timing; the server's per-op counts (rounds, bytes, seconds) reach the client",
         "nothing else: every other message is masked by OT pads, Beaver masks or uniform shares; "
@@ -117,8 +118,9 @@ class MpcHeMode(Mode):
             "weights": Cell(
                 "partly",
                 "the weights stay on the server; the client sees uniform shares, OT messages "
-                "masked under keys it lacks and the chosen token ids (greedy argmax), as in "
-                "every mode: many queries reveal the model's behaviour",
+                "masked under keys it lacks and the chosen token ids (greedy argmax, or one "
+                "Gumbel-max draw on noise the server draws), as in every mode: many queries "
+                "reveal the model's behaviour",
                 SEMI + " (a malicious client is not covered: it could deviate and learn more)",
             ),
             "output": Cell("n/a", "the client owns the output"),
@@ -132,8 +134,13 @@ class MpcHeMode(Mode):
                 SEMI + " (a malicious server is not covered)",
             ),
             "weights": Cell("n/a", "the server owns the weights"),
-            "output": Cell("yes", "the argmax index is opened to the client only", SEMI),
-            "metadata": Cell("no", "prompt length, number of tokens and timing"),
+            "output": Cell(
+                "yes",
+                "the argmax index is opened to the client only; the server knows its own "
+                "sampling noise but neither the logits nor the temperature nor the draw",
+                SEMI + " (a malicious server could bias the sampling noise)",
+            ),
+            "metadata": Cell("no", "prompt length, number of tokens, sampling on/off, timing"),
         },
     }
     bench_workloads = ("generate",)
@@ -167,9 +174,18 @@ class MpcHeMode(Mode):
         connect_timeout_s: float = 20.0,
         timeout_s: float = 120.0,
     ) -> Iterator[int]:
-        """Greedy tokens revealed to this client only."""
-        if not req.sampler.greedy:
-            raise InputError("mode mpc+he supports greedy decoding only: leave --temperature at 0")
+        """Tokens revealed to this client only: greedy, or Gumbel-max sampling on the server's
+        noise with the client's temperature kept secret."""
+        if req.sampler.top_p < 1.0:
+            raise InputError(
+                "--top-p below 1 is not supported in mode mpc+he: nucleus sampling would need a "
+                "private sort of the whole vocabulary; use --temperature with --top-p 1"
+            )
+        if req.sampler.seed is not None and not req.sampler.greedy:
+            raise InputError(
+                "--seed is not supported with sampling in mode mpc+he: the server draws the "
+                "sampling noise, which the client must not control; leave --seed out"
+            )
         from privinfer.models.generate import check_budget, timed_stream
         from privinfer.twopc.session import client_generate
 
@@ -177,7 +193,13 @@ class MpcHeMode(Mode):
         with _party(model, cluster, connect_timeout_s, timeout_s) as party:
             report: dict[str, Any] = {}
             ids = client_generate(
-                party, model, req.prompt_ids, budget, model.tokenizer.eos_ids, report
+                party,
+                model,
+                req.prompt_ids,
+                budget,
+                model.tokenizer.eos_ids,
+                report,
+                sampler=req.sampler,
             )
             yield from timed_stream(ids, stats, prompt_tokens=len(req.prompt_ids))
             stats.stop_reason = "length" if stats.new_tokens == budget else "eos"

@@ -19,7 +19,8 @@ definition is built on shape-only (meta) tensors: `prepare` reads values at part
   products, `linear.owner_matmul`; public RoPE tables and causal masks), argmax: twopc's
   protocols, each with the range and error stated in its module.
 - KV cache: per layer the party's share of K and V (client one share, server the other).
-- `next_token` (greedy only) and `reveal` open values to the client only; party 0 gets nothing.
+- `next_token` (greedy, or Gumbel-max sampling on the server's noise scaled by the client's
+  shared temperature) and `reveal` open values to the client only; party 0 gets nothing.
 What each party learns: shapes (prompt length, number of generated tokens, model shape) and
 timing; every message it receives is masked by OT pads, Beaver masks or uniform shares.
 """
@@ -42,7 +43,7 @@ from privinfer.twopc.arith import mul
 from privinfer.twopc.linear import LinearBackend, OtLinear, make_backend, owner_matmul
 from privinfer.twopc.lookup import ot_lookup
 from privinfer.twopc.norms import layer_norm, rms_norm
-from privinfer.twopc.ring import decode, encode, reveal_to
+from privinfer.twopc.ring import decode, encode, reveal_to, share_input
 from privinfer.twopc.runtime import TwoParty
 from privinfer.twopc.trunc import trunc
 
@@ -77,6 +78,7 @@ class MpcHeOps:
             raise ValueError("embedding must be auto, lookup or linear")
         self.embedding = embedding
         self._tables: dict[int, np.ndarray] = {}
+        self._temperature: np.ndarray | None = None  # the client's T, shared once per session
         self._concat: dict[tuple[int, ...], OwnerWeight] = {}
         self._rope: dict[tuple, tuple[np.ndarray, np.ndarray]] = {}
 
@@ -288,13 +290,36 @@ class MpcHeOps:
         return np.concatenate(list(xs))
 
     def next_token(self, logits: np.ndarray, sampler: Sampler, step: int) -> int:
-        """Greedy argmax in 2PC; the index is opened to the client only (party 0 gets -1)."""
+        """Greedy argmax in 2PC, or for temperature T > 0 the Gumbel-max trick: argmax(logits +
+        T g) is a sample of softmax(logits / T). The server draws g (it never sees the logits
+        or the chosen index); the client shares T once per session (the server learns only
+        that sampling is on) and T g comes from one OT product of the client's share of T with
+        the server's g. The index is opened to the client only (party 0 gets -1). top_p < 1
+        is refused (it would need a private sort of the vocabulary)."""
+        if sampler.top_p < 1.0:
+            raise InputError("mode mpc+he does not support --top-p below 1")
+        row = logits[-1:]
         if not sampler.greedy:
-            raise InputError("mode mpc+he supports greedy decoding only (--temperature 0)")
+            with self.party.op("sampling_noise"):
+                row = row + self._scaled_noise(sampler.temperature, row.shape[1])
         with self.party.op("argmax"):
-            idx = softmax.argmax(self.party, logits[-1:])
+            idx = softmax.argmax(self.party, row)
             got = reveal_to(self.party, idx, CLIENT)
         return -1 if got is None else int(got[0])
+
+    def _scaled_noise(self, temperature: float, vocab: int) -> np.ndarray:
+        """Shares of T g at f bits: g standard Gumbel from the server's CSPRNG, u in (0, 1) with
+        53 random bits (|g| < 37), T <= T_MAX (the client's, shared once)."""
+        p, f = self.party, self.party.f
+        if self._temperature is None:
+            mine = None if self.owner else encode(np.array([temperature]), f)
+            self._temperature = share_input(p, CLIENT, mine, 1)
+        g = None
+        if self.owner:
+            u = (p.private_random_u64(vocab) >> np.uint64(11)).astype(np.float64) + 0.5
+            g = encode(-np.log(-np.log(u / 2.0**53)), f)[None, :]
+        tg = owner_matmul(p, self._temperature.reshape(1, 1), g, vocab)
+        return trunc(p, tg, f)
 
     def mean_pool(self, x: np.ndarray, *, normalize: bool) -> np.ndarray:
         p, f = self.party, self.party.f

@@ -2,7 +2,8 @@
 the messages around the model run, over a `TwoParty` (mutually authenticated TLS in
 deployment, memory links in tests). Semi-honest; what crosses besides the protocols' masked
 messages is public: the server's manifest (model name, family, weight names and shapes), the
-client's request (task, number of prompt tokens or text lengths, token budget), one
+client's request (task, number of prompt tokens or text lengths, token budget, whether
+sampling is on; never the temperature, which the client shares), one
 continue/stop byte per generated token (so the server learns how many tokens were generated)
 and, at the end, the server's per-op counts (rounds, bytes, seconds). Token ids, prompts,
 outputs and weights never cross in the clear.
@@ -28,6 +29,7 @@ from privinfer.twopc.runtime import TwoParty
 MAX_JSON_BYTES = 1 << 20
 CONTINUE, STOP = b"\x01", b"\x00"
 MAX_TEXTS = 256
+T_MAX = 100.0  # T g stays far inside the ring (|g| < 37)
 
 
 def _json(party: TwoParty, mine: dict[str, Any] | None) -> dict[str, Any]:
@@ -86,8 +88,9 @@ def serve_session(party: TwoParty, model: Any, backend: LinearBackend | None = N
     net = model.build(ops)
     if req["task"] == "generate":
         cache, n, pos = net.new_cache(), req["prompt_tokens"], 0
+        sampler = Sampler(temperature=1.0 if req.get("sampling") else 0.0)  # T is the client's
         for step in range(req["max_new_tokens"]):
-            ops.next_token(net.forward([0] * n, cache, pos), Sampler(), step)
+            ops.next_token(net.forward([0] * n, cache, pos), sampler, step)
             pos, n = pos + n, 1
             flag = party.exchange(b"")
             if flag == STOP:
@@ -142,14 +145,20 @@ def client_generate(
     stop_ids: Sequence[int],
     report: dict[str, Any],
     backend: LinearBackend | None = None,
+    sampler: Sampler | None = None,
 ) -> Iterator[int]:
-    """The client's half of a generation (party 1): yields the new token ids (greedy); fills
-    `report` with both parties' costs at the end."""
+    """The client's half of a generation (party 1): yields the new token ids (greedy, or
+    sampled with `sampler`'s temperature, which stays secret); fills `report` with both
+    parties' costs at the end."""
+    sampler = sampler or Sampler()
+    if not sampler.greedy and not sampler.temperature <= T_MAX:
+        raise InputError(f"--temperature must be at most {T_MAX:g} in mode mpc+he")
     req = {"task": "generate", "prompt_tokens": len(prompt_ids), "max_new_tokens": max_new_tokens}
+    req["sampling"] = not sampler.greedy
     ops, net = _client_model(party, model, req, backend)
     cache, ids, pos = net.new_cache(), list(prompt_ids), 0
     for step in range(max_new_tokens):
-        tok = ops.next_token(net.forward(ids, cache, pos), Sampler(), step)
+        tok = ops.next_token(net.forward(ids, cache, pos), sampler, step)
         pos, ids = pos + len(ids), [tok]
         stop = tok in stop_ids or step + 1 == max_new_tokens
         party.send_only(STOP if stop else CONTINUE)
