@@ -52,13 +52,13 @@ def test_ot_linear_picks_the_cheaper_method():
     assert cost_bytes(300, 8, 4, "weight_bits") < cost_bytes(300, 8, 4, "share_bits")
 
 
-def _tiny():
-    cfg = tiny_llama_config(hidden=32, layers=2, heads=2, kv_heads=1, ffn=64)
+def _tiny(layers: int = 2):
+    cfg = tiny_llama_config(hidden=32, layers=layers, heads=2, kv_heads=1, ffn=64)
     return cfg, tiny_llama_weights(cfg, seed=3)
 
 
-def _run_tiny(weights, links=None, n_tokens=3, backend=None):
-    cfg, _ = _tiny()
+def _run_tiny(weights, links=None, n_tokens=3, backend=None, layers=2):
+    cfg, _ = _tiny(layers)
     shapes = {k: list(v.shape) for k, v in weights.items()}
 
     def prog(p):  # type: ignore[no-untyped-def]
@@ -119,7 +119,7 @@ class _LeakyLinear(OtLinear):
 
 
 def _client_view(backend=None) -> bytes:
-    cfg, w = _tiny()
+    cfg, w = _tiny(layers=1)
     w = dict(w)
     w["model.layers.0.self_attn.q_proj.weight"] = torch.full_like(
         w["model.layers.0.self_attn.q_proj.weight"], CANARY
@@ -128,7 +128,7 @@ def _client_view(backend=None) -> bytes:
     net = MemoryNetwork(2, timeout_s=60)
     links = list(net.links)
     links[1] = RecordingLink(links[1])
-    _run_tiny(w, links=links, n_tokens=1, backend=backend)
+    _run_tiny(w, links=links, n_tokens=1, backend=backend, layers=1)
     return b"".join(links[1].view)
 
 

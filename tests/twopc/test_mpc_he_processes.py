@@ -32,13 +32,13 @@ def tiny(tmp_path_factory):
     return str(folder), privinfer.load(str(folder))
 
 
-def _server(tmp: Path, model: str) -> tuple[subprocess.Popen, Path]:
-    """`privinfer mpc+he serve` for one session, stderr piped; waits until it is ready."""
+def _server(tmp: Path, model: str, sessions: int = 1) -> tuple[subprocess.Popen, Path]:
+    """`privinfer mpc+he serve` for `sessions` sessions, stderr piped; waits until ready."""
     cluster = tmp / "cluster"
     init_cluster(cluster, [f"127.0.0.1:{p}" for p in free_ports(2)])
     ready = tmp / "ready"
     cmd = [sys.executable, "-m", "privinfer.cli", "mpc+he", "serve", "--model", model]
-    cmd += ["--cluster", str(cluster), "--sessions", "1", "--ready-file", str(ready)]
+    cmd += ["--cluster", str(cluster), "--sessions", str(sessions), "--ready-file", str(ready)]
     proc = subprocess.Popen(cmd, env=ENV, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 60
     while not ready.exists() and proc.poll() is None and time.monotonic() < deadline:
@@ -48,14 +48,10 @@ def _server(tmp: Path, model: str) -> tuple[subprocess.Popen, Path]:
 
 
 def _error_line(proc: subprocess.Popen, start: float) -> tuple[str, float]:
-    """The server's one stderr line about the failed session and the seconds from `start` to
-    it; then the server must exit (status 1) with nothing more on stderr (no traceback)."""
+    """The server's next stderr line (about a failed session) and the seconds from `start`."""
     assert proc.stderr is not None
     line = proc.stderr.readline()
-    after_s = time.monotonic() - start
-    _, rest = proc.communicate(timeout=15)
-    assert proc.returncode == 1 and not rest.strip(), rest
-    return line, after_s
+    return line, time.monotonic() - start
 
 
 def test_tokens_over_tls_equal_plain(tiny):
@@ -64,10 +60,10 @@ def test_tokens_over_tls_equal_plain(tiny):
     with local_server(folder, sessions=2) as cluster:
         got = lm.generate("hi", chat=False, max_new_tokens=3, mode="mpc+he", cluster=str(cluster))
         opts = dict(mode="mpc+he", cluster=str(cluster), temperature=2.0)
-        sampled = lm.generate("hi", chat=False, max_new_tokens=2, **opts)
+        sampled = lm.generate("hi", chat=False, max_new_tokens=1, **opts)
     assert got.token_ids == plain.token_ids
     assert (
-        len(sampled.token_ids) <= 2 and sampled.stats.details["mpc+he"]["client"]["sampling_noise"]
+        len(sampled.token_ids) <= 1 and sampled.stats.details["mpc+he"]["client"]["sampling_noise"]
     )
     d = got.stats.details["mpc+he"]
     assert d["server"]["linear"]["rounds"] > 0 and d["client"]["argmax"]["rounds"] > 0
@@ -108,31 +104,12 @@ def test_frozen_server_gives_the_client_a_clear_error_after_its_timeout(tiny, tm
         party.link.close()
 
 
-def test_killed_client_ends_the_server_fast(tiny, tmp_path):
-    folder, _ = tiny
-    proc, cluster = _server(tmp_path, folder)
-    client = subprocess.Popen(
-        [
-            sys.executable,
-            str(Path(__file__).with_name("mpche_client_proc.py")),
-            str(cluster),
-            folder,
-        ],
-        env=ENV,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    assert client.stdout is not None and client.stdout.readline().strip() == "up"
-    time.sleep(0.5)
-    client.kill()
-    err, after_s = _error_line(proc, time.monotonic())
-    assert after_s < 2.0 and "failed: party 1" in err
-    client.wait()
-
-
-def test_malformed_frame_ends_the_session_with_a_clear_error(tiny, tmp_path):
+def test_malformed_frame_and_killed_client_end_the_session_fast(tiny, tmp_path):
+    """One server for two sessions: a malformed message, then a client killed mid-session; each
+    gives one stderr line naming party 1 within 2 s; then the server exits with status 1 and
+    nothing more on stderr (no traceback)."""
     folder, lm = tiny
-    proc, cluster = _server(tmp_path, folder)
+    proc, cluster = _server(tmp_path, folder, sessions=2)
     party = connect(cluster, CLIENT, timeout_s=30.0)
     party.exchange(b'{"task": "generate", "model": ' + repr(folder).replace("'", '"').encode())
     err, after_s = _error_line(proc, time.monotonic())
@@ -140,6 +117,19 @@ def test_malformed_frame_ends_the_session_with_a_clear_error(tiny, tmp_path):
     with pytest.raises(PeerError, match="party 0"):
         party.exchange(b"")
     party.link.close()
+
+    script = str(Path(__file__).with_name("mpche_client_proc.py"))
+    client = subprocess.Popen(
+        [sys.executable, script, str(cluster), folder], env=ENV, stdout=subprocess.PIPE, text=True
+    )
+    assert client.stdout is not None and client.stdout.readline().strip() == "up"
+    time.sleep(0.5)
+    client.kill()
+    err, after_s = _error_line(proc, time.monotonic())
+    assert after_s < 2.0 and "session 2 failed: party 1" in err
+    client.wait()
+    _, rest = proc.communicate(timeout=15)
+    assert proc.returncode == 1 and not rest.strip(), rest
 
 
 def test_bad_arguments_are_one_line_errors_before_anything_starts(tiny, capsys, tmp_path):
