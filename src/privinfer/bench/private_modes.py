@@ -17,6 +17,8 @@ import torch
 from privinfer.bench.fidelity import WORKLOADS as FIDELITY_WORKLOADS
 from privinfer.bench.he_generate import WORKLOADS as HE_GENERATE_WORKLOADS
 from privinfer.bench.mpc_bench import bench_gpt2_shape, bench_mpc_ops, bench_smollm2
+from privinfer.bench.mpc_he_bench import WORKLOADS as MPC_HE_WORKLOADS
+from privinfer.bench.mpc_he_bench import run_mpc_he
 from privinfer.bench.netem import emulated_network
 from privinfer.engines.plain import PlainOps
 from privinfer.models import gpt2
@@ -249,11 +251,16 @@ def workload_he_ops(args: argparse.Namespace, say: Say) -> dict[str, Any]:
     return {"he-ops": {"matvec": mv, "packed": pk, "deliver": dl, "rows": rows}, "plain": None}
 
 
-RUNNERS: dict[str, Callable[..., dict[str, Any]]] = {"mpc": run_mpc, "he": run_he}
+RUNNERS: dict[str, Callable[..., dict[str, Any]]] = {
+    "mpc": run_mpc,
+    "he": run_he,
+    "mpc+he": run_mpc_he,
+}
 WORKLOADS: dict[str, Callable[[argparse.Namespace, Say], dict[str, Any]]] = {
     "mpc-ops": workload_mpc_ops,
     "mpc-gpt2-shape": workload_gpt2_shape,
     "he-ops": workload_he_ops,
     **FIDELITY_WORKLOADS,
     **HE_GENERATE_WORKLOADS,
+    **MPC_HE_WORKLOADS,
 }

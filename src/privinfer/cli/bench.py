@@ -9,9 +9,7 @@ from privinfer.cli import options
 from privinfer.cli.main import add_common
 from privinfer.errors import InputError
 
-WORKLOADS_HELP = (
-    "generate, throughput, proxy, mpc-ops, mpc-gpt2-shape, mpc-fidelity, he-ops, he-fidelity, he-smollm2"
-)
+WORKLOADS_HELP = "generate, throughput, proxy, mpc-ops, mpc-gpt2-shape, mpc-fidelity, he-ops, he-fidelity, he-smollm2, mpc-he-layer, mpc-he-smollm2, mpc-he-minilm"
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
@@ -58,7 +56,9 @@ def register(sub: Any) -> None:
         choices=("none", "lan", "wan"),
         help="emulated network between MPC parties / HE client and server (lan/wan need root)",
     )
-    b.add_argument("--sessions", default=None, help="throughput: session counts (default: 1,2,4,8,16)")
+    b.add_argument(
+        "--sessions", default=None, help="throughput: session counts (default: 1,2,4,8,16)"
+    )
     b.add_argument("--out", default="benchmarks/results", help="folder for JSON and plots")
     b.add_argument(
         "--no-reference",

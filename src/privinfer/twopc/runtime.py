@@ -62,6 +62,11 @@ class TwoParty:
         data = payload.tobytes() if isinstance(payload, np.ndarray) else bytes(payload)
         return self.link.round({self.peer: data}, [self.peer])[self.peer]
 
+    def send_only(self, payload: bytes | np.ndarray) -> None:
+        """A one-way flight to the peer (one round); the peer must send nothing in it."""
+        if self.exchange(payload):
+            raise PeerError(self.peer, "payload has the wrong length (expected none)")
+
     def exchange_array(self, mine: np.ndarray, dtype: type, count: int) -> np.ndarray:
         """`exchange` for numpy arrays: receive exactly `count` items of `dtype` from the peer."""
         got = self.exchange(np.ascontiguousarray(mine))
