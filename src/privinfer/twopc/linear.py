@@ -236,8 +236,13 @@ class OtLinear:
 # The backend both parties use (the server's manifest names it and the client checks it). At
 # merge, HeLinear registers here ("he": "privinfer.twopc.he_linear:HeLinear") and becomes the
 # default; everything else (engine, session, mode, CLI) takes it from `make_backend`.
-BACKENDS: dict[str, str] = {"ot": "privinfer.twopc.linear:OtLinear"}
-DEFAULT_BACKEND = "ot"
+# "he": BFV coefficient encoding (twopc.he_linear), the default: 10-50x fewer bytes than OT
+# products on the model shapes (docs/mpc-he.md); "ot": the exact OT reference.
+BACKENDS: dict[str, str] = {
+    "he": "privinfer.twopc.he_linear:HeLinear",
+    "ot": "privinfer.twopc.linear:OtLinear",
+}
+DEFAULT_BACKEND = "he"
 
 
 def make_backend(name: str = DEFAULT_BACKEND) -> LinearBackend:
