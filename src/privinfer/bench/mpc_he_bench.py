@@ -3,7 +3,7 @@
 - `mpc-he-smollm2`: SmolLM2-135M greedy generation through `generate --mode mpc+he` (server
   and client as two processes over TLS, the path a user runs), prefill and decode per token.
   With the OtLinear backend a token costs tens of GB of OT traffic (every linear layer, the
-  embedding and the LM head go through Gilboa products): run it with HeLinear.
+  embedding and the LM head go through Gilboa products); the default backend is HeLinear.
 - `mpc-he-layer`: one real SmolLM2 decoder layer (massive-activation range, layer 20 by
   default), one decode step against a cache of the chat prompt, the two parties as threads
   over memory links: per-op rounds, bytes and seconds (online and offline apart), the error
@@ -75,6 +75,13 @@ def _one_layer_weights(lm: Any, layer: int) -> tuple[Any, dict[str, torch.Tensor
     return cfg, w
 
 
+def _backend() -> str:
+    """The class name of the engine's default linear backend (what these runs use)."""
+    from privinfer.twopc.linear import BACKENDS, DEFAULT_BACKEND
+
+    return BACKENDS[DEFAULT_BACKEND].rpartition(":")[2]
+
+
 def bench_layer(layer: int = 20, say: Say = print) -> dict[str, Any]:
     """One decode step of SmolLM2's decoder layer `layer` under MpcHeOps (see module doc)."""
     lm = privinfer.load("smollm2-135m")
@@ -84,7 +91,7 @@ def bench_layer(layer: int = 20, say: Say = print) -> dict[str, Any]:
     t = len(ref["ids"])
     f = 16
     enc = {k: ring.encode(ref[k].numpy(), f) for k in ("x", "k", "v")}
-    say(f"mpc-he-layer: SmolLM2 layer {layer}, decode step at position {t - 1}, OtLinear")
+    say(f"mpc-he-layer: SmolLM2 layer {layer}, decode step at position {t - 1}, {_backend()}")
 
     def prog(p: Any) -> dict[str, Any]:
         shares = {
@@ -157,7 +164,8 @@ def workload_layer(args: argparse.Namespace, say: Say) -> dict[str, Any]:
     r = bench_layer(say=say)
     ex = r["per_token_extrapolated"]
     how = (
-        f"threads over memory links, 1 thr/party, OtLinear; {r['linear_offline_bytes'] / 1e6:.0f} "
+        f"threads over memory links, 1 thr/party, {_backend()}; "
+        f"{r['linear_offline_bytes'] / 1e6:.0f} "
         f"MB of it linear offline; max abs error {r['max_abs_error']:.2e} (|out| <= "
         f"{r['max_abs_output']:.0f})"
     )
@@ -212,7 +220,7 @@ def workload_minilm(args: argparse.Namespace, say: Say) -> dict[str, Any]:
     text = "Paris." if args.quick else "Paris is in France."
     em = privinfer.load("minilm-l6")
     plain = em.embed_with_stats([text])
-    say(f"mpc-he-minilm: {text!r}, client and server as two processes over TLS, OtLinear")
+    say(f"mpc-he-minilm: {text!r}, client and server as two processes over TLS, {_backend()}")
     t0 = time.perf_counter()
     got = em.embed_with_stats([text], mode="mpc+he")
     wall = time.perf_counter() - t0
@@ -225,7 +233,7 @@ def workload_minilm(args: argparse.Namespace, say: Say) -> dict[str, Any]:
     r = {"text": text, "tokens": len(em.token_ids(text)), "cosine_to_plain": cos}
     r |= {"wall_s": round(wall, 1), "bytes_sent": sent, **details}
     how = (
-        f"2 processes, TLS loopback, 1 thr each, OtLinear, {r['tokens']} tokens, "
+        f"2 processes, TLS loopback, 1 thr each, {_backend()}, {r['tokens']} tokens, "
         f"{sum(sent.values()) / 1e9:.1f} GB sent in all"
     )
     rows = [["MiniLM embedding, cosine to plain", f"{cos:.5f}", "", "", how]]
