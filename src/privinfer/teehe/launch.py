@@ -127,3 +127,45 @@ def start(
 
 def load_enclave_cluster(certs: Path) -> ClusterConfig:
     return load_cluster(certs)
+
+
+def serve_with_enclave(
+    model: object,
+    folder: Path,
+    port: int,
+    *,
+    host: str = "127.0.0.1",
+    enclave_url: str | None = None,
+    enclave_certs: Path | None = None,
+    insecure_same_user: bool = False,
+    ranges: object = None,
+    ready: object = None,
+    max_sessions: int = 4,
+) -> None:
+    """`privinfer tee+he serve`: start a local refresh enclave (unless `enclave_url` names one,
+    reached with `enclave_certs`), then serve clients. `folder` holds the clients' CA (`certs`),
+    the enclave's CA, the software platform and its root (`root_cert.pem`, which clients pin),
+    and the stored jobs (ciphertexts and error sentences only)."""
+    from privinfer.he.transport import ensure_identities as client_identities
+    from privinfer.net.cluster import parse_hostport
+    from privinfer.teehe.server import serve
+
+    folder.mkdir(parents=True, exist_ok=True)
+    cluster = client_identities(folder / "certs", port)
+    enclave: RefreshEnclave | None = None
+    try:
+        if enclave_url is None:
+            ensure_platform(folder / "platform")
+            enclave = start(folder / "platform", folder / "enclave-certs",
+                            insecure_same_user=insecure_same_user, log=None)  # fmt: skip
+            target = (load_cluster(enclave.certs), enclave.host, enclave.port)
+        else:
+            if enclave_certs is None:
+                raise InputError("--enclave-url needs --enclave-certs (the enclave's CA folder).")
+            ehost, eport = parse_hostport(enclave_url.removeprefix("tls://"))
+            target = (load_cluster(enclave_certs), ehost, eport)
+        serve(model, cluster, host, port, target, folder / "jobs", ready=ready,  # type: ignore[arg-type]
+              ranges=ranges, max_sessions=max_sessions)  # type: ignore[arg-type]  # fmt: skip
+    finally:
+        if enclave is not None:
+            enclave.stop()
