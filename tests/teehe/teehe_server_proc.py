@@ -36,7 +36,10 @@ class ServerProc:
         from privinfer.teehe.client import endpoint_from
 
         return endpoint_from(
-            load_cluster(self.folder / "certs"), "127.0.0.1", self.port, self.folder / "root_cert.pem"
+            load_cluster(self.folder / "certs"),
+            "127.0.0.1",
+            self.port,
+            self.folder / "root_cert.pem",
         )
 
 

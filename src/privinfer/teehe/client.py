@@ -187,7 +187,11 @@ def generate(
             if tok is None:
                 conn.send("LOGT", {"stop": True})
                 continue
-            nxt = {"tokens": context_tokens, "start": len(prompt_ids) + len(client.chosen) - 1, "rows": 1}
+            nxt = {
+                "tokens": context_tokens,
+                "start": len(prompt_ids) + len(client.chosen) - 1,
+                "rows": 1,
+            }
             rows = client_rows(model, [tok])
             conn.send("LOGT", {"stop": False, "upload": nxt}, client.encrypt_rows(nxt, rows))
     finally:

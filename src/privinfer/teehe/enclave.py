@@ -104,7 +104,7 @@ def _warm_up(quotes: Any, identity: Any) -> None:
     from privinfer.he.refresh import Refresher
     from privinfer.tee.attestation import new_nonce
     from privinfer.tee.channel import RecordType, client_channel
-    from privinfer.teehe.protocol import context, pack_key_release, unpack_ack
+    from privinfer.teehe.protocol import pack_key_release, unpack_ack
 
     owner = CkksContext.create_client(PARAMS_16384)
     sess = RefreshSession(quotes, identity)

@@ -12,6 +12,7 @@ clients, over attested channels).
 
 from __future__ import annotations
 
+import json
 import socket
 import subprocess
 import time
@@ -47,7 +48,9 @@ class RefreshEnclave:
                 self.proc.wait()
 
 
-def connect_enclave(cluster: ClusterConfig, host: str, port: int, timeout_s: float = 10.0) -> Connection:
+def connect_enclave(
+    cluster: ClusterConfig, host: str, port: int, timeout_s: float = 10.0
+) -> Connection:
     """The HE server's mutual-TLS connection to a refresh enclave (it must be party 0 of the CA)."""
     from privinfer.he.transport import connect
 
@@ -159,6 +162,9 @@ def serve_with_enclave(
             enclave = start(folder / "platform", folder / "enclave-certs",
                             insecure_same_user=insecure_same_user, log=None)  # fmt: skip
             target = (load_cluster(enclave.certs), enclave.host, enclave.port)
+            (folder / "enclave.json").write_text(
+                json.dumps({"host": enclave.host, "port": enclave.port, "pid": enclave.proc.pid})
+            )
         else:
             if enclave_certs is None:
                 raise InputError("--enclave-url needs --enclave-certs (the enclave's CA folder).")

@@ -116,7 +116,9 @@ class HybridKeyHolder:
         return self.bundle
 
     def galois(self, steps) -> tuple[list[int], bytes]:
-        meta, data = self.enclave.call("KEYS", {"session": self.enclave.session, "steps": list(steps)})
+        meta, data = self.enclave.call(
+            "KEYS", {"session": self.enclave.session, "steps": list(steps)}
+        )
         return [int(s) for s in meta.get("steps", [])], data
 
     def refresh(self, payload: bytes) -> bytes:
@@ -219,10 +221,18 @@ class Config:
 
     def __init__(self, model: Any, ranges: HeRanges, enclave: tuple[ClusterConfig, str, int],
                  jobs: Jobs, log: Callable[[str], None]) -> None:  # fmt: skip
-        self.model, self.ranges, self.enclave, self.jobs, self.log = model, ranges, enclave, jobs, log
+        self.model, self.ranges, self.enclave, self.jobs, self.log = (
+            model,
+            ranges,
+            enclave,
+            jobs,
+            log,
+        )
 
 
-def _release_key(conn: Connection, meta: dict[str, Any], cfg: Config) -> tuple[EnclaveSession, dict]:
+def _release_key(
+    conn: Connection, meta: dict[str, Any], cfg: Config
+) -> tuple[EnclaveSession, dict]:
     """Relay the attested key release between client and enclave; the enclave's bundle."""
     enclave = EnclaveSession(connect_enclave(*cfg.enclave))
     got, quote = enclave.call("ATST", {"nonce": str(meta.get("nonce", ""))})
@@ -387,7 +397,9 @@ def serve(
                 except TimeoutError:
                     continue
                 if len(workers.sessions) >= max_sessions:
-                    workers.responders.add(_worker(lambda r=raw: (srv.close(), _answer_busy(r, ctx))))
+                    workers.responders.add(
+                        _worker(lambda r=raw: (srv.close(), _answer_busy(r, ctx)))
+                    )
                     raw.close()
                     continue
                 number += 1
