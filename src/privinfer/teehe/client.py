@@ -71,6 +71,8 @@ class Figures:
     bytes_to_server: int = 0
     bytes_to_client: int = 0
     client_round_trips: int = 0  # client messages answered during compute (LOGT)
+    input_bytes: int = 0  # the encrypted input
+    output_bytes: int = 0  # the encrypted result
     server: dict[str, Any] = field(default_factory=dict)
     claims: Claims | None = None
 
@@ -120,15 +122,22 @@ class PendingJob:
             self.figures.bytes_to_server += conn.bytes_sent
             self.figures.bytes_to_client += conn.bytes_received
         self.figures.server = dict(meta.get("figures", {}))
+        self.figures.output_bytes = len(payload)
         return self.client.reveal(meta, payload)
 
 
 def submit_embedding(
-    endpoint: Endpoint, model: Any, ids: list[int], *, wait: bool = True
+    endpoint: Endpoint,
+    model: Any,
+    ids: list[int],
+    *,
+    wait: bool = True,
+    client: HeClient | None = None,
 ) -> tuple[torch.Tensor | PendingJob, Figures]:
     """Embed one text: with `wait` the result on this connection, else a `PendingJob` (the
-    client disconnects; nothing is asked of it until it fetches)."""
-    client = HeClient.create(PARAMS_16384)
+    client disconnects; nothing is asked of it until it fetches). A fresh key per text unless
+    `client` is given."""
+    client = client or HeClient.create(PARAMS_16384)
     fig = Figures()
     conn = endpoint.connect()
     try:
@@ -136,13 +145,16 @@ def submit_embedding(
         rows = client_rows(model, ids)
         up = {"tokens": _tokens_for(len(ids)), "start": 0, "rows": len(ids)}
         task = {"task": "embed", "rows": len(ids), "upload": up, "wait": wait}
-        conn.send("SUBM", task, client.encrypt_rows(up, rows))
+        upload = client.encrypt_rows(up, rows)
+        fig.input_bytes = len(upload)
+        conn.send("SUBM", task, upload)
         _, meta, _ = conn.recv("JOB")
         pending = PendingJob(endpoint, str(meta["job"]), client, fig)
         if not wait:
             return pending, fig
         _, meta, payload = conn.recv("RSLT")
         fig.server = dict(meta.get("figures", {}))
+        fig.output_bytes = len(payload)
         return client.reveal(meta, payload), fig
     finally:
         conn.close()
