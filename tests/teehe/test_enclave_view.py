@@ -56,13 +56,17 @@ def _view(setup, values: np.ndarray, unmasked: bool = False) -> tuple[np.ndarray
         cts.append(server.mod_switch_to(ct, refresher.level + 1))
     fresh = refresher.refresh(cts)
     sess.view = None
-    got = client.ctx.decrypt(wire.unpack_ciphertexts(client.ctx, wire.pack_ciphertexts(server, fresh))[0])
+    got = client.ctx.decrypt(
+        wire.unpack_ciphertexts(client.ctx, wire.pack_ciphertexts(server, fresh))[0]
+    )
     assert np.abs(got[: values.size] - values).max() < 1e-3  # the refresh is exact
     tops, lows = [], []
     for payload in seen:
         k, _, data = unpack_request(payload)
         for ct in wire.unpack_ciphertexts(client.ctx, data):  # what the enclave decrypts
-            lift = rns.CentredLift(client.ctx.decrypt_rns(ct), client.ctx.primes(client.ctx.level(ct)))
+            lift = rns.CentredLift(
+                client.ctx.decrypt_rns(ct), client.ctx.primes(client.ctx.level(ct))
+            )
             y = lift.to_objects()
             tops.append(np.array([float(v) for v in y]) / 2.0**k)
             lows.append(np.array([int(v) % 256 for v in y]))

@@ -20,8 +20,13 @@ from tests.procs import alive, wait_gone
 
 from privinfer.engines.plain import PlainOps
 from privinfer.he.ckks import PARAMS_16384, CkksContext
-from privinfer.he.refresh import OUT_OF_BOUND, LocalRefreshClient, Refresher, pack_request
-from privinfer.he.refresh import unpack_request
+from privinfer.he.refresh import (
+    OUT_OF_BOUND,
+    LocalRefreshClient,
+    Refresher,
+    pack_request,
+    unpack_request,
+)
 from privinfer.he.session import HeClient
 from privinfer.he.transport import PeerRefused
 from privinfer.models.bert import Bert
@@ -85,7 +90,9 @@ def test_no_key_leaves_without_a_passing_attestation(srv, monkeypatch, tmp_path)
     real = CkksContext.export_secret_key
     monkeypatch.setattr(CkksContext, "export_secret_key", lambda s: exported.append(1) or real(s))
     ep = srv.endpoint()
-    _, other_root = platform(tmp_path)  # another software platform: its root vouches for nothing here
+    _, other_root = platform(
+        tmp_path
+    )  # another software platform: its root vouches for nothing here
     wrong = Policy(allowed_measurements=frozenset({bytes(48)}), allowed_signers=ANY)
     for trust, why in ((Trust(ep.trust.root, wrong), "measurement"),
                        (Trust.for_root(other_root), "chain|signature|root")):  # fmt: skip
@@ -132,7 +139,9 @@ def test_embeddings_equal_plain_as_in_he_mode_with_the_client_away(jobs, model):
 
 
 def test_key_canary_is_absent_from_logs_files_and_figures(srv, jobs):
-    windows = [key[i : i + 32] for _, _, _, key in jobs for i in range(64, len(key) - 32, len(key) // 8)]
+    windows = [
+        key[i : i + 32] for _, _, _, key in jobs for i in range(64, len(key) - 32, len(key) // 8)
+    ]
     texts = [srv.log_text().encode(), json.dumps([f.server for _, _, f, _ in jobs]).encode()]
     files = [p for p in srv.folder.rglob("*") if p.is_file()]
     tmp = Path(tempfile.gettempdir())

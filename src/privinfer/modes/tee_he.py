@@ -180,7 +180,7 @@ class TeeHeMode(Mode):
         "when the client submits and fetches",
     )
     threat = _threat()
-    bench_workloads = ("generate", "he-ops")
+    bench_workloads = ("generate",)
 
     def security(self, model: Any | None, **params: Any) -> dict[str, Any]:
         from privinfer.he.refresh import DEFAULT_SIGMA
