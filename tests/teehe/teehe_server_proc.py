@@ -69,7 +69,35 @@ def running_server(folder: Path, model: str = "tiny-bert") -> Iterator[ServerPro
         proc.wait(timeout=30)
 
 
+LLAMA_PROMPT = [256, 87, 104]
+
+
+class TinyLlama:
+    """The tiny random LLaMA of tests/he/test_tiny_llama.py, as a served model."""
+
+    def __init__(self) -> None:
+        from privinfer.models.tiny import tiny_llama_config, tiny_llama_weights
+
+        self.cfg = tiny_llama_config()
+        self.weights = tiny_llama_weights(self.cfg, seed=3)
+        self.name = "tiny-llama"
+
+    def build(self, ops: Any) -> Any:
+        from privinfer.models.llama import Llama
+
+        return Llama(self.cfg, self.weights, ops)
+
+    def ranges(self) -> Any:
+        from privinfer.he.calibrate import calibrate_decoder
+        from privinfer.he.ranges import HeRanges
+
+        rec = calibrate_decoder(self, [LLAMA_PROMPT, [256, 1, 2]], new_tokens=2)
+        return HeRanges.from_calibration(rec)
+
+
 def tiny_model(name: str) -> Any:
+    if name == "tiny-llama":
+        return TinyLlama()
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "he"))
     from test_ops import _tiny_bert
 
@@ -83,13 +111,14 @@ def main(argv: list[str]) -> None:
     from privinfer.he.ranges import HeRanges
     from privinfer.teehe.launch import serve_with_enclave
 
-    folder, ready, port, model = argv
+    folder, ready, port, name = argv
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    model = tiny_model(name)
     serve_with_enclave(
-        tiny_model(model),
+        model,
         Path(folder),
         int(port),
-        ranges=HeRanges(**TINY_RANGES),
+        ranges=model.ranges() if name == "tiny-llama" else HeRanges(**TINY_RANGES),
         ready=lambda p: Path(ready).write_text(str(p)),
     )
 

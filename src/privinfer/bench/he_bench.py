@@ -312,6 +312,7 @@ def bench_minilm_cli(
         "cosine_to_plain": min(he["cosine_to_plain"]),
         "peak_rss_mb_client": got.get("peak_rss_mb"),
         "client_round_trips": he.get("client_round_trips"),
+        "enclave": he.get("enclave"),
     }
 
 

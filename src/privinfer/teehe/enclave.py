@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import signal
 import socket
 import sys
@@ -59,7 +60,7 @@ def run_session(conn: Connection, quotes: Any, identity: Any) -> tuple[str, int]
                 conn.send("RFSH", {}, sess.refresh(str(meta.get("session")), payload))
             elif kind == "DONE":
                 outcome = "done"
-                conn.send("DONE", {})
+                conn.send("DONE", usage(sess.refreshes))
                 break
             else:
                 raise SecurityError("Unexpected message for a refresh enclave.")
@@ -76,6 +77,18 @@ def run_session(conn: Connection, quotes: Any, identity: Any) -> tuple[str, int]
         sess.erase()
         conn.close()
     return outcome, refreshes
+
+
+def usage(refreshes: int) -> dict[str, float]:
+    """This session process's CPU seconds (since its fork) and peak RSS: public counts."""
+    ru = resource.getrusage(resource.RUSAGE_SELF)
+    cpu = ru.ru_utime + ru.ru_stime
+    return {
+        "refreshes": refreshes,
+        "cpu_s": round(cpu, 3),
+        "cpu_ms_per_refresh": round(1000 * cpu / max(refreshes, 1), 1),
+        "peak_rss_mb": round(ru.ru_maxrss / 1024, 1),
+    }
 
 
 def _refuse(conn: Connection, message: str) -> None:
