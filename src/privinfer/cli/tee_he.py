@@ -57,6 +57,28 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_enclave(args: argparse.Namespace) -> int:
+    """Run a refresh enclave on its own (for `tee+he serve --enclave-url` on another host)."""
+    from privinfer.cli.tee import check_port
+    from privinfer.teehe.launch import ensure_platform, start
+
+    check_port(args.port)
+    folder = Path(args.dir) if args.dir else Path.home() / ".config" / "privinfer" / "tee+he"
+    folder.mkdir(parents=True, exist_ok=True)
+    ensure_platform(folder / "platform")
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    enclave = start(folder / "platform", folder / "enclave-certs", host=args.host, port=args.port,
+                    insecure_same_user=args.insecure_same_user)  # fmt: skip
+    try:
+        if args.ready_file:
+            Path(args.ready_file).write_text(str(enclave.port))
+        print(f"refresh enclave on {enclave.url}; servers use --enclave-url {enclave.url} "
+              f"--enclave-certs {folder / 'enclave-certs'}", file=sys.stderr)  # fmt: skip
+        return enclave.proc.wait()
+    finally:
+        enclave.stop()
+
+
 def _exit_on_sigterm(_signum: int, _frame: object) -> None:
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     sys.exit(0)
@@ -92,3 +114,14 @@ def register(sub: Any) -> None:
     s.add_argument("--ready-file", default=None, help=argparse.SUPPRESS)
     add_common(s)
     s.set_defaults(func=cmd_serve)
+    e = group_sub.add_parser("enclave", help="run a refresh enclave alone (another host)")
+    e.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    e.add_argument("--port", type=int, default=29601, help="port to listen on")
+    e.add_argument("--dir", default=None, help="state folder (default: ~/.config/privinfer/tee+he)")
+    e.add_argument(
+        "--insecure-same-user",
+        action="store_true",
+        help="run the enclave as this user (default: as its own user; needs root)",
+    )
+    e.add_argument("--ready-file", default=None, help=argparse.SUPPRESS)
+    e.set_defaults(func=cmd_enclave)
