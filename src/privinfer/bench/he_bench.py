@@ -333,6 +333,8 @@ def bench_minilm_cli(
         "peak_rss_mb_client": got.get("peak_rss_mb"),
         "client_round_trips": he.get("client_round_trips"),
         "enclave": he.get("enclave"),
+        "client_input_bytes": he.get("input_bytes"),
+        "client_output_bytes": he.get("output_bytes"),
     }
 
 

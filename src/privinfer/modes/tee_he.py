@@ -234,6 +234,8 @@ class TeeHeMode(Mode):
                 fig["bytes_to_server"] += f.bytes_to_server
                 fig["bytes_to_client"] += f.bytes_to_client
                 fig["client_round_trips"] += f.client_round_trips
+                fig["input_bytes"] = fig.get("input_bytes", 0) + f.input_bytes
+                fig["output_bytes"] = fig.get("output_bytes", 0) + f.output_bytes
                 fig["enclave"] = f.server.get("enclave")  # the last text's, per session
         vecs = torch.cat(outs)
         plain = torch.cat([model.plain().ops.reveal(model.plain().encode(i)) for i in ids_list])
