@@ -289,12 +289,7 @@ def bench_minilm_cli(
                 if net.n_hosts > 2:  # the refresh enclave in host 2, behind its own link
                     serve += _enclave_in_host(net, 2, Path(tmp) / "srv")
                 env = dict(os.environ)
-                remote = [
-                    "--server",
-                    f"{net.hosts[1]}:{port}",
-                    "--teehe-dir",
-                    str(Path(tmp) / "srv"),
-                ]
+                remote = ["--server", net.hosts[1], "--teehe-dir", str(Path(tmp) / "srv")]
             serve += ["--host", host, "--port", port, "--threads", "1"]
             server = net.popen(1, [*serve, "--ready-file", str(ready)])
             deadline = time.monotonic() + 300

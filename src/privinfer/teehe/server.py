@@ -20,7 +20,6 @@ session numbers, outcomes, durations and counts, never values, keys, job ids or 
 from __future__ import annotations
 
 import os
-import re
 import secrets
 import select
 import socket
@@ -48,14 +47,13 @@ from privinfer.he.server import (
     generation_session,
     model_ranges,
 )
-from privinfer.he.session import pack_meta, unpack_meta
 from privinfer.he.transport import Connection, PeerRefused, TransportError, handshake, listen
 from privinfer.models import families
 from privinfer.net.cluster import ClusterConfig
+from privinfer.teehe.jobs import Jobs
 from privinfer.teehe.launch import connect_enclave
 
 ENCLAVE_GONE = "The refresh enclave stopped during the session; the session was discarded."
-JOB_ID = re.compile(r"^[0-9a-f]{32}$")
 POLL_S = 0.2
 
 
@@ -168,44 +166,6 @@ class ClientSide:
                 self.conn.send(kind, meta, payload)
             except TransportError:
                 self.waits = False  # it left: the job's file still holds the answer
-
-
-class Jobs:
-    """Finished jobs by id: `<id>.res` (encrypted result) or `<id>.err` (one sentence)."""
-
-    def __init__(self, folder: Path) -> None:
-        self.folder = Path(folder)
-        self.folder.mkdir(mode=0o700, parents=True, exist_ok=True)
-
-    def _put(self, job: str, ext: str, data: bytes) -> None:
-        tmp = self.folder / f".{job}.{ext}.tmp"
-        tmp.write_bytes(data)
-        tmp.rename(self.folder / f"{job}.{ext}")
-
-    def done(self, job: str, meta: dict[str, Any], payload: bytes) -> None:
-        self._put(job, "res", pack_meta(meta, payload))
-
-    def failed(self, job: str, message: str) -> None:
-        self._put(job, "err", message.encode())
-
-    def take(self, job: str, wait_s: float) -> tuple[str, dict[str, Any], bytes]:
-        """Wait up to `wait_s` for the job; returns ("RSLT", meta, payload) or ("ERR", ...)."""
-        if not JOB_ID.match(job):
-            raise InputError("Malformed job id.")
-        deadline = time.monotonic() + wait_s
-        while True:
-            for ext, kind in (("res", "RSLT"), ("err", "ERR")):
-                path = self.folder / f"{job}.{ext}"
-                if path.exists():
-                    data = path.read_bytes()
-                    path.unlink(missing_ok=True)
-                    if kind == "ERR":
-                        return kind, {"message": data.decode()}, b""
-                    meta, payload = unpack_meta(data)
-                    return kind, meta, payload
-            if time.monotonic() > deadline:
-                raise InputError("No result for that job (unknown, already fetched, or not done).")
-            time.sleep(POLL_S)
 
 
 def _split(blob: bytes, sizes: dict[str, int]) -> dict[str, bytes]:
