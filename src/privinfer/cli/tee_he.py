@@ -101,7 +101,9 @@ def register(sub: Any) -> None:
         help="host:port of a running refresh enclave (default: start one)",
     )
     s.add_argument(
-        "--enclave-certs", default=None, help="the enclave's CA folder (with --enclave-url)"
+        "--enclave-certs",
+        default=None,
+        help="the enclave CA folder, needed with --enclave-url (default: none)",
     )
     s.add_argument(
         "--insecure-same-user",
