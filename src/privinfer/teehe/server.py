@@ -270,10 +270,15 @@ def handle_client(conn: Connection, cfg: Config, log: Callable[[str], None]) -> 
     threading.Thread(target=_watch, args=(enclave, dropped, stop), daemon=True).start()
     try:
         figures = _compute(task, holder, cfg, log)
-    except PrivinferError as exc:
+    except Exception as exc:  # the job gets its one sentence whatever failed, then re-raise
         stop.set()
         enclave.closing = True
-        message = str(exc) if not isinstance(exc, TransportError) else ENCLAVE_GONE
+        if isinstance(exc, TransportError):
+            message = ENCLAVE_GONE
+        elif isinstance(exc, PrivinferError):
+            message = str(exc)  # fixed sentences (he, enclave): no values, no client strings
+        else:
+            message = "The tee+he server failed on this session."
         cfg.jobs.failed(job, message)
         client.tell("ERR", {"message": message})
         raise
@@ -311,6 +316,9 @@ def _run(raw: socket.socket, ctx: ssl.SSLContext, cfg: Config, number: int) -> N
     except (KeyError, ValueError, TypeError):
         outcome = "refused (malformed request)"
         _refuse(conn, "Malformed tee+he request.")
+    except Exception as exc:  # noqa: BLE001 - one failed session must not end silently
+        outcome = f"failed ({type(exc).__name__})"
+        _refuse(conn, "The tee+he server failed on this session.")
     finally:
         conn.close()
     log(f"session {number} end: {outcome}, {time.perf_counter() - t0:.1f} s")
