@@ -155,6 +155,15 @@ def test_key_canary_is_absent_from_logs_files_and_figures(srv, jobs):
     assert not any(w in t for w in windows for t in texts)
 
 
+def test_a_fetch_of_an_unknown_or_malformed_job_is_one_sentence(srv):
+    for job, why in (("ab" * 16, "No result for that job"), ("../x", "Malformed job id")):
+        conn = srv.endpoint().connect()
+        conn.send("FTCH", {"job": job, "wait_s": 0})
+        with pytest.raises(PeerRefused, match=why):
+            conn.recv("RSLT")
+        conn.close()
+
+
 def _session(srv, client: HeClient):
     """Play an HE server on the enclave: attest, release `client`'s key, get its bundle."""
     e = _enclave(srv)
