@@ -282,6 +282,7 @@ class TeeHeMode(Mode):
                            "bytes_to_client": f.bytes_to_client,
                            "client_round_trips": f.client_round_trips}  # fmt: skip
                 _record(stats.costs, stats.details, figures)
+                stats.details["tee+he"] = stats.details.pop("he")
                 events.put(("end", None))
             except BaseException as exc:  # noqa: BLE001 - re-raised in the consumer
                 events.put(("err", exc))
