@@ -2,12 +2,14 @@
 
 Layers (a package's layer is that of its first component under `privinfer`):
 - face: the top package `privinfer` itself, `api`, `cli`, `serve`, `bench`, `modes` (and `modes_*`);
-- engines: `mpc`, `he`, `tee`, `engines` (the plain reference engine), `mpc_he`, `twopc`;
+- engines: `mpc`, `he`, `tee`, `engines` (the plain reference engine), `mpc_he`, `twopc`,
+  `teehe` (a hybrid: it combines the engines named in HYBRIDS);
 - base: `models`, `net`, `security`, `errors`.
 
 Rules:
 (a) no module outside the face imports the face;
-(b) an engine package imports no other engine package, except `privinfer.engines.plain`;
+(b) an engine package imports no other engine package, except `privinfer.engines.plain` and, for
+    a hybrid engine, the engines it combines (HYBRIDS);
 (c) `models`, `net` and `errors` import no engine; `security` may (it derives figures from their
     parameters), and none of the base imports the face (a);
 (d) `modes` imports engines and base, not `api`, `cli`, `bench` or the top package; `api` imports
@@ -31,7 +33,8 @@ from pathlib import Path
 
 TOP = "privinfer"
 FACE = {"api", "cli", "bench", "modes", "serve"}
-ENGINES = {"mpc", "he", "tee", "engines", "mpc_he", "twopc"}
+ENGINES = {"mpc", "he", "tee", "engines", "mpc_he", "twopc", "teehe"}
+HYBRIDS = {"teehe": {"he", "tee"}}  # hybrid engine -> the engines it combines
 BASE = {"models", "net", "security", "errors"}
 PLAIN_ENGINE = "privinfer.engines.plain"
 
@@ -119,6 +122,8 @@ def rule_broken(source: str, target: str) -> str | None:
         return RULE_A
     if src_layer == "engine" and dst_layer == "engine":
         if target == PLAIN_ENGINE or target.startswith(PLAIN_ENGINE + "."):
+            return None
+        if dst_comp in HYBRIDS.get(src_comp, set()):
             return None
         return RULE_B
     if src_comp in {"models", "net", "errors"} and dst_layer == "engine":

@@ -179,3 +179,20 @@ def test_unknown_profile() -> None:
     with pytest.raises(InputError):
         with emulated_network("satellite", 2):
             pass
+
+
+@pytest.mark.netns
+@needs_netns
+def test_per_link_profiles_shape_each_link_on_its_own() -> None:
+    """tee+he's network: a client on WAN to the server, the server on LAN to its enclave."""
+    wan, lan = netem.PROFILES["wan"], netem.PROFILES["lan"]
+    server = netem.NetProfile("wan-rtt", wan.rtt_ms, lan.rate_mbit, "2mbit")
+    before = _namespaces()
+    with netem.emulated_links([wan, server, lan]) as net:
+        links = net.measured["links"]
+        assert len(_namespaces() - before) == 4
+    assert _namespaces() == before
+    assert 19 < links["0->1"]["rtt_ms_measured"] < 30  # relay delay 10 ms each way
+    assert links["1->2"]["rtt_ms_measured"] < 5
+    assert 60 < links["0->1"]["bandwidth_mbit_measured"] < 110  # the client's 100 Mbit/s
+    assert links["1->2"]["bandwidth_mbit_measured"] > 300  # LAN, not the client's link

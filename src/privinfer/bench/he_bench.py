@@ -220,16 +220,38 @@ def bench_minilm(tokens: int = 16, two_process: bool = False) -> dict:
     }
 
 
+def _enclave_in_host(net: Any, i: int, folder: Any) -> list[str]:
+    """Start `privinfer tee+he enclave` in host i (state in `folder`, shared with the server);
+    returns the server's flags that reach it."""
+    import sys
+
+    host, port = net.listen[i].rsplit(":", 1)
+    ready = folder / "enclave-ready"
+    folder.mkdir(parents=True, exist_ok=True)
+    cmd = [sys.executable, "-m", "privinfer.cli", "tee+he", "enclave", "--dir", str(folder)]
+    proc = net.popen(i, [*cmd, "--host", host, "--port", port, "--ready-file", str(ready)])
+    deadline = time.monotonic() + 300
+    while not ready.exists():
+        if proc.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError("the refresh enclave did not start in its namespace")
+        time.sleep(0.2)
+    return ["--enclave-url", net.hosts[i], "--enclave-certs", str(folder / "enclave-certs")]
+
+
 CLI_SENTENCE = "A man is playing a guitar on the stage tonight while people dance."  # 16 ids
 
 
-def bench_minilm_cli(text: str = CLI_SENTENCE, net: Any = None, timeout_s: float = 3600.0) -> dict:
+def bench_minilm_cli(
+    text: str = CLI_SENTENCE, net: Any = None, timeout_s: float = 3600.0, mode: str = "he"
+) -> dict:
     """MiniLM-L6 under CKKS through the command a user runs: `privinfer embed --mode he
     --model minilm-l6 --threads 1 --json TEXT` in a subprocess, which starts its own local
     server (`net` None: loopback), or, given an `emulated_pair` setup, the server
     (`privinfer he serve`) in host 1 and the same client command in host 0, over the emulated
     link. Reports the command's own `embed_s`, its HE figures, the wall time of the whole
-    command, and the CPU seconds of every process it ran (client, server, user + system)."""
+    command, and the CPU seconds of every process it ran (client, server, user + system).
+    `mode="tee+he"` runs `privinfer embed --mode tee+he` (server `privinfer tee+he serve` with
+    its refresh enclave on the server's host; the figures are then the client's own traffic)."""
     import resource
     import subprocess
     import sys
@@ -242,7 +264,7 @@ def bench_minilm_cli(text: str = CLI_SENTENCE, net: Any = None, timeout_s: float
         ru = resource.getrusage(resource.RUSAGE_CHILDREN)
         return ru.ru_utime + ru.ru_stime
 
-    client = [sys.executable, "-m", "privinfer.cli", "embed", "--mode", "he"]
+    client = [sys.executable, "-m", "privinfer.cli", "embed", "--mode", mode]
     client += ["--model", "minilm-l6", "--threads", "1", "--json"]
     cpu0, t0 = children_cpu(), time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="pvi-he-bench-") as tmp:
@@ -254,20 +276,30 @@ def bench_minilm_cli(text: str = CLI_SENTENCE, net: Any = None, timeout_s: float
         else:
             host, port = net.listen[1].rsplit(":", 1)
             certs = Path(tmp) / "certs"
-            ensure_identities(certs, int(port))
             ready = Path(tmp) / "ready"
-            serve = [sys.executable, "-m", "privinfer.cli", "he", "serve", "--model", "minilm-l6"]
-            serve += ["--host", host, "--port", port, "--certs", str(certs), "--threads", "1"]
-            server = net.popen(1, [*serve, "--sessions", "1", "--ready-file", str(ready)])
+            if mode == "he":
+                ensure_identities(certs, int(port))
+                serve = [sys.executable, "-m", "privinfer.cli", "he", "serve", "--model"]
+                serve += ["minilm-l6", "--certs", str(certs), "--sessions", "1"]
+                env = {**os.environ, "PRIVINFER_HE_CERTS": str(certs)}
+                remote = ["--server", net.hosts[1]]
+            else:
+                serve = [sys.executable, "-m", "privinfer.cli", "tee+he", "serve", "--model"]
+                serve += ["minilm-l6", "--dir", str(Path(tmp) / "srv")]
+                if net.n_hosts > 2:  # the refresh enclave in host 2, behind its own link
+                    serve += _enclave_in_host(net, 2, Path(tmp) / "srv")
+                env = dict(os.environ)
+                remote = ["--server", net.hosts[1], "--teehe-dir", str(Path(tmp) / "srv")]
+            serve += ["--host", host, "--port", port, "--threads", "1"]
+            server = net.popen(1, [*serve, "--ready-file", str(ready)])
             deadline = time.monotonic() + 300
             while not ready.exists():
                 if server.poll() is not None or time.monotonic() > deadline:
                     raise RuntimeError("the HE server did not start in its namespace")
                 time.sleep(0.2)
-            env = {**os.environ, "PRIVINFER_HE_CERTS": str(certs)}
             proc = net.popen(
                 0,
-                [*client, "--server", net.hosts[1], text],
+                [*client, *remote, text],
                 env=env,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
@@ -275,15 +307,17 @@ def bench_minilm_cli(text: str = CLI_SENTENCE, net: Any = None, timeout_s: float
             )
             out, err = proc.communicate(timeout=timeout_s)
             code = proc.returncode
+            if mode != "he":
+                server.terminate()
             server.wait(timeout=60)
     if code != 0:
-        raise RuntimeError(f"privinfer embed --mode he failed: {err.strip()[-500:]}")
+        raise RuntimeError(f"privinfer embed --mode {mode} failed: {err.strip()[-500:]}")
     got = json.loads(out)
-    he = got["he"]
+    he = got[mode]
     return {
         "bench": "minilm-cli",
         "command": " ".join([*client[1:], repr(text)]),
-        "net": "loopback" if net is None else net.profile.name,
+        "net": "loopback" if net is None else net.measured.get("profile", net.profile.name),
         "embed_s": got["embed_s"],
         "command_wall_s": round(time.perf_counter() - t0, 2),
         "cpu_s_all_processes": round(children_cpu() - cpu0, 1),
@@ -292,6 +326,10 @@ def bench_minilm_cli(text: str = CLI_SENTENCE, net: Any = None, timeout_s: float
         "bytes_to_client": he["bytes_to_client"],
         "cosine_to_plain": min(he["cosine_to_plain"]),
         "peak_rss_mb_client": got.get("peak_rss_mb"),
+        "client_round_trips": he.get("client_round_trips"),
+        "enclave": he.get("enclave"),
+        "client_input_bytes": he.get("input_bytes"),
+        "client_output_bytes": he.get("output_bytes"),
     }
 
 

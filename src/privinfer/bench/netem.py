@@ -38,6 +38,7 @@ __all__ = [
     "NetemError",
     "NetemUnavailableError",
     "NetworkSetup",
+    "emulated_links",
     "emulated_network",
     "emulated_pair",
     "emulation_available",
@@ -127,10 +128,17 @@ class NetworkSetup:
     service binds inside host i, `addresses[i]` host i's IP; `measured` the targets and the
     RTT/bandwidth measured between hosts 0 and 1."""
 
-    def __init__(self, profile: NetProfile, n_hosts: int) -> None:
+    def __init__(
+        self, profile: NetProfile, n_hosts: int, host_profiles: Sequence[NetProfile] | None = None
+    ) -> None:
         if n_hosts < 1:
             raise InputError("an emulated network needs at least 1 host.")
+        if host_profiles is not None and len(host_profiles) != n_hosts:
+            raise InputError("per-host profiles need one profile per host.")
         self.profile = profile
+        # per-host links: host i's link rate, and the one-way delay of the relay in front of
+        # host i's service (so a connection to host i sees host i's RTT)
+        self.host_profiles = list(host_profiles) if host_profiles else None
         self.n_hosts = n_hosts
         self.netns: NetnsCluster | None = None
         self.relays: list[DelayRelay] = []
@@ -155,16 +163,18 @@ class NetworkSetup:
             self.hosts = [f"127.0.0.1:{port}" for port in free_ports(self.n_hosts)]
             self.listen = list(self.hosts)
             return
-        rate = f"{p.rate_mbit:g}mbit" if p.rate_mbit is not None else None
-        self.netns = NetnsCluster(self.n_hosts, rate=rate, burst=p.burst)
+        hps = self.host_profiles or [p] * self.n_hosts
+        rates = [f"{h.rate_mbit:g}mbit" if h.rate_mbit is not None else None for h in hps]
+        self.netns = NetnsCluster(self.n_hosts, rate=rates, burst=p.burst)
         self.netns.__enter__()
         self.addresses = list(self.netns.addresses)
         assert all(is_allowed_target(a) for a in self.addresses), self.addresses
         self.hosts = [f"{a}:{PUBLIC_PORT}" for a in self.addresses]
         self.listen = [f"127.0.0.1:{LISTEN_PORT}"] * self.n_hosts
         self.relay_delay_s = (p.rtt_ms or 0.0) / 2000.0
-        for addr, name in zip(self.addresses, self.netns.names, strict=True):
-            relay = DelayRelay((addr, PUBLIC_PORT), ("127.0.0.1", LISTEN_PORT), self.relay_delay_s)
+        for i, (addr, name) in enumerate(zip(self.addresses, self.netns.names, strict=True)):
+            delay = (hps[i].rtt_ms or 0.0) / 2000.0 if self.host_profiles else self.relay_delay_s
+            relay = DelayRelay((addr, PUBLIC_PORT), ("127.0.0.1", LISTEN_PORT), delay)
             self.relays.append(_in_netns(name, relay.start))
 
     def set_relay_delay(self, one_way_delay_s: float) -> None:
@@ -232,18 +242,21 @@ class NetworkSetup:
         self._procs.append(proc)
         return proc
 
-    def _probe(self, n_pings: int, bulk_bytes: int) -> dict[str, Any]:
+    def _probe(
+        self, n_pings: int, bulk_bytes: int, pair: tuple[int, int] = (0, 1)
+    ) -> dict[str, Any]:
         if self.n_hosts < 2:
             raise NetemError("measuring the network needs at least 2 hosts.")
+        a, b = pair
         pipes = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE, "text": True}
         argv = [sys.executable, "-c", _PROBE, str(n_pings), str(bulk_bytes)]
-        server = self.popen(1, [*argv, "server", *self.listen[1].rsplit(":", 1)], **pipes)
+        server = self.popen(b, [*argv, "server", *self.listen[b].rsplit(":", 1)], **pipes)
         client = None
         try:
             assert server.stdout is not None
             if server.stdout.readline().strip() != "ready":
                 raise NetemError("the network probe's server did not start.")
-            client = self.popen(0, [*argv, "client", *self.hosts[1].rsplit(":", 1)], **pipes)
+            client = self.popen(a, [*argv, "client", *self.hosts[b].rsplit(":", 1)], **pipes)
             out, err = client.communicate(timeout=60)
             lines = [ln for ln in out.splitlines() if ln.startswith("{")]
             if client.returncode != 0 or not lines:
@@ -294,6 +307,46 @@ class NetworkSetup:
             }
         )
         return dict(self.measured)
+
+    def measure_link(self, a: int, b: int, *, n_pings: int = 20, bulk_bytes: int = 4 << 20) -> dict:
+        """RTT (median) and bandwidth a -> b, uncalibrated (per-host links)."""
+        res = self._probe(n_pings, bulk_bytes, (a, b))
+        rtts = [r * 1000 for r in res["rtts"][3:]]
+        bw = res["bytes"] * 8 / res["seconds"] / 1e6 if res["seconds"] > 0 else None
+        return {
+            "rtt_ms_measured": round(statistics.median(rtts), 3),
+            "bandwidth_mbit_measured": round(bw, 1) if bw is not None else None,
+        }
+
+
+@contextlib.contextmanager
+def emulated_links(host_profiles: Sequence[str | NetProfile]) -> Iterator[NetworkSetup]:
+    """Hosts with a link profile each (host i's rate, and the RTT of connections to host i),
+    e.g. (wan, wan, lan): a client on WAN dials a server, which dials a peer on LAN. Each link
+    between two hosts is then shaped at the slower rate of the two. Measured: 0 -> 1 and
+    1 -> 2 (three hosts or more). Needs root."""
+    profs = [get_profile(p) for p in host_profiles]
+    if not emulation_available():
+        raise NetemUnavailableError("per-link network emulation needs root and `ip netns`.")
+    setup = NetworkSetup(profs[1], len(profs), host_profiles=profs)
+    try:
+        setup.build()
+        links = {"0->1": setup.measure_link(0, 1)}
+        if len(profs) > 2:
+            links["1->2"] = setup.measure_link(1, 2)
+        setup.measured.update(
+            {
+                "profile": "+".join(p.name for p in profs),
+                "links": links,
+                "per_host": [
+                    {"name": p.name, "rtt_ms_target": p.rtt_ms, "rate_mbit_target": p.rate_mbit}
+                    for p in profs
+                ],
+            }  # fmt: skip
+        )
+        yield setup
+    finally:
+        setup.close()
 
 
 _SetupCtx = contextlib.AbstractContextManager[NetworkSetup]

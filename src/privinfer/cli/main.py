@@ -90,12 +90,23 @@ def _version() -> str:
 
 def build_parser() -> argparse.ArgumentParser:
     """The whole `privinfer` parser, every command group included."""
-    from privinfer.cli import bench, generate, he, models, mpc, mpc_he, security, serve, tee
+    from privinfer.cli import (
+        bench,
+        generate,
+        he,
+        models,
+        mpc,
+        mpc_he,
+        security,
+        serve,
+        tee,
+        tee_he,
+    )
 
     parser = Parser(prog="privinfer", description="Private LLM inference.", epilog=EPILOG)
     parser.add_argument("--version", action="version", version=f"privinfer {_version()}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for group in (generate, serve, models, bench, security, tee, mpc, he, mpc_he):
+    for group in (generate, serve, models, bench, security, tee, mpc, he, tee_he, mpc_he):
         group.register(sub)
     return parser
 

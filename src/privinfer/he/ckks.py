@@ -22,6 +22,7 @@ from privinfer.he.packing import naf_steps
 from privinfer.he.params import MAX_COEFF_BITS_128, PARAMS_8192, PARAMS_16384, CkksParams  # noqa: F401
 from privinfer.he.serial import load_bytes as _load_bytes
 from privinfer.he.serial import save_bytes as _save_bytes
+from privinfer.he.serial import save_secret as _save_secret
 
 Ciphertext = seal.Ciphertext
 Plaintext = seal.Plaintext
@@ -90,6 +91,57 @@ class CkksContext:
         ctx._seal_version = pk_bytes[3:5]
         ctx.session_id = hashlib.sha256(params.to_bytes() + pk_bytes).digest()[:16]
         return ctx
+
+    def export_secret_key(self) -> bytearray:
+        """Key holder only: the secret key's bytes, for release to an attested refresh enclave
+        (privinfer.teehe) over its AES-GCM channel, never elsewhere. A bytearray, so that the
+        caller can zero it once it is sealed (`erase_buffer`)."""
+        if self._secret_key is None:
+            raise SecurityError("Only the key holder holds a secret key.")
+        return _save_secret(self._secret_key)
+
+    @classmethod
+    def from_secret_key(
+        cls, params: CkksParams, secret: bytearray, session_id: bytes
+    ) -> CkksContext:
+        """Refresh enclave: a decrypting, secret-key-encrypting context from a released key,
+        bound to the client's session id (SHA-256 of its parameters and public key, so the
+        server's ciphertexts of this session are the only ones `wire` accepts)."""
+        ctx = cls(params)
+        sk = _load_bytes(seal.SecretKey(), ctx.seal, bytes(secret))
+        ctx._secret_key = sk
+        ctx._decryptor = seal.Decryptor(ctx.seal, sk)
+        ctx._encryptor = seal.Encryptor(ctx.seal, sk)
+        ctx._keygen = seal.KeyGenerator(ctx.seal, sk)
+        ctx.session_id = bytes(session_id)
+        return ctx
+
+    def make_public_bundle(self) -> dict[str, bytes]:
+        """Refresh enclave: fresh public and relinearisation keys from the released secret key,
+        as the bundle a server loads (`from_public`); sets this context's session id to the one
+        that bundle defines."""
+        if self._keygen is None:
+            raise SecurityError("Only the key holder can make public keys.")
+        pk = seal.PublicKey()
+        self._keygen.create_public_key(pk)
+        pk_bytes = _save_bytes(pk)
+        self.public_key = pk
+        self._seal_version = pk_bytes[3:5]
+        self.session_id = hashlib.sha256(self.params.to_bytes() + pk_bytes).digest()[:16]
+        self._key_bytes = {
+            "public_key": pk_bytes,
+            "relin_keys": _save_bytes(self._keygen.create_relin_keys()),
+        }
+        return self.export_public()
+
+    def erase_secret_key(self) -> None:
+        """Zero the secret key's coefficients that this object can reach and drop every object
+        holding a copy (SEAL's decryptor, encryptor and key generator keep their own copies,
+        which are freed here; the refresh enclave also ends the session's process)."""
+        if self._secret_key is not None:
+            self._secret_key.data().set_zero()
+        self._secret_key = self._decryptor = self._encryptor = None
+        self._keygen = None
 
     def add_rotation_steps(self, steps: Iterable[int]) -> None:
         """Client side: create Galois keys for the steps not yet covered (a new key batch)."""

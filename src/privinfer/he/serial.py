@@ -1,8 +1,9 @@
 """Byte (de)serialisation of SEAL objects through anonymous memory files (no filesystem).
 
 Security assumption: SEAL's Python binding saves and loads only by path; an anonymous memfd
-keeps masks, masked polynomials and ciphertexts off every filesystem. The secret key is never
-passed here. A load that SEAL rejects (other parameters, corrupt data) is a SecurityError.
+keeps masks, masked polynomials and ciphertexts off every filesystem. The secret key passes
+only through `save_secret` (a memfd, read into a bytearray the caller zeroes), for its release
+to an attested refresh enclave. A load that SEAL rejects (other parameters, corrupt data) is a SecurityError.
 """
 
 from __future__ import annotations
@@ -48,3 +49,21 @@ def load_bytes(obj, context, data: bytes):
                 "Serialized CKKS object does not belong to this context (parameters differ or data is corrupt)."
             ) from exc
     return obj
+
+
+def save_secret(obj) -> bytearray:
+    """Like save_bytes, into a bytearray (which, unlike bytes, can be zeroed after use)."""
+    with _scratch_path() as path:
+        obj.save(path)
+        size = os.path.getsize(path)
+        out = bytearray(size)
+        with open(path, "rb", buffering=0) as f:
+            f.readinto(out)
+        with open(path, "r+b", buffering=0) as f:  # the memfd's pages: zero before closing
+            f.write(bytes(size))
+        return out
+
+
+def erase_buffer(buf: bytearray) -> None:
+    """Overwrite a key buffer with zeros in place."""
+    buf[:] = bytes(len(buf))

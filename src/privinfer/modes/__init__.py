@@ -31,6 +31,7 @@ REGISTRY: dict[str, str] = {
     "tee": "privinfer.modes.tee",
     "mpc": "privinfer.modes.mpc",
     "he": "privinfer.modes.he",
+    "tee+he": "privinfer.modes.tee_he",
     "mpc+he": "privinfer.modes.mpc_he",
 }
 

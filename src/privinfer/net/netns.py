@@ -59,15 +59,15 @@ def netns_available() -> bool:
 class NetnsCluster:
     """`n` namespaces, each with `eth0` at 198.18.<subnet>.<i+1>/24, joined by a bridge in a hub.
 
-    `rate` (e.g. "100mbit") shapes each namespace's link with tbf in both directions (egress of
-    eth0 and of its hub-side veth). Latency needs `privinfer.net.relay` (this kernel has no netem).
+    `rate` (e.g. "100mbit", or one per namespace, None for unshaped) shapes each namespace's link
+    with tbf in both directions (egress of eth0 and of its hub-side veth). Latency needs `privinfer.net.relay` (this kernel has no netem).
     """
 
     def __init__(
         self,
         n: int = 3,
         *,
-        rate: str | None = None,
+        rate: str | Sequence[str | None] | None = None,
         burst: str = "32kbit",
         tbf_latency: str = "400ms",
         subnet: int = 0,
@@ -76,6 +76,9 @@ class NetnsCluster:
         if not 1 <= n <= 250 or not 0 <= subnet <= 255:
             raise ValueError("need 1 <= n <= 250 namespaces and 0 <= subnet <= 255")
         self.n = n
+        self.rates = list(rate) if isinstance(rate, (list, tuple)) else [rate] * n
+        if len(self.rates) != n:
+            raise ValueError("need one rate per namespace")
         self.rate = rate
         self.burst = burst
         self.tbf_latency = tbf_latency
@@ -123,11 +126,11 @@ class NetnsCluster:
             _run(["ip", "-n", self.hub, "link", "set", hv, "up"])
             _run(["ip", "-n", name, "addr", "add", f"{addr}/24", "dev", "eth0"])
             _run(["ip", "-n", name, "link", "set", "eth0", "up"])
-            if self.rate:
+            if self.rates[i]:
                 for ns, dev in ((name, "eth0"), (self.hub, hv)):
                     _run(
                         ["ip", "netns", "exec", ns, "tc", "qdisc", "add", "dev", dev, "root"]
-                        + ["tbf", "rate", self.rate, "burst", self.burst]
+                        + ["tbf", "rate", str(self.rates[i]), "burst", self.burst]
                         + ["latency", self.tbf_latency]
                     )
 

@@ -81,9 +81,17 @@ def _sha384(path: Path | str) -> bytes:
     return h.digest()
 
 
-def command(source_root: Path | str, enclave_args: Iterable[str]) -> list[str]:
+def bootstrap_for(module: str) -> str:
+    """The bootstrap that runs `module.main` (the tee enclave's, or another measured program's,
+    such as the tee+he refresh enclave, privinfer.teehe.enclave)."""
+    return BOOTSTRAP.replace("privinfer.tee.enclave", module)
+
+
+def command(
+    source_root: Path | str, enclave_args: Iterable[str], bootstrap: str = BOOTSTRAP
+) -> list[str]:
     """The enclave's command line: this interpreter, isolated, running the measured bootstrap."""
-    return [sys.executable, *FLAGS, "-c", BOOTSTRAP, str(source_root), *enclave_args]
+    return [sys.executable, *FLAGS, "-c", bootstrap, str(source_root), *enclave_args]
 
 
 def stdlib_dir() -> Path:
@@ -120,9 +128,12 @@ def _distribution(name: str) -> Any:
         return None
 
 
-@functools.lru_cache(maxsize=1)
-def runtime_manifest() -> dict[str, str]:
-    """Named SHA-384 digests (hex) of everything the enclave's runtime consists of (module doc)."""
+@functools.lru_cache(maxsize=4)
+def runtime_manifest(
+    bootstrap: str = BOOTSTRAP, distributions: tuple[str, ...] = DISTRIBUTIONS
+) -> dict[str, str]:
+    """Named SHA-384 digests (hex) of everything the enclave's runtime consists of (module doc);
+    another measured program passes its own bootstrap and distributions."""
     h = hashlib.sha384(_lp(b"privinfer-interpreter-v1"))
     for p in interpreter_files():
         h.update(_lp(p.name.encode()) + _sha384(p))
@@ -137,7 +148,7 @@ def runtime_manifest() -> dict[str, str]:
         for p in sorted(d.glob("*.pth")):
             h.update(_lp(p.name.encode()) + _sha384(p))
     manifest["site_pth"] = h.hexdigest()
-    for name in DISTRIBUTIONS:
+    for name in distributions:
         dist = _distribution(name)
         record = dist.read_text("RECORD") if dist is not None else None
         if dist is None or record is None:
@@ -145,14 +156,17 @@ def runtime_manifest() -> dict[str, str]:
         else:
             digest = hashlib.sha384(_lp(b"privinfer-dist-v1") + record.encode()).hexdigest()
             manifest[f"dist:{name}"] = f"{dist.version}:{digest}"
-    launch = json.dumps({"flags": FLAGS, "bootstrap": BOOTSTRAP, "env": ENV}, sort_keys=True)
+    launch = json.dumps({"flags": FLAGS, "bootstrap": bootstrap, "env": ENV}, sort_keys=True)
     manifest["launch"] = hashlib.sha384(launch.encode()).hexdigest()
     return manifest
 
 
-def runtime_digest() -> bytes:
+def runtime_digest(
+    bootstrap: str = BOOTSTRAP, distributions: tuple[str, ...] = DISTRIBUTIONS
+) -> bytes:
     """SHA-384 over `runtime_manifest()`: the runtime part of the enclave's code measurement."""
-    body = json.dumps(runtime_manifest(), sort_keys=True, separators=(",", ":")).encode()
+    manifest = runtime_manifest(bootstrap, distributions)
+    body = json.dumps(manifest, sort_keys=True, separators=(",", ":")).encode()
     return hashlib.sha384(_lp(b"privinfer-runtime-v1") + _lp(body)).digest()
 
 
@@ -170,10 +184,10 @@ def check_isolated() -> None:
         raise LaunchError("the enclave must be started with the scrubbed environment")
 
 
-def _record_map() -> dict[str, tuple[str, str]]:
+def _record_map(distributions: tuple[str, ...] = DISTRIBUTIONS) -> dict[str, tuple[str, str]]:
     """Absolute path -> (distribution, RECORD sha256 in urlsafe base64) of measured distributions."""
     out: dict[str, tuple[str, str]] = {}
-    for name in DISTRIBUTIONS:
+    for name in distributions:
         dist = _distribution(name)
         if dist is None:
             continue
@@ -201,7 +215,10 @@ def _mapped_objects() -> list[str]:
 
 
 def loaded_outside(
-    source_root: Path, measured_code: Iterable[str], modules: Mapping[str, Any] | None = None
+    source_root: Path,
+    measured_code: Iterable[str],
+    modules: Mapping[str, Any] | None = None,
+    distributions: tuple[str, ...] = DISTRIBUTIONS,
 ) -> list[str]:
     """What this process loaded outside the measured set, one line each (empty: all measured).
 
@@ -213,7 +230,7 @@ def loaded_outside(
     std = str(stdlib_dir()) + os.sep
     sites = tuple(str(d) + os.sep for d in site_dirs())
     interp = {str(p) for p in interpreter_files()}
-    records = _record_map()
+    records = _record_map(distributions)
     checked: dict[str, bool] = {}
     bad: list[str] = []
 
