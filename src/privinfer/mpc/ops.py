@@ -92,6 +92,7 @@ class MpcOps:
         RShare is loaded from it and `weight` is only a shape placeholder."""
         store = getattr(self, "weight_store", None)
         if store is not None:
+            self._concat = store.concat_cache  # the store's weights, concatenated once
             return store.share(self.party.pid, self.party.f, name)
         tied = self._prepared.get(_tensor_key(weight))
         if tied is not None and kind == "linear" and tied[0] == "embedding":

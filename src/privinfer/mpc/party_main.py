@@ -128,6 +128,19 @@ def _agree(view: PartyView, store: PartyStore, ok: bool) -> str | None:
     return None
 
 
+def _by_op(meter: Any) -> dict[str, dict[str, float]]:
+    """Calls, rounds, bytes sent and wall seconds by op class (public counts and timings)."""
+    return {
+        k: {
+            "calls": c.calls,
+            "rounds": c.rounds,
+            "bytes_sent": c.bytes_sent,
+            "wall_s": round(c.wall_s, 4),
+        }
+        for k, c in meter.totals().items()
+    }
+
+
 def run_session(link: Any, store: PartyStore, pid: int) -> dict[str, Any]:
     """Serve one client session on `link` (a TlsPeerLink of 4 endpoints); returns its stats."""
     view = PartyView(link)
@@ -162,6 +175,7 @@ def run_session(link: Any, store: PartyStore, pid: int) -> dict[str, Any]:
     if req["kind"] == "generate":
         sampler = Sampler(temperature=1.0 if req.get("sample") else 0.0)
         cache = model.new_cache()
+        after_prefill: list[Any] = []  # the meter's totals once the prefill step is done
 
         def step(ids: list[int], pos: int, i: int) -> int:
             if pos >= cfg.max_context:
@@ -171,6 +185,7 @@ def run_session(link: Any, store: PartyStore, pid: int) -> dict[str, Any]:
                 stats["tokens"].append(marks.lap())
             else:
                 stats["prefill"], stats["tokens"] = marks.lap(), []
+                after_prefill.append(party.meter.snapshot())
             return -1  # the token goes to the client only
 
         # Token ids are the client's (one-hot shares): the parties run placeholders, and go on
@@ -194,10 +209,9 @@ def run_session(link: Any, store: PartyStore, pid: int) -> dict[str, Any]:
     stats["bytes_to_client"] = port.bytes_to_client
     stats["bytes_from_client"] = port.bytes_from_client
     stats["peak_rss_mb"] = round(peak_rss_mb(), 1)
-    stats["by_op"] = {
-        k: {"calls": c.calls, "rounds": c.rounds, "bytes_sent": c.bytes_sent}
-        for k, c in party.meter.totals().items()
-    }
+    stats["by_op"] = _by_op(party.meter)
+    if req["kind"] == "generate" and after_prefill:
+        stats["by_op_decode"] = _by_op(party.meter.minus(after_prefill[0]))
     port.send_json(stats)
     return stats
 
