@@ -13,6 +13,7 @@ SIGTERM and SIGINT end the party cleanly: the open session's links are closed, i
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import sys
@@ -83,14 +84,16 @@ def _check_request(req: dict[str, Any], store: PartyStore, pid: int) -> str | No
 
 
 class _Marks:
-    """Rounds, party-to-party bytes and wall time between two points of a session."""
+    """Rounds, party-to-party bytes, wall time and the process's CPU time between two points
+    of a session."""
 
     def __init__(self, view: PartyView) -> None:
         self.view = view
         self.start = self._now()
 
-    def _now(self) -> tuple[int, int, float]:
-        return (self.view.stats.rounds, self.view.stats.bytes_sent, time.perf_counter())
+    def _now(self) -> tuple[int, int, float, float]:
+        stats = self.view.stats
+        return (stats.rounds, stats.bytes_sent, time.perf_counter(), time.process_time())
 
     def lap(self) -> dict[str, float]:
         now = self._now()
@@ -98,6 +101,7 @@ class _Marks:
             "rounds": now[0] - self.start[0],
             "bytes_sent": now[1] - self.start[1],
             "wall_s": round(now[2] - self.start[2], 6),
+            "cpu_s": round(now[3] - self.start[3], 4),  # the party process, all its threads
         }
         self.start = now
         return out
@@ -301,6 +305,10 @@ def _run_party(args: argparse.Namespace, ready: Path | None) -> int:
         store = PartyStore(args.store or f"mpc-stores/party-{pid}", pid)
         store.check_cluster(cluster.cluster_id)
         log(pid, f"ready: model {store.model_id!r}, share set {store.share_set_id[:12]}")
+        # the loaded modules and shares live as long as the party: keep the cyclic collector
+        # from walking them again and again during sessions (~5% of a party's CPU per token)
+        gc.collect()
+        gc.freeze()
         if ready is not None:
             ready.write_text(str(os.getpid()))
         return serve(
