@@ -216,9 +216,11 @@ class PartyStore:
     def _load(self, rel: str, sha: str, shape: tuple[int, ...]) -> torch.Tensor:
         """Read a component file into anonymous memory, hashing it in the same pass.
 
-        Not a file mapping: with no swap, the kernel reclaims file-backed pages first under
-        memory pressure, and mapped shares were then read from disk again at every forward step
-        (the CLI's 6 s/token and 145 s prefill against the bench's 2 s and 9.5 s, issue 17)."""
+        Not a file mapping: with no swap, file-backed pages are the only ones the kernel (or a
+        proactive `pageout` policy such as this machine's DAMON scheme) can drop, and a slow
+        decode touches each weight once per token, so mapped shares could be dropped and read
+        from disk again every step (the likely cause of the CLI's 145 s prefill and 6 s/token
+        against the benchmark's 9.5 s and 2 s in issue 17; see docs/mpc.md)."""
         path = self.folder / rel
         if not path.is_file():
             raise ShareStoreError(f"share file {path} is missing.")
