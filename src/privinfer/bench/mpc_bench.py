@@ -263,7 +263,14 @@ def onehot_program(rows: Sequence[int] = (1, 37), vocab: int = 49_152, seed: int
     return program
 
 
+def _batch_program(**params: Any) -> Program:
+    from privinfer.bench.mpc_batch_bench import batch_program
+
+    return batch_program(**params)
+
+
 PROGRAMS: dict[str, Callable[..., Program]] = {
+    "smollm2-batch": _batch_program,
     "onehot": onehot_program,
     "rounds": rounds_program,
     "ops": ops_program,
@@ -332,6 +339,10 @@ def _party_main(suite: str, party_id: int, cluster_dir: str, out: str, params: d
 
 def summarise(suite: str, parties: list[dict[str, Any]]) -> dict[str, Any]:
     """Fold the three party results into one report (max over parties; bytes also summed)."""
+    if suite == "smollm2-batch":
+        from privinfer.bench.mpc_batch_bench import summarise_batches
+
+        return summarise_batches(parties)
     if suite == "rounds":
         return {
             k: [round(r["rounds"][k], 4) for r in parties]

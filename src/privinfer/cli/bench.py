@@ -47,8 +47,8 @@ def register(sub: Any) -> None:
         type=int,
         default=None,
         metavar="N",
-        help="decode steps of the generate workload (default: 16, 4 with --quick; the mpc "
-        "runner takes half)",
+        help="decode steps of the generate workload (default: 16, 4 with --quick; mpc on "
+        "--net lan/wan takes half, mpc on loopback runs the CLI's 8-token generation)",
     )
     b.add_argument(
         "--net",

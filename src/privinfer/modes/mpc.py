@@ -67,6 +67,8 @@ def _summary(report: dict[str, Any]) -> dict[str, Any]:
         if "texts" in st:
             row["texts"] = st["texts"]
         row["by_op"] = st.get("by_op")
+        if st.get("by_op_decode"):  # the decode steps alone (after the prefill)
+            row["by_op_decode"] = st["by_op_decode"]
         out["parties"][pid] = row
     return out
 
@@ -78,7 +80,12 @@ def _fill(stats: GenerationStats | EmbeddingStats, report: dict[str, Any]) -> No
     stats.details["mpc"] = summary
     for op, c in (summary["parties"].get("0", {}).get("by_op") or {}).items():
         stats.costs.by_op[op].add(
-            OpCost(c["calls"], rounds=c["rounds"], bytes_sent=c["bytes_sent"])
+            OpCost(
+                c["calls"],
+                wall_s=c.get("wall_s", 0.0),
+                rounds=c["rounds"],
+                bytes_sent=c["bytes_sent"],
+            )
         )
 
 

@@ -92,6 +92,7 @@ class MpcOps:
         RShare is loaded from it and `weight` is only a shape placeholder."""
         store = getattr(self, "weight_store", None)
         if store is not None:
+            self._concat = store.concat_cache  # the store's weights, concatenated once
             return store.share(self.party.pid, self.party.f, name)
         tied = self._prepared.get(_tensor_key(weight))
         if tied is not None and kind == "linear" and tied[0] == "embedding":
@@ -274,31 +275,19 @@ class MpcOps:
         causal: bool,
         q_offset: int,
     ) -> RShare:
-        p = self.party
-        t, s = q.shape[0], k.shape[0]
-        rep = n_heads // n_kv_heads
-
-        def heads(a: torch.Tensor, n: int, length: int) -> torch.Tensor:
-            h = a.reshape(length, n, head_dim).transpose(0, 1)
-            return h.repeat_interleave(rep, dim=0) if n != n_heads else h
-
         self._flush_rope()
-        with p.op("attention"):
-            qh = q.map(lambda a: heads(a, n_heads, t))
-            kh = k.map(lambda a: heads(a, n_kv_heads, s).transpose(1, 2))
-            vh = v.map(lambda a: heads(a, n_kv_heads, s))
-            log_d = math.log2(head_dim)
-            if log_d == int(log_d) and int(log_d) % 2 == 0:  # 1/sqrt(d) is a power of two
-                qh = qh.with_f(q.f + int(log_d) // 2)
-            else:
-                qh = arith.mul_public(p, qh, 1.0 / math.sqrt(head_dim))
-            scores = trunc(p, arith.raw_matmul(p, qh, kh), qh.f + kh.f - q.f)
-            mask = None
-            if causal:
-                rows = torch.arange(t)[:, None] + q_offset
-                mask = torch.arange(s)[None, :] <= rows
-            out = softmax.softmax_matmul(p, scores, vh, mask)
-            return out.map(lambda a: a.transpose(0, 1).reshape(t, n_heads * head_dim))
+        with self.party.op("attention"):
+            return attend(
+                self.party,
+                q,
+                k,
+                v,
+                n_heads=n_heads,
+                n_kv_heads=n_kv_heads,
+                head_dim=head_dim,
+                causal=causal,
+                q_offset=q_offset,
+            )
 
     # cache and outputs
     def new_cache(self, n_layers: int) -> list[list[RShare | None]]:
@@ -372,6 +361,44 @@ class MpcOps:
 
     def costs(self) -> CostReport:
         return self.party.meter.snapshot()
+
+
+def attend(
+    p: Party,
+    q: RShare,
+    k: RShare,
+    v: RShare,
+    *,
+    n_heads: int,
+    n_kv_heads: int,
+    head_dim: int,
+    causal: bool,
+    q_offset: int,
+) -> RShare:
+    """Scaled dot-product attention of one sequence's rows q over its keys k and values v
+    (grouped-query heads), on party `p` (a `Party.parallel` child in a batched step)."""
+    t, s = q.shape[0], k.shape[0]
+    rep = n_heads // n_kv_heads
+
+    def heads(a: torch.Tensor, n: int, length: int) -> torch.Tensor:
+        h = a.reshape(length, n, head_dim).transpose(0, 1)
+        return h.repeat_interleave(rep, dim=0) if n != n_heads else h
+
+    qh = q.map(lambda a: heads(a, n_heads, t))
+    kh = k.map(lambda a: heads(a, n_kv_heads, s).transpose(1, 2))
+    vh = v.map(lambda a: heads(a, n_kv_heads, s))
+    log_d = math.log2(head_dim)
+    if log_d == int(log_d) and int(log_d) % 2 == 0:  # 1/sqrt(d) is a power of two
+        qh = qh.with_f(q.f + int(log_d) // 2)
+    else:
+        qh = arith.mul_public(p, qh, 1.0 / math.sqrt(head_dim))
+    scores = trunc(p, arith.raw_matmul(p, qh, kh), qh.f + kh.f - q.f)
+    mask = None
+    if causal:
+        rows = torch.arange(t)[:, None] + q_offset
+        mask = torch.arange(s)[None, :] <= rows
+    out = softmax.softmax_matmul(p, scores, vh, mask)
+    return out.map(lambda a: a.transpose(0, 1).reshape(t, n_heads * head_dim))
 
 
 def _clamp_temperature(p: Party, t: RShare) -> RShare:

@@ -38,6 +38,9 @@ class RandomStream(Protocol):
         ...
 
 
+_DRAW_CHUNK = 1 << 22  # bytes of key stream produced per update in a big draw
+
+
 class KeyStream:
     """Deterministic stream of pseudo-random ring tensors from one AES-128/256 key: each draw
     runs a fresh cipher on its own counter value."""
@@ -56,8 +59,19 @@ class KeyStream:
         nonce = self._counter.to_bytes(8, "big") + bytes(8)
         self._counter += 1
         enc = Cipher(algorithms.AES(self._key), modes.CTR(nonce)).encryptor()
-        raw = enc.update(bytes(8 * n)) + enc.finalize()
-        return torch.from_numpy(np.frombuffer(raw, dtype=np.int64).copy()).reshape(shape)
+        if n <= _DRAW_CHUNK // 8:
+            raw = enc.update(bytes(8 * n)) + enc.finalize()
+            return torch.from_numpy(np.frombuffer(raw, dtype=np.int64).copy()).reshape(shape)
+        # a big draw (a weight component): encrypted in place, chunk by chunk, into the result
+        # (the same key stream as one update; no full-size temporaries)
+        out = torch.empty(n + 2, dtype=torch.int64)  # CTR's update_into wants 15 spare bytes
+        buf = memoryview(out.numpy().view(np.uint8))
+        zeros = bytes(_DRAW_CHUNK)
+        for off in range(0, 8 * n, _DRAW_CHUNK):
+            size = min(_DRAW_CHUNK, 8 * n - off)
+            enc.update_into(zeros[:size] if size < _DRAW_CHUNK else zeros, buf[off:])
+        enc.finalize()
+        return out[:n].reshape(shape)
 
     def draw_words(self, n: int) -> np.ndarray:
         """`draw((n,))` as a flat uint64 numpy array (the same words)."""

@@ -189,30 +189,59 @@ class PartyStore:
         if len(seeds) != len(held) or any(len(x) != 32 for x in seeds):
             raise ShareStoreError(f"{self.folder / SEEDS} has the wrong size.")
         comp_seed = dict(zip(held, seeds, strict=True))
-        self._shares: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+        self._shares: dict[str, RShare] = {}
         self.kinds: dict[str, str] = {}
         self.shapes: dict[str, tuple[int, ...]] = {}
+        # column concatenations of weights used together (`MpcOps.linears`), kept across
+        # sessions: the weights become views of them, so each is held once and copied once
+        self.concat_cache: dict[tuple[int, ...], Any] = {}
         for e in m["weights"]:
             name = e["name"]
             self.kinds[name] = e["kind"]
             if "alias_t" in e:
-                a, b = self._shares[e["alias_t"]]
-                self._shares[name] = (a.T, b.T)
-                self.shapes[name] = tuple(a.T.shape)
+                base = self._shares[e["alias_t"]]
+                self._shares[name] = base.map(lambda t: t.T)
+                self.shapes[name] = tuple(base.a.T.shape)
                 continue
             shape = tuple(e["shape"])
             comps = []
             for c in (party_id, (party_id + 1) % N_PARTIES):
-                if c == 2:  # mapped copy-on-write: file-backed pages, not anonymous memory
-                    path = self._verify(e["file"], e["sha256"])
-                    if path.stat().st_size != 8 * int(np.prod(shape)):
-                        raise ShareStoreError(f"{path} has the wrong size.")
-                    arr = np.memmap(path, dtype=np.int64, mode="c", shape=shape)
-                    comps.append(torch.from_numpy(arr))
+                if c == 2:
+                    comps.append(self._load(e["file"], e["sha256"], shape))
                 else:
                     comps.append(_component(comp_seed[c], name, shape))
-            self._shares[name] = (comps[0], comps[1])
+            self._shares[name] = RShare(comps[0], comps[1], party_id, self.frac_bits)
             self.shapes[name] = shape
+
+    def _load(self, rel: str, sha: str, shape: tuple[int, ...]) -> torch.Tensor:
+        """Read a component file into anonymous memory, hashing it in the same pass.
+
+        Not a file mapping: with no swap, file-backed pages are the only ones the kernel (or a
+        proactive `pageout` policy such as this machine's DAMON scheme) can drop, and a slow
+        decode touches each weight once per token, so mapped shares could be dropped and read
+        from disk again every step (the likely cause of the CLI's 145 s prefill and 6 s/token
+        against the benchmark's 9.5 s and 2 s in issue 17; see docs/mpc.md)."""
+        path = self.folder / rel
+        if not path.is_file():
+            raise ShareStoreError(f"share file {path} is missing.")
+        n = 8 * int(np.prod(shape))
+        if path.stat().st_size != n:
+            raise ShareStoreError(f"{path} has the wrong size.")
+        out = torch.empty(shape, dtype=torch.int64)
+        buf = memoryview(out.numpy().reshape(-1).view(np.uint8))
+        h, off = hashlib.sha256(), 0
+        with open(path, "rb", buffering=0) as f:
+            while off < n:
+                got = f.readinto(buf[off : min(n, off + (1 << 24))])
+                if not got:
+                    break
+                h.update(buf[off : off + got])
+                off += got
+        if off != n or h.hexdigest() != sha:
+            raise ShareStoreError(
+                f"share file {path} does not match its manifest (tampered, or from another share set)."
+            )
+        return out
 
     def _verify(self, rel: str, sha: str) -> Path:
         path = self.folder / rel
@@ -251,8 +280,7 @@ class PartyStore:
             )
         if name not in self._shares:
             raise ShareStoreError(f"the share store of {self.model_id!r} has no weight {name}.")
-        a, b = self._shares[name]
-        return RShare(a, b, party_id, frac_bits)
+        return self._shares[name]  # the same object every session (see `concat_cache`)
 
     def placeholders(self) -> Mapping[str, torch.Tensor]:
         """Shape-only stand-ins (meta tensors) for building the model definition on this party."""
