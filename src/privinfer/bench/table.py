@@ -62,7 +62,12 @@ def render(files: list[Path]) -> str:
     ]
     for f in sorted(files):
         res = json.loads(f.read_text())
-        emulated = (res.get("net") or {}).get("profile", "none") != "none"
+        if not isinstance(res, dict):  # a module bench's own record (he_linear_bench): no rows
+            continue
+        net_of_run = res.get("net")  # privinfer bench: a dict; mpc_bench suites: a name
+        if not isinstance(net_of_run, dict):
+            net_of_run = {"profile": "none" if net_of_run in (None, "loopback") else net_of_run}
+        emulated = net_of_run.get("profile", "none") != "none"
         for key, maker in ROW_MAKERS.items():
             if res.get(key) and not emulated:  # plain rows come from the un-emulated runs
                 lines += maker(res, f.name)
