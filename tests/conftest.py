@@ -60,14 +60,21 @@ def shared_tee_server(tmp_path_factory: pytest.TempPathFactory):
         log.close()
 
 
-# Tests that start three real-SmolLM2 party processes (~2.7-2.9 GB each, shares in anonymous
-# memory) run first, while this process is still small: run late, on top of the ~8 GB this
-# process holds by then (session fixtures, HE keys), they took the machine to 16.2 GB in CI.
-RUN_FIRST = ("tests/mpc/test_deploy_cli.py::test_real_smollm2_greedy_equals_plain",)
+# Tests whose processes hold the most memory run first, while this process is still small. Run
+# late, on top of the ~8 GB this process holds by then (session fixtures, HE keys), the three
+# real-SmolLM2 mpc parties (~2.7-2.9 GB each; 9.4 GB used alone) took the machine to 16.2 GB
+# in CI, and the tee+he server, enclave and two HE sessions (6.1 GB alone) to 14.1 GB.
+RUN_FIRST = (
+    "tests/mpc/test_deploy_cli.py::test_real_smollm2_greedy_equals_plain",
+    "tests/teehe/",
+)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    items.sort(key=lambda item: item.nodeid not in RUN_FIRST)  # stable: the rest keep order
+    def late(item: pytest.Item) -> bool:
+        return not any(item.nodeid.startswith(first) for first in RUN_FIRST)
+
+    items.sort(key=late)  # stable: each group keeps its order, so module fixtures start once
 
 
 @pytest.fixture(autouse=True, scope="module")
