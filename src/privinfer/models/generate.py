@@ -124,6 +124,32 @@ def decode_loop(
     stats.stop_reason = "length"
 
 
+def threaded_tokens(produce: Callable[[Callable[[int], None]], None]) -> Iterator[int]:
+    """Run `produce(emit)` in a daemon thread and yield each token id it emits, as it does:
+    for engines whose client answers a session loop (he, tee+he) while the caller streams.
+    An exception in `produce` is re-raised here, after the tokens emitted before it."""
+    import queue
+    import threading
+
+    events: queue.Queue = queue.Queue()
+
+    def run() -> None:
+        try:
+            produce(lambda tok: events.put(("tok", tok)))
+            events.put(("end", None))
+        except BaseException as exc:  # noqa: BLE001 - re-raised in the consumer
+            events.put(("err", exc))
+
+    threading.Thread(target=run, daemon=True).start()
+    while True:
+        kind, value = events.get()
+        if kind == "err":
+            raise value
+        if kind == "end":
+            return
+        yield value
+
+
 def timed_stream(
     ids: Iterator[int], stats: GenerationStats, *, prompt_tokens: int
 ) -> Iterator[int]:

@@ -10,11 +10,9 @@ rounds and bytes each way reach the caller in `stats.details["he"]` and `stats.c
 from __future__ import annotations
 
 import contextlib
-import queue
 import sys
-import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from privinfer.errors import InputError
@@ -256,7 +254,7 @@ class HeMode(Mode):
         """Generate under CKKS: the client picks every token from logits only it can decrypt."""
         from privinfer.he.ckks import PARAMS_16384
         from privinfer.he.session import HeClient
-        from privinfer.models.generate import check_budget, timed_stream
+        from privinfer.models.generate import check_budget, threaded_tokens, timed_stream
 
         prompt_ids = req.prompt_ids
         budget = check_budget(len(prompt_ids), req.max_new_tokens, model.cfg.max_context)
@@ -269,37 +267,22 @@ class HeMode(Mode):
             stop_ids=tuple(model.tokenizer.eos_ids),
             max_new_tokens=budget,
         )
-        events: queue.Queue = queue.Queue()
+        def produce(emit: Callable[[int], None]) -> None:
+            if in_process:
+                _local_generation(model, client, prompt_ids, budget, ctx_t, emit)
+            else:
+                live = stats.details.setdefault("client_link", {})
+                figures = _remote_generation(
+                    model, client, prompt_ids, budget, ctx_t, server, emit, live
+                )
+                _record(stats.costs, stats.details, figures)
 
-        def run() -> None:
-            try:
-                if in_process:
-                    _local_generation(model, client, prompt_ids, budget, ctx_t, events)
-                else:
-                    live = stats.details.setdefault("client_link", {})
-                    figures = _remote_generation(
-                        model, client, prompt_ids, budget, ctx_t, server, events, live
-                    )
-                    _record(stats.costs, stats.details, figures)
-                events.put(("end", None))
-            except BaseException as exc:  # noqa: BLE001 - re-raised in the consumer
-                events.put(("err", exc))
-
-        def tokens() -> Iterator[int]:
-            while True:
-                kind, value = events.get()
-                if kind == "err":
-                    raise value
-                if kind == "end":
-                    return
-                yield value
-
-        threading.Thread(target=run, daemon=True).start()
-        yield from timed_stream(tokens(), stats, prompt_tokens=len(prompt_ids))
+        tokens = threaded_tokens(produce)
+        yield from timed_stream(tokens, stats, prompt_tokens=len(prompt_ids))
         stats.stop_reason = "length" if len(client.chosen) >= budget else "eos"
 
 
-def _local_generation(model, client, prompt_ids, budget, ctx_t, events) -> None:
+def _local_generation(model, client, prompt_ids, budget, ctx_t, emit) -> None:
     from privinfer.he.ops import HeOps
     from privinfer.he.server import generation_session, model_ranges
     from privinfer.he.session import LocalKeyHolder
@@ -313,14 +296,14 @@ def _local_generation(model, client, prompt_ids, budget, ctx_t, events) -> None:
     emitted = 0
     for _ in generation_session(model, ops, list(prompt_ids), budget):
         for tok in client.chosen[emitted:]:
-            events.put(("tok", tok))
+            emit(tok)
         emitted = len(client.chosen)
     for tok in client.chosen[emitted:]:  # the last pick ends the session
-        events.put(("tok", tok))
+        emit(tok)
 
 
 def _remote_generation(
-    model, client, prompt_ids, budget, ctx_t, server, events, live
+    model, client, prompt_ids, budget, ctx_t, server, emit, live
 ) -> dict[str, Any]:
     """`live` gets this client's bytes each way before each token is handed on."""
     from privinfer.he.client import _server_for, run_client_session
@@ -344,7 +327,7 @@ def _remote_generation(
                 next_rows=lambda tok: client_rows(model, [tok]),
                 on_token=lambda tok: (
                     live.update(bytes_sent=conn.bytes_sent, bytes_received=conn.bytes_received),
-                    events.put(("tok", tok)),
+                    emit(tok),
                 ),
             )
         finally:

@@ -13,11 +13,9 @@ from __future__ import annotations
 
 import contextlib
 import os
-import queue
 import sys
-import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -258,7 +256,7 @@ class TeeHeMode(Mode):
         """Generate: the client decrypts each step's logits and sends the next token's row."""
         from privinfer.he.ckks import PARAMS_16384
         from privinfer.he.session import HeClient
-        from privinfer.models.generate import check_budget, timed_stream
+        from privinfer.models.generate import check_budget, threaded_tokens, timed_stream
         from privinfer.teehe.client import generate
 
         prompt_ids = req.prompt_ids
@@ -270,34 +268,20 @@ class TeeHeMode(Mode):
             PARAMS_16384, sampler=req.sampler, stop_ids=tuple(model.tokenizer.eos_ids),
             max_new_tokens=budget,
         )  # fmt: skip
-        events: queue.Queue = queue.Queue()
 
-        def run() -> None:
-            try:
-                with self._endpoint(model, options) as endpoint:
-                    f = generate(endpoint, model, client, list(prompt_ids), budget, ctx_t,
-                                 on_token=lambda t: events.put(("tok", t)))  # fmt: skip
-                figures = {"rounds": int(f.server.get("rounds", 0)),
-                           "bytes_to_server": f.bytes_to_server,
-                           "bytes_to_client": f.bytes_to_client,
-                           "client_round_trips": f.client_round_trips}  # fmt: skip
-                _record(stats.costs, stats.details, figures)
-                stats.details["tee+he"] = stats.details.pop("he")
-                events.put(("end", None))
-            except BaseException as exc:  # noqa: BLE001 - re-raised in the consumer
-                events.put(("err", exc))
+        def produce(emit: Callable[[int], None]) -> None:
+            with self._endpoint(model, options) as endpoint:
+                f = generate(endpoint, model, client, list(prompt_ids), budget, ctx_t,
+                             on_token=emit)  # fmt: skip
+            figures = {"rounds": int(f.server.get("rounds", 0)),
+                       "bytes_to_server": f.bytes_to_server,
+                       "bytes_to_client": f.bytes_to_client,
+                       "client_round_trips": f.client_round_trips}  # fmt: skip
+            _record(stats.costs, stats.details, figures)
+            stats.details["tee+he"] = stats.details.pop("he")
 
-        def tokens() -> Iterator[int]:
-            while True:
-                kind, value = events.get()
-                if kind == "err":
-                    raise value
-                if kind == "end":
-                    return
-                yield value
-
-        threading.Thread(target=run, daemon=True).start()
-        yield from timed_stream(tokens(), stats, prompt_tokens=len(prompt_ids))
+        tokens = threaded_tokens(produce)
+        yield from timed_stream(tokens, stats, prompt_tokens=len(prompt_ids))
         stats.stop_reason = "length" if len(client.chosen) >= budget else "eos"
 
 
